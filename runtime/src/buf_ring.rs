@@ -1,0 +1,144 @@
+//! The provided-buffer ring of one core: buffers the kernel picks from when a receive
+//! completes, so an idle connection holds no read buffer.
+//!
+//! Invariant: every buffer id the kernel hands out comes back through [`BufRing::give_back`]
+//! exactly once, on every path (stale completions and errors included). The ring memory and
+//! the buffers are mapped anonymously and unmapped only after the ring that uses them is gone.
+
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+
+use crate::ring::Ring;
+
+pub(crate) struct BufRing {
+    entries: NonNull<BufRingEntry>,
+    entries_len: usize,
+    bufs: NonNull<u8>,
+    bufs_len: usize,
+    count: u16,
+    buf_size: u32,
+    /// Our copy of the tail; published to the kernel after each change.
+    tail: u16,
+}
+
+fn map(len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: an anonymous private mapping; no file, no fixed address.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+impl BufRing {
+    /// Maps `count` buffers of `buf_size` bytes, fills the ring with all of them and registers
+    /// it with `ring` as buffer group `bgid`.
+    pub(crate) fn new(ring: &Ring, bgid: u16, count: u32, buf_size: u32) -> io::Result<BufRing> {
+        assert!(count.is_power_of_two() && count <= 32768);
+        let count = count as u16;
+        let page = 4096;
+        let entries_len =
+            (count as usize * std::mem::size_of::<BufRingEntry>()).next_multiple_of(page);
+        let bufs_len = (count as usize * buf_size as usize).next_multiple_of(page);
+        let entries = map(entries_len)?.cast::<BufRingEntry>();
+        let bufs = match map(bufs_len) {
+            Ok(b) => b,
+            Err(e) => {
+                // SAFETY: `entries` was mapped above with this length and is not used after.
+                unsafe { libc::munmap(entries.as_ptr().cast(), entries_len) };
+                return Err(e);
+            }
+        };
+        let mut this = BufRing {
+            entries,
+            entries_len,
+            bufs,
+            bufs_len,
+            count,
+            buf_size,
+            tail: 0,
+        };
+        for bid in 0..count {
+            this.put(bid);
+        }
+        this.publish();
+        // SAFETY: the entries stay mapped until `self` drops, which the driver orders after the
+        // ring (and so after the kernel's last use of them).
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                count,
+                bgid,
+                0,
+            )?;
+        }
+        Ok(this)
+    }
+
+    /// The first `len` bytes of buffer `bid`, as the kernel filled them.
+    pub(crate) fn get(&self, bid: u16, len: usize) -> &[u8] {
+        assert!(
+            bid < self.count && len <= self.buf_size as usize,
+            "buffer {bid} len {len} out of range"
+        );
+        // SAFETY: `bid` is in range, so the slice lies inside the mapping; the kernel gave the
+        // buffer to this completion and will not touch it again until it is given back.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.bufs
+                    .as_ptr()
+                    .add(bid as usize * self.buf_size as usize),
+                len,
+            )
+        }
+    }
+
+    /// Returns buffer `bid` to the kernel.
+    #[inline]
+    pub(crate) fn give_back(&mut self, bid: u16) {
+        self.put(bid);
+        self.publish();
+    }
+
+    fn put(&mut self, bid: u16) {
+        debug_assert!(bid < self.count);
+        let idx = (self.tail & (self.count - 1)) as usize;
+        // SAFETY: `idx` < count, inside the entries mapping; the kernel reads only entries
+        // between its head and our published tail, and this one is past the tail.
+        let entry = unsafe { &mut *self.entries.as_ptr().add(idx) };
+        entry.set_addr(self.bufs.as_ptr() as u64 + bid as u64 * self.buf_size as u64);
+        entry.set_len(self.buf_size);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn publish(&self) {
+        // SAFETY: the tail field overlays entry 0's reserved field at the start of the
+        // page-aligned ring, valid for the mapping's lifetime; the kernel reads it atomically.
+        let tail = unsafe { &*(BufRingEntry::tail(self.entries.as_ptr()) as *const AtomicU16) };
+        tail.store(self.tail, Ordering::Release);
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: both regions were mapped in `new` with these lengths; the ring that used them
+        // is gone (the driver drops it first), so nothing refers to them any more.
+        unsafe {
+            libc::munmap(self.bufs.as_ptr().cast(), self.bufs_len);
+            libc::munmap(self.entries.as_ptr().cast(), self.entries_len);
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! Codecs turn bytes into frames and frames into bytes, and [`FrameReader`] feeds a codec the
+//! bytes of one session as they arrive.
+//!
+//! Invariant: a frame is decoded straight from the bytes at hand (the provided buffer the
+//! kernel filled) whenever they hold it whole; only an incomplete remainder is copied, into a
+//! tail buffer that is bounded by the maximum frame size.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::pool::BufPool;
+
+/// The outcome of one [`Codec::decode`] call.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded<F> {
+    /// A whole frame, and the number of bytes of the input it took (more than zero).
+    Frame(F, usize),
+    /// The input holds no whole frame yet. Carries the total number of bytes the frame will
+    /// take, once its header says so, so that the engine can reserve room once.
+    NeedMore(Option<usize>),
+}
+
+/// Why a codec rejected its input. The session that sent it is closed; no other is affected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// A frame declares or reaches a size over the configured maximum.
+    FrameTooLarge {
+        /// The size the frame declares or has reached.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The bytes do not follow the protocol.
+    Malformed(Cow<'static, str>),
+    /// An outgoing item cannot be encoded.
+    Encode(Cow<'static, str>),
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodecError::FrameTooLarge { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the maximum of {max}")
+            }
+            CodecError::Malformed(why) => write!(f, "malformed input: {why}"),
+            CodecError::Encode(why) => write!(f, "cannot encode: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+/// Bytes to frames and back, for one session.
+///
+/// `decode` sees the bytes at hand, which may be the kernel's provided buffer itself, and
+/// returns a frame that may borrow from them. It must not allocate for a frame before checking
+/// the frame's size against `max_frame`. It returns `NeedMore` (not an error) when the bytes
+/// hold no whole frame yet, and an error only for input that can never become valid.
+///
+/// A codec lives in its session (cloned from the server's prototype when the session opens),
+/// so it may keep per-connection state.
+pub trait Codec: 'static {
+    /// A decoded frame; may borrow from the input.
+    type Frame<'a>;
+    /// What [`encode`](Codec::encode) takes.
+    type Item: ?Sized;
+
+    /// Decodes at most one frame from the start of `src`.
+    fn decode<'a>(
+        &mut self,
+        src: &'a [u8],
+        max_frame: usize,
+    ) -> Result<Decoded<Self::Frame<'a>>, CodecError>;
+
+    /// Appends the encoding of `item` to `dst`.
+    fn encode(&mut self, item: &Self::Item, dst: &mut Vec<u8>) -> Result<(), CodecError>;
+}
+
+/// Room the engine allows beyond the maximum frame size for headers, when a codec does not
+/// say how long its frame will be: an incomplete frame never holds more than
+/// `max_frame + FRAME_HEADROOM` bytes.
+pub const FRAME_HEADROOM: usize = 4096;
+
+/// What one [`FrameReader::feed`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fed {
+    /// Frames decoded and handed to the callback.
+    pub frames: usize,
+    /// Bytes copied into the tail buffer (zero when every frame came straight from the input).
+    pub copied: usize,
+    /// The callback asked to stop; the rest of the input was dropped.
+    pub stopped: bool,
+}
+
+/// Reassembles frames for one session: decodes straight from incoming bytes, and keeps only an
+/// incomplete remainder in a tail buffer taken from the core's [`BufPool`].
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    tail: Vec<u8>,
+    /// Total bytes the frame in `tail` needs, when the codec said.
+    need: Option<usize>,
+}
+
+impl FrameReader {
+    /// An empty reader; it holds no buffer until a frame arrives split.
+    pub fn new() -> Self {
+        FrameReader::default()
+    }
+
+    /// Bytes of an incomplete frame held back.
+    pub fn buffered(&self) -> usize {
+        self.tail.len()
+    }
+
+    /// Gives the tail buffer back to `pool`.
+    pub fn release(&mut self, pool: &mut BufPool) {
+        pool.give(std::mem::take(&mut self.tail));
+        self.need = None;
+    }
+
+    /// Decodes every whole frame in the tail plus `data`, calling `on_frame` for each with the
+    /// codec and the pool lent back. `on_frame` returns `false` to stop (the session is
+    /// closing); the remaining input is then dropped.
+    pub fn feed<C, F>(
+        &mut self,
+        codec: &mut C,
+        mut data: &[u8],
+        max_frame: usize,
+        pool: &mut BufPool,
+        mut on_frame: F,
+    ) -> Result<Fed, CodecError>
+    where
+        C: Codec,
+        F: FnMut(&mut C, &mut BufPool, C::Frame<'_>) -> bool,
+    {
+        let mut fed = Fed::default();
+        let limit = max_frame.saturating_add(FRAME_HEADROOM);
+        // 1. Complete the frame held in the tail, taking only what it needs when known.
+        while !self.tail.is_empty() {
+            let take = match self.need {
+                Some(total) if total > self.tail.len() => (total - self.tail.len()).min(data.len()),
+                _ => data.len(),
+            };
+            if take == 0 && !data.is_empty() {
+                // The codec's length hint was already met yet it wants more: stop trusting it.
+                self.need = None;
+                continue;
+            }
+            self.tail.extend_from_slice(&data[..take]);
+            fed.copied += take;
+            data = &data[take..];
+            let mut pos = 0;
+            while pos < self.tail.len() {
+                match codec.decode(&self.tail[pos..], max_frame)? {
+                    Decoded::Frame(frame, used) => {
+                        debug_assert!(used > 0 && used <= self.tail.len() - pos);
+                        pos += used.max(1);
+                        fed.frames += 1;
+                        fed.stopped = !on_frame(codec, pool, frame);
+                    }
+                    Decoded::NeedMore(total) => {
+                        self.need = total;
+                        break;
+                    }
+                }
+                if fed.stopped {
+                    self.release(pool);
+                    return Ok(fed);
+                }
+            }
+            self.tail.drain(..pos);
+            if self.tail.is_empty() {
+                self.release(pool);
+                break;
+            }
+            if self.tail.len() > limit {
+                return Err(CodecError::FrameTooLarge {
+                    len: self.tail.len(),
+                    max: max_frame,
+                });
+            }
+            if data.is_empty() {
+                return Ok(fed);
+            }
+        }
+        // 2. Decode straight from the input: no copy for whole frames.
+        let mut pos = 0;
+        while pos < data.len() {
+            match codec.decode(&data[pos..], max_frame)? {
+                Decoded::Frame(frame, used) => {
+                    debug_assert!(used > 0 && used <= data.len() - pos);
+                    pos += used.max(1);
+                    fed.frames += 1;
+                    if !on_frame(codec, pool, frame) {
+                        fed.stopped = true;
+                        return Ok(fed);
+                    }
+                }
+                Decoded::NeedMore(total) => {
+                    self.need = total;
+                    break;
+                }
+            }
+        }
+        // 3. Keep the incomplete remainder.
+        let rest = &data[pos..];
+        if !rest.is_empty() {
+            if rest.len() > limit {
+                return Err(CodecError::FrameTooLarge {
+                    len: rest.len(),
+                    max: max_frame,
+                });
+            }
+            let want = self.need.unwrap_or(rest.len()).clamp(rest.len(), limit);
+            self.tail = pool.take(want);
+            self.tail.extend_from_slice(rest);
+            fed.copied += rest.len();
+        }
+        Ok(fed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One-byte length prefix, then payload.
+    #[derive(Clone)]
+    struct Len8;
+
+    impl Codec for Len8 {
+        type Frame<'a> = &'a [u8];
+        type Item = [u8];
+        fn decode<'a>(
+            &mut self,
+            src: &'a [u8],
+            max: usize,
+        ) -> Result<Decoded<&'a [u8]>, CodecError> {
+            let Some(&len) = src.first() else {
+                return Ok(Decoded::NeedMore(None));
+            };
+            let len = len as usize;
+            if len > max {
+                return Err(CodecError::FrameTooLarge { len, max });
+            }
+            if src.len() < 1 + len {
+                return Ok(Decoded::NeedMore(Some(1 + len)));
+            }
+            Ok(Decoded::Frame(&src[1..1 + len], 1 + len))
+        }
+        fn encode(&mut self, item: &[u8], dst: &mut Vec<u8>) -> Result<(), CodecError> {
+            dst.push(item.len() as u8);
+            dst.extend_from_slice(item);
+            Ok(())
+        }
+    }
+
+    fn stream() -> (Vec<u8>, Vec<Vec<u8>>) {
+        let frames: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; (i as usize * 7) % 23]).collect();
+        let mut bytes = Vec::new();
+        for f in &frames {
+            Len8.encode(f, &mut bytes).unwrap();
+        }
+        (bytes, frames)
+    }
+
+    #[test]
+    fn whole_frames_are_not_copied() {
+        let (bytes, frames) = stream();
+        let mut reader = FrameReader::new();
+        let mut pool = BufPool::default();
+        let mut got = Vec::new();
+        let fed = reader
+            .feed(&mut Len8, &bytes, 255, &mut pool, |_, _, f| {
+                got.push(f.to_vec());
+                true
+            })
+            .unwrap();
+        assert_eq!(got, frames);
+        assert_eq!(fed.copied, 0);
+        assert_eq!(reader.buffered(), 0);
+    }
+
+    #[test]
+    fn every_split_point_yields_the_same_frames() {
+        let (bytes, frames) = stream();
+        for a in 0..=bytes.len() {
+            for b in a..=bytes.len() {
+                let mut reader = FrameReader::new();
+                let mut pool = BufPool::default();
+                let mut got = Vec::new();
+                for part in [&bytes[..a], &bytes[a..b], &bytes[b..]] {
+                    reader
+                        .feed(&mut Len8, part, 255, &mut pool, |_, _, f| {
+                            got.push(f.to_vec());
+                            true
+                        })
+                        .unwrap();
+                }
+                assert_eq!(got, frames, "split at {a} and {b}");
+                assert_eq!(reader.buffered(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_frame_is_rejected_before_buffering() {
+        let mut reader = FrameReader::new();
+        let mut pool = BufPool::default();
+        let err = reader
+            .feed(&mut Len8, &[200, 1, 2], 100, &mut pool, |_, _, _| true)
+            .unwrap_err();
+        assert_eq!(err, CodecError::FrameTooLarge { len: 200, max: 100 });
+        assert_eq!(reader.buffered(), 0);
+    }
+
+    #[test]
+    fn stop_drops_the_rest() {
+        let (bytes, _) = stream();
+        let mut reader = FrameReader::new();
+        let mut pool = BufPool::default();
+        let mut n = 0;
+        let fed = reader
+            .feed(&mut Len8, &bytes, 255, &mut pool, |_, _, _| {
+                n += 1;
+                n < 3
+            })
+            .unwrap();
+        assert!(fed.stopped);
+        assert_eq!(fed.frames, 3);
+    }
+
+    /// A codec that never says how long its frame is (newline-terminated lines).
+    struct Lines;
+    impl Codec for Lines {
+        type Frame<'a> = &'a [u8];
+        type Item = [u8];
+        fn decode<'a>(&mut self, src: &'a [u8], _: usize) -> Result<Decoded<&'a [u8]>, CodecError> {
+            Ok(match src.iter().position(|&b| b == b'\n') {
+                Some(i) => Decoded::Frame(&src[..i], i + 1),
+                None => Decoded::NeedMore(None),
+            })
+        }
+        fn encode(&mut self, _: &[u8], _: &mut Vec<u8>) -> Result<(), CodecError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn tail_without_length_hint_is_bounded() {
+        let mut reader = FrameReader::new();
+        let mut pool = BufPool::default();
+        let chunk = vec![b'x'; 1000];
+        let mut result = Ok(Fed::default());
+        for _ in 0..10 {
+            result = reader.feed(&mut Lines, &chunk, 10, &mut pool, |_, _, _| true);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(
+            matches!(result, Err(CodecError::FrameTooLarge { .. })),
+            "{result:?}"
+        );
+    }
+}

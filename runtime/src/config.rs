@@ -1,0 +1,105 @@
+//! Engine configuration, validated once before any thread starts.
+
+use std::net::SocketAddr;
+
+use crate::error::ServerError;
+
+/// Everything the engine needs to know to serve; `ringwire::Server` builds it.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address every core's listener binds (port 0: the first core picks, the others follow).
+    pub addr: SocketAddr,
+    /// One worker per entry, pinned to that CPU.
+    pub cpus: Vec<usize>,
+    /// Pin workers to their CPU.
+    pub pin: bool,
+    /// Listen backlog of each core's listener.
+    pub backlog: i32,
+    /// Set TCP_NODELAY on accepted connections.
+    pub nodelay: bool,
+    /// Submission queue entries of each core's ring (a power of two).
+    pub ring_entries: u32,
+    /// Completion queue entries; 0 picks four times the submission queue, and at least twice
+    /// the buffer count.
+    pub cq_entries: u32,
+    /// Provided buffers per core (a power of two, at most 32768).
+    pub buf_count: u32,
+    /// Size of each provided buffer.
+    pub buf_size: u32,
+    /// Largest frame a codec accepts.
+    pub max_frame: usize,
+    /// Most sessions per core.
+    pub max_sessions: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cpus: vec![0],
+            pin: true,
+            backlog: 1024,
+            nodelay: true,
+            ring_entries: 1024,
+            cq_entries: 0,
+            buf_count: 1024,
+            buf_size: 8192,
+            max_frame: 1 << 20,
+            max_sessions: 65536,
+        }
+    }
+}
+
+impl Config {
+    /// Checks every setting; the error names the setting.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let bad = |msg: String| Err(ServerError::Config(msg));
+        if self.cpus.is_empty() {
+            return bad("at least one core is needed".into());
+        }
+        if self.cpus.len() > 4096 {
+            return bad(format!("{} cores is more than 4096", self.cpus.len()));
+        }
+        if !self.ring_entries.is_power_of_two() || self.ring_entries > 32768 {
+            return bad(format!(
+                "ring_entries {} must be a power of two up to 32768",
+                self.ring_entries
+            ));
+        }
+        if !self.buf_count.is_power_of_two() || self.buf_count > 32768 {
+            return bad(format!(
+                "buf_count {} must be a power of two up to 32768",
+                self.buf_count
+            ));
+        }
+        if self.buf_size == 0 || self.buf_size > 1 << 24 {
+            return bad(format!("buf_size {} must be 1..=16 MiB", self.buf_size));
+        }
+        if self.cq_entries != 0 && !self.cq_entries.is_power_of_two() {
+            return bad(format!(
+                "cq_entries {} must be a power of two",
+                self.cq_entries
+            ));
+        }
+        if self.max_frame == 0 {
+            return bad("max_frame must be positive".into());
+        }
+        if self.max_sessions == 0 || self.max_sessions > (1 << 24) {
+            return bad(format!(
+                "max_sessions {} must be 1..=16M",
+                self.max_sessions
+            ));
+        }
+        Ok(())
+    }
+
+    /// Completion queue size: as configured, else generous.
+    pub(crate) fn cq_size(&self) -> u32 {
+        if self.cq_entries != 0 {
+            return self.cq_entries;
+        }
+        (self.ring_entries * 4)
+            .max(self.buf_count * 2)
+            .next_power_of_two()
+    }
+}

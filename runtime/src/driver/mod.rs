@@ -1,0 +1,74 @@
+//! The driver boundary: how the driver-neutral core ([`crate::worker`]) and a driver that
+//! submits and completes I/O talk to each other.
+//!
+//! The core owns sessions, codecs, handlers, output and write batching; it tells the driver
+//! what to do through [`Ops`]. The driver owns the descriptors' I/O state (what is in flight,
+//! the kernel's buffers) and reports what happened through [`Sink`]. Slots are the core's slab
+//! keys; a driver keeps its own per-slot state under the same key and reports an event only for
+//! a slot it considers live. Invariant: after [`Ops::close`] the driver reports nothing more for
+//! the slot but, exactly once, [`Sink::closed`], after every operation on it has completed and
+//! its descriptor is closed; only then may the core reuse the slot.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+pub(crate) mod uring;
+
+/// Commands from the core to the driver.
+pub(crate) trait Ops {
+    /// Takes ownership of an accepted descriptor as session `slot` and starts receiving.
+    fn open(&mut self, slot: u32, fd: RawFd);
+
+    /// Writes the bytes `iov` describes; completes with [`Sink::sent`]. At most one send per
+    /// slot is in flight.
+    ///
+    /// # Safety
+    ///
+    /// The memory `iov` points to must stay valid and unmodified until [`Sink::sent`] or
+    /// [`Sink::closed`] is reported for `slot`.
+    unsafe fn send(&mut self, slot: u32, iov: &[libc::iovec]);
+
+    /// Stops all I/O of `slot`, closes its descriptor and reports [`Sink::closed`].
+    fn close(&mut self, slot: u32);
+
+    /// Stops accepting and closes the listener.
+    fn stop_accepting(&mut self);
+}
+
+/// Events from the driver to the core.
+pub(crate) trait Sink<O: Ops> {
+    /// A connection was accepted; the core opens a session or closes `fd`.
+    fn accepted(&mut self, ops: &mut O, fd: RawFd);
+    /// Accepting failed; the driver retries after a back-off.
+    fn accept_failed(&mut self, error: &io::Error);
+    /// Bytes arrived for `slot`. `data` is valid during this call only.
+    fn received(&mut self, ops: &mut O, slot: u32, data: &[u8]);
+    /// Receiving ended for `slot`: `None` for the peer's EOF, else the error.
+    fn read_closed(&mut self, ops: &mut O, slot: u32, error: Option<io::Error>);
+    /// The send of `slot` completed.
+    fn sent(&mut self, ops: &mut O, slot: u32, result: io::Result<usize>);
+    /// `slot` is closed and its slot may be reused.
+    fn closed(&mut self, slot: u32);
+    /// Another thread woke this core.
+    fn woken(&mut self, ops: &mut O);
+}
+
+/// A per-core I/O driver.
+pub(crate) trait Driver {
+    type Ops: Ops;
+
+    /// The command side, for work the core does between turns.
+    fn ops(&mut self) -> &mut Self::Ops;
+
+    /// One loop turn: submits what was queued, waits for at least one completion (at most
+    /// `timeout`), and reports every completion to `sink`.
+    fn turn<S: Sink<Self::Ops>>(
+        &mut self,
+        timeout: Option<Duration>,
+        sink: &mut S,
+    ) -> io::Result<()>;
+
+    /// No session I/O is in flight and the listener is closed: the core may exit.
+    fn is_quiescent(&self) -> bool;
+}

@@ -1,0 +1,191 @@
+//! The io_uring driver's per-session state: which operations are in flight, and the msghdr
+//! and iovecs a sendmsg in flight points to.
+//!
+//! Invariant: a slot goes `Free -> Open -> Closing -> CloseSubmitted -> Free`, and the close is
+//! submitted only when no receive, send or cancel of the slot is in flight. The slot lives in a
+//! vector that never reallocates, so `msg` and `iov` keep their addresses while the kernel
+//! may read them.
+
+use std::os::fd::RawFd;
+
+use crate::session::MAX_IOV;
+use crate::user_data::UserData;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Life {
+    Free,
+    Open,
+    /// Close requested; waiting for in-flight operations to finish.
+    Closing,
+    /// The close of the descriptor is submitted.
+    CloseSubmitted,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Recv {
+    /// No receive armed (after EOF or an error).
+    Idle,
+    /// A multishot receive is armed.
+    Armed,
+    /// Ended for lack of buffers (or stopped by the kernel); queued for re-arm at turn end.
+    Starved,
+}
+
+/// What a close request needs submitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum CloseStep {
+    /// Operations are in flight: cancel them; the close follows when they have completed.
+    Cancel,
+    /// Nothing in flight: close the descriptor now.
+    Close,
+    /// Already closing.
+    Nothing,
+}
+
+pub(super) struct IoSlot {
+    pub(super) fd: RawFd,
+    pub(super) generation: u32,
+    pub(super) life: Life,
+    pub(super) recv: Recv,
+    pub(super) sending: bool,
+    pub(super) cancelling: bool,
+    pub(super) msg: libc::msghdr,
+    pub(super) iov: [libc::iovec; MAX_IOV],
+}
+
+impl IoSlot {
+    pub(super) fn new() -> Self {
+        IoSlot {
+            fd: -1,
+            generation: 0,
+            life: Life::Free,
+            recv: Recv::Idle,
+            sending: false,
+            cancelling: false,
+            // SAFETY: msghdr is plain data; all-zero (null pointers, zero lengths) is valid.
+            msg: unsafe { std::mem::zeroed() },
+            iov: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; MAX_IOV],
+        }
+    }
+
+    /// Takes `fd` as a new session; the generation changes so old completions are recognised.
+    pub(super) fn open(&mut self, fd: RawFd) {
+        debug_assert_eq!(self.life, Life::Free, "slot reused while in use");
+        self.fd = fd;
+        self.generation = (self.generation + 1) & UserData::GEN_MASK;
+        self.life = Life::Open;
+        self.recv = Recv::Idle;
+        self.sending = false;
+        self.cancelling = false;
+    }
+
+    /// The completion names this slot as it is now (not a session that has gone).
+    pub(super) fn is_current(&self, generation: u32) -> bool {
+        self.life != Life::Free && self.generation == generation
+    }
+
+    pub(super) fn request_close(&mut self) -> CloseStep {
+        if self.life != Life::Open {
+            return CloseStep::Nothing;
+        }
+        self.life = Life::Closing;
+        if self.recv == Recv::Armed || self.sending {
+            self.cancelling = true;
+            CloseStep::Cancel
+        } else {
+            self.recv = Recv::Idle;
+            self.life = Life::CloseSubmitted;
+            CloseStep::Close
+        }
+    }
+
+    /// After an operation of a closing slot completed: whether the close may be submitted now.
+    pub(super) fn settle(&mut self) -> bool {
+        if self.life == Life::Closing
+            && self.recv != Recv::Armed
+            && !self.sending
+            && !self.cancelling
+        {
+            self.recv = Recv::Idle;
+            self.life = Life::CloseSubmitted;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The descriptor is closed; the slot may be reused.
+    pub(super) fn free(&mut self) {
+        debug_assert_eq!(self.life, Life::CloseSubmitted);
+        self.life = Life::Free;
+        self.fd = -1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_slot() -> IoSlot {
+        let mut s = IoSlot::new();
+        s.open(7);
+        s.recv = Recv::Armed;
+        s
+    }
+
+    #[test]
+    fn close_waits_for_cancelled_ops_in_any_order() {
+        // Cancel's completion first, then the receive's final one.
+        let mut s = open_slot();
+        s.sending = true;
+        assert_eq!(s.request_close(), CloseStep::Cancel);
+        s.cancelling = false;
+        assert!(!s.settle(), "recv and send still in flight");
+        s.recv = Recv::Idle;
+        assert!(!s.settle(), "send still in flight");
+        s.sending = false;
+        assert!(s.settle());
+        assert_eq!(s.life, Life::CloseSubmitted);
+        assert!(!s.settle(), "close is submitted once");
+
+        // The receive's final completion first, then the cancel's.
+        let mut s = open_slot();
+        assert_eq!(s.request_close(), CloseStep::Cancel);
+        s.recv = Recv::Idle;
+        assert!(!s.settle(), "cancel still in flight");
+        s.cancelling = false;
+        assert!(s.settle());
+    }
+
+    #[test]
+    fn idle_slot_closes_at_once_and_only_once() {
+        let mut s = open_slot();
+        s.recv = Recv::Starved;
+        assert_eq!(s.request_close(), CloseStep::Close);
+        assert_eq!(s.request_close(), CloseStep::Nothing);
+        s.free();
+        assert_eq!(s.life, Life::Free);
+    }
+
+    #[test]
+    fn reuse_changes_generation() {
+        let mut s = open_slot();
+        let g = s.generation;
+        assert!(s.is_current(g));
+        s.request_close();
+        s.cancelling = false;
+        s.recv = Recv::Idle;
+        s.settle();
+        s.free();
+        assert!(!s.is_current(g), "a freed slot matches no completion");
+        s.open(8);
+        assert!(
+            !s.is_current(g),
+            "the old generation stays stale after reuse"
+        );
+        assert!(s.is_current(s.generation));
+    }
+}

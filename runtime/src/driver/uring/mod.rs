@@ -1,0 +1,544 @@
+//! The io_uring driver: multishot accept, multishot receive over a provided-buffer ring,
+//! send/sendmsg with MSG_NOSIGNAL, cancel-then-close, and one enter per loop turn.
+//!
+//! Invariants: a slot's close is submitted only after its receive, send and cancel have
+//! completed; every provided buffer goes back to the ring right after its completion is
+//! handled; receives that ran dry of buffers are re-armed at the start of the next turn, after
+//! the turn's buffers came back (re-arming inside the completion loop would spin).
+
+mod io_slot;
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use self::io_slot::{CloseStep, IoSlot, Life, Recv};
+use super::{Driver, Ops, Sink};
+use crate::buf_ring::BufRing;
+use crate::config::Config;
+use crate::error::ServerError;
+use crate::op;
+use crate::op::accept::Accepted;
+use crate::op::recv::RecvEnd;
+use crate::ring::{Completion, Ring};
+use crate::stats::CoreStats;
+use crate::sys;
+use crate::user_data::{Op, UserData};
+
+const BGID: u16 = 0;
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(1);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AcceptState {
+    /// To be armed at the start of the next turn.
+    Idle,
+    Armed,
+    /// Failed; re-armed once the back-off has passed.
+    RetryAt(Instant),
+    /// Shutting down; waiting for the accept's final completion.
+    Cancelling,
+    /// The listener is closed.
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Nodelay {
+    Off,
+    /// Not known yet whether accepted sockets inherit it from the listener.
+    Unknown,
+    /// Linux copies TCP_NODELAY from the listener: no syscall per accept.
+    Inherited,
+    PerAccept,
+}
+
+/// The command side of the driver: the ring and per-slot I/O state.
+pub(crate) struct UringOps {
+    ring: Ring,
+    slots: Vec<IoSlot>,
+    live: usize,
+    starved: Vec<(u32, u32)>,
+    listener: Option<OwnedFd>,
+    accept: AcceptState,
+    backoff: Duration,
+    nodelay: Nodelay,
+    wake_fd: Arc<OwnedFd>,
+    /// Target of the wake-up read; freed in `Drop` only if no read is in flight.
+    wake_buf: *mut u64,
+    wake_armed: bool,
+    stats: Arc<CoreStats>,
+    fatal: Option<io::Error>,
+}
+
+/// The io_uring driver of one core.
+pub(crate) struct UringDriver {
+    // Field order is drop order: the ring (inside `ops`) goes before the buffers it used.
+    ops: UringOps,
+    bufs: BufRing,
+    batch: Vec<Completion>,
+}
+
+fn unavailable(step: &'static str) -> impl FnOnce(io::Error) -> ServerError {
+    move |source| ServerError::IoUringUnavailable { step, source }
+}
+
+impl UringDriver {
+    /// Sets up the ring and buffer ring on the calling thread, which must be the core's.
+    pub(crate) fn new(
+        config: &Config,
+        listener: OwnedFd,
+        wake_fd: Arc<OwnedFd>,
+        stats: Arc<CoreStats>,
+    ) -> Result<UringDriver, ServerError> {
+        let ring =
+            Ring::new(config.ring_entries, config.cq_size()).map_err(unavailable("ring setup"))?;
+        let bufs = BufRing::new(&ring, BGID, config.buf_count, config.buf_size)
+            .map_err(unavailable("buffer ring registration"))?;
+        let cq = ring.cq_capacity();
+        let mut ops = UringOps {
+            ring,
+            slots: Vec::with_capacity(config.max_sessions),
+            live: 0,
+            starved: Vec::with_capacity(config.max_sessions.min(65536)),
+            listener: Some(listener),
+            accept: AcceptState::Idle,
+            backoff: ACCEPT_BACKOFF_MIN,
+            nodelay: if config.nodelay {
+                Nodelay::Unknown
+            } else {
+                Nodelay::Off
+            },
+            wake_fd,
+            wake_buf: Box::into_raw(Box::new(0u64)),
+            wake_armed: false,
+            stats,
+            fatal: None,
+        };
+        ops.arm_wake();
+        Ok(UringDriver {
+            ops,
+            bufs,
+            batch: Vec::with_capacity(cq),
+        })
+    }
+
+    /// How the kernel runs task work for this ring, for the start-up log line.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "io_uring driver (multishot accept and recv, buf ring, {:?} task run)",
+            self.ops.ring.taskrun()
+        )
+    }
+
+    fn complete<S: Sink<UringOps>>(&mut self, c: Completion, sink: &mut S) {
+        let ud = UserData::from_raw(c.user_data);
+        match ud.op() {
+            Some(Op::Recv) => self.complete_recv(ud, &c, sink),
+            Some(Op::Send) => self.ops.complete_send(ud, &c, sink),
+            Some(Op::Cancel) => self.ops.complete_cancel(ud, &c),
+            Some(Op::Close) => self.ops.complete_close(ud, &c, sink),
+            Some(Op::Accept) => self.ops.complete_accept(&c, sink),
+            Some(Op::Wake) => {
+                self.ops.wake_armed = false;
+                self.ops.arm_wake();
+                sink.woken(&mut self.ops);
+            }
+            Some(Op::AcceptCancel) | Some(Op::WakeCancel) => {}
+            None => debug_assert!(false, "completion with unknown user_data {c:?}"),
+        }
+    }
+
+    fn complete_recv<S: Sink<UringOps>>(&mut self, ud: UserData, c: &Completion, sink: &mut S) {
+        let r = op::recv::complete(c);
+        let slot = ud.slot();
+        let current = self
+            .ops
+            .slots
+            .get(slot as usize)
+            .is_some_and(|s| s.is_current(ud.generation()));
+        if current && r.end.is_some() {
+            self.ops.slots[slot as usize].recv = Recv::Idle;
+        }
+        if let Some((bid, len)) = r.data {
+            if current && self.ops.slots[slot as usize].life == Life::Open {
+                sink.received(&mut self.ops, slot, self.bufs.get(bid, len));
+            }
+            self.bufs.give_back(bid);
+        }
+        let Some(end) = r.end else { return };
+        if !current {
+            debug_assert!(false, "receive completion for a freed slot");
+            return;
+        }
+        if self.ops.slots[slot as usize].life != Life::Open {
+            self.ops.settle(slot);
+            return;
+        }
+        match end {
+            RecvEnd::Eof => sink.read_closed(&mut self.ops, slot, None),
+            RecvEnd::Failed(e) => sink.read_closed(&mut self.ops, slot, Some(e)),
+            RecvEnd::NoBuffers | RecvEnd::Stopped | RecvEnd::Cancelled => {
+                if matches!(end, RecvEnd::NoBuffers) {
+                    self.ops.stats.enobufs.add(1);
+                }
+                let io = &mut self.ops.slots[slot as usize];
+                io.recv = Recv::Starved;
+                self.ops.starved.push((slot, io.generation));
+            }
+        }
+    }
+}
+
+impl Driver for UringDriver {
+    type Ops = UringOps;
+
+    fn ops(&mut self) -> &mut UringOps {
+        &mut self.ops
+    }
+
+    fn turn<S: Sink<UringOps>>(
+        &mut self,
+        timeout: Option<Duration>,
+        sink: &mut S,
+    ) -> io::Result<()> {
+        self.ops.rearm_starved();
+        let timeout = self.ops.arm_accept(timeout);
+        if let Some(e) = self.ops.fatal.take() {
+            return Err(e);
+        }
+        self.ops.ring.enter(timeout)?;
+        self.ops.stats.turns.add(1);
+        // With DEFER_TASKRUN nothing is posted while we process, so one pass normally empties
+        // the queue; the budget bounds the loop on kernels that post concurrently.
+        let cap = self.batch.capacity().max(1);
+        let mut budget = 4 * cap;
+        while budget > 0 {
+            self.batch.clear();
+            let n = self.ops.ring.reap(&mut self.batch, cap.min(budget));
+            if n == 0 {
+                break;
+            }
+            self.ops.stats.completions.add(n as u64);
+            for i in 0..n {
+                let c = self.batch[i];
+                self.complete(c, sink);
+            }
+            budget -= n;
+        }
+        if self.ops.ring.overflowed() || self.ops.ring.dropped() > 0 {
+            // The next enter waits for events, which flushes the kernel's overflow list; the
+            // multishot operations it ended come back without MORE and are re-armed.
+            self.ops.stats.cq_overflows.add(1);
+        }
+        match self.ops.fatal.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn is_quiescent(&self) -> bool {
+        self.ops.live == 0 && self.ops.accept == AcceptState::Closed
+    }
+}
+
+impl Drop for UringDriver {
+    fn drop(&mut self) {
+        self.ops.cancel_wake();
+    }
+}
+
+impl UringOps {
+    /// Queues `entry` for the next enter.
+    ///
+    /// # Safety
+    ///
+    /// As [`Ring::push`]: what `entry` points to outlives its completion.
+    unsafe fn push(&mut self, entry: &io_uring::squeue::Entry) {
+        // SAFETY: forwarded from this function's contract.
+        if let Err(e) = unsafe { self.ring.push(entry) } {
+            self.fatal.get_or_insert(e);
+        }
+    }
+
+    fn arm_wake(&mut self) {
+        if self.wake_armed {
+            return;
+        }
+        let entry = op::read::read(
+            self.wake_fd.as_raw_fd(),
+            self.wake_buf.cast(),
+            8,
+            UserData::engine(Op::Wake),
+        );
+        // SAFETY: `wake_buf` is freed only in Drop and only when no read is in flight; the
+        // eventfd stays open as long as `wake_fd` (held here) lives.
+        unsafe { self.push(&entry) };
+        self.wake_armed = true;
+    }
+
+    /// Cancels the wake-up read and waits (bounded) for its final completion.
+    fn cancel_wake(&mut self) {
+        if !self.wake_armed {
+            return;
+        }
+        let entry =
+            op::cancel::by_user_data(UserData::engine(Op::Wake), UserData::engine(Op::WakeCancel));
+        // SAFETY: a cancel points to nothing.
+        unsafe { self.push(&entry) };
+        let mut batch = Vec::with_capacity(64);
+        for _ in 0..100 {
+            if self.ring.enter(Some(Duration::from_millis(10))).is_err() {
+                break;
+            }
+            batch.clear();
+            self.ring.reap(&mut batch, 64);
+            if batch
+                .iter()
+                .any(|c| UserData::from_raw(c.user_data).op() == Some(Op::Wake))
+            {
+                self.wake_armed = false;
+                return;
+            }
+        }
+    }
+
+    fn slot_mut(&mut self, ud: UserData) -> Option<&mut IoSlot> {
+        self.slots
+            .get_mut(ud.slot() as usize)
+            .filter(|s| s.is_current(ud.generation()))
+    }
+
+    /// Submits the close of a closing slot once nothing of it is in flight.
+    fn settle(&mut self, slot: u32) {
+        let io = &mut self.slots[slot as usize];
+        if io.settle() {
+            let entry = op::close::close(io.fd, UserData::new(Op::Close, slot, io.generation));
+            // SAFETY: a close points to nothing.
+            unsafe { self.push(&entry) };
+        }
+    }
+
+    fn rearm_starved(&mut self) {
+        if self.starved.is_empty() {
+            return;
+        }
+        let mut starved = std::mem::take(&mut self.starved);
+        for &(slot, generation) in &starved {
+            let Some(io) = self.slots.get_mut(slot as usize) else {
+                continue;
+            };
+            if !io.is_current(generation) || io.life != Life::Open || io.recv != Recv::Starved {
+                continue;
+            }
+            io.recv = Recv::Armed;
+            let entry = op::recv::multishot(io.fd, BGID, UserData::new(Op::Recv, slot, generation));
+            // SAFETY: a multishot receive points to nothing; buffers come from the buffer ring,
+            // which outlives the ring.
+            unsafe { self.push(&entry) };
+            self.stats.recv_rearms.add(1);
+        }
+        starved.clear();
+        self.starved = starved;
+    }
+
+    /// Arms the accept if it is due; returns the wait bound, shortened to the accept's retry.
+    fn arm_accept(&mut self, timeout: Option<Duration>) -> Option<Duration> {
+        match self.accept {
+            AcceptState::RetryAt(at) => {
+                let now = Instant::now();
+                if now < at {
+                    let left = at - now;
+                    return Some(timeout.map_or(left, |t| t.min(left)));
+                }
+            }
+            AcceptState::Idle => {}
+            _ => return timeout,
+        }
+        let Some(listener) = &self.listener else {
+            return timeout;
+        };
+        let entry = op::accept::multishot(listener.as_raw_fd(), UserData::engine(Op::Accept));
+        // SAFETY: a multishot accept without an address points to nothing.
+        unsafe { self.push(&entry) };
+        self.accept = AcceptState::Armed;
+        timeout
+    }
+
+    fn close_listener(&mut self) {
+        self.listener = None;
+        self.accept = AcceptState::Closed;
+    }
+
+    fn complete_accept<S: Sink<UringOps>>(&mut self, c: &Completion, sink: &mut S) {
+        let stopping = matches!(self.accept, AcceptState::Cancelling | AcceptState::Closed);
+        match op::accept::complete(c) {
+            Accepted::Conn { fd, more } => {
+                if !more && !stopping {
+                    self.accept = AcceptState::Idle;
+                }
+                self.backoff = ACCEPT_BACKOFF_MIN;
+                if stopping {
+                    sys::close(fd);
+                } else {
+                    self.apply_nodelay(fd);
+                    sink.accepted(self, fd);
+                }
+                if !more && stopping {
+                    self.close_listener();
+                }
+            }
+            Accepted::Ended if stopping => self.close_listener(),
+            Accepted::Ended => self.accept = AcceptState::Idle,
+            Accepted::Failed(_) if stopping => {
+                if !c.more() {
+                    self.close_listener();
+                }
+            }
+            Accepted::Failed(e) => {
+                self.stats.accept_errors.add(1);
+                sink.accept_failed(&e);
+                if !c.more() {
+                    self.accept = AcceptState::RetryAt(Instant::now() + self.backoff);
+                    self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn apply_nodelay(&mut self, fd: RawFd) {
+        match self.nodelay {
+            Nodelay::Off | Nodelay::Inherited => {}
+            Nodelay::Unknown => {
+                self.nodelay = if sys::nodelay(fd).unwrap_or(false) {
+                    Nodelay::Inherited
+                } else {
+                    Nodelay::PerAccept
+                };
+                self.apply_nodelay(fd);
+            }
+            Nodelay::PerAccept => {
+                let _ = sys::set_nodelay(fd, true);
+            }
+        }
+    }
+
+    fn complete_send<S: Sink<UringOps>>(&mut self, ud: UserData, c: &Completion, sink: &mut S) {
+        let Some(io) = self.slot_mut(ud) else {
+            debug_assert!(false, "send completion for a freed slot");
+            return;
+        };
+        io.sending = false;
+        if io.life == Life::Open {
+            sink.sent(self, ud.slot(), op::send::complete(c));
+        } else {
+            self.settle(ud.slot());
+        }
+    }
+
+    fn complete_cancel(&mut self, ud: UserData, c: &Completion) {
+        let Some(io) = self.slot_mut(ud) else {
+            debug_assert!(false, "cancel completion for a freed slot");
+            return;
+        };
+        io.cancelling = false;
+        if c.res < 0 && c.res != -libc::ENOENT && c.res != -libc::EALREADY {
+            // The kernel cannot cancel by descriptor (older than 5.19): shutting the socket down
+            // completes its receive with EOF and its send with EPIPE.
+            // SAFETY: shutdown takes no pointers; the descriptor is still open.
+            let _ = sys::cvt(unsafe { libc::shutdown(io.fd, libc::SHUT_RDWR) });
+        }
+        self.settle(ud.slot());
+    }
+
+    fn complete_close<S: Sink<UringOps>>(&mut self, ud: UserData, c: &Completion, sink: &mut S) {
+        let Some(io) = self.slot_mut(ud) else {
+            debug_assert!(false, "close completion for a freed slot");
+            return;
+        };
+        debug_assert!(c.res >= 0, "close failed: {}", c.res);
+        io.free();
+        self.live -= 1;
+        sink.closed(ud.slot());
+    }
+}
+
+impl Ops for UringOps {
+    fn open(&mut self, slot: u32, fd: RawFd) {
+        let idx = slot as usize;
+        if idx == self.slots.len() {
+            // Pushing within capacity never moves the slots: msghdrs in flight stay put.
+            assert!(idx < self.slots.capacity(), "more sessions than configured");
+            self.slots.push(IoSlot::new());
+        }
+        let io = &mut self.slots[idx];
+        io.open(fd);
+        io.recv = Recv::Armed;
+        let entry = op::recv::multishot(fd, BGID, UserData::new(Op::Recv, slot, io.generation));
+        self.live += 1;
+        // SAFETY: a multishot receive points to nothing; buffers come from the buffer ring.
+        unsafe { self.push(&entry) };
+    }
+
+    unsafe fn send(&mut self, slot: u32, iov: &[libc::iovec]) {
+        let io = &mut self.slots[slot as usize];
+        debug_assert!(io.life == Life::Open && !io.sending && !iov.is_empty());
+        let ud = UserData::new(Op::Send, slot, io.generation);
+        let entry = if iov.len() == 1 {
+            let len = iov[0].iov_len.min(u32::MAX as usize) as u32;
+            op::send::send(io.fd, iov[0].iov_base as *const u8, len, ud)
+        } else {
+            let n = iov.len().min(io.iov.len());
+            io.iov[..n].copy_from_slice(&iov[..n]);
+            io.msg.msg_iov = io.iov.as_mut_ptr();
+            io.msg.msg_iovlen = n as _;
+            op::send::sendmsg(io.fd, &io.msg, ud)
+        };
+        io.sending = true;
+        // SAFETY: the bytes stay valid until the send's completion (this function's contract);
+        // the msghdr and iovecs live in the slot, which does not move and is not reused before
+        // the send has completed.
+        unsafe { self.push(&entry) };
+    }
+
+    fn close(&mut self, slot: u32) {
+        let io = &mut self.slots[slot as usize];
+        let generation = io.generation;
+        let fd = io.fd;
+        let entry = match io.request_close() {
+            CloseStep::Nothing => return,
+            CloseStep::Cancel => {
+                op::cancel::all_on_fd(fd, UserData::new(Op::Cancel, slot, generation))
+            }
+            CloseStep::Close => op::close::close(fd, UserData::new(Op::Close, slot, generation)),
+        };
+        // SAFETY: cancels and closes point to nothing.
+        unsafe { self.push(&entry) };
+    }
+
+    fn stop_accepting(&mut self) {
+        match self.accept {
+            AcceptState::Armed => {
+                let entry = op::cancel::by_user_data(
+                    UserData::engine(Op::Accept),
+                    UserData::engine(Op::AcceptCancel),
+                );
+                // SAFETY: a cancel points to nothing.
+                unsafe { self.push(&entry) };
+                self.accept = AcceptState::Cancelling;
+            }
+            AcceptState::Idle | AcceptState::RetryAt(_) => self.close_listener(),
+            AcceptState::Cancelling | AcceptState::Closed => {}
+        }
+    }
+}
+
+impl Drop for UringOps {
+    fn drop(&mut self) {
+        if !self.wake_armed {
+            // SAFETY: allocated by Box::into_raw in `new`; no read is in flight to write it.
+            drop(unsafe { Box::from_raw(self.wake_buf) });
+        }
+        // Otherwise the kernel may still write 8 bytes there: leak them rather than risk it.
+    }
+}

@@ -1,0 +1,44 @@
+//! The handler: what a user's service does with sessions and frames.
+
+use crate::codec::Codec;
+use crate::error::SessionError;
+use crate::session::{CloseReason, Session};
+
+/// Callbacks for one session. Every method has a default body, so a handler overrides only
+/// what it needs.
+///
+/// A handler lives per session: the server's factory makes one when a connection is accepted,
+/// on the core that accepted it, and drops it when the session's slot is freed. Per-session
+/// state (a parser's progress, authentication) is then plain fields, with no map lookup per
+/// message. State shared by the sessions of a core belongs in a `thread_local!` (each core is
+/// one thread), set up in the server's worker-start hook; state shared by all cores belongs
+/// behind an `Arc` captured by the factory.
+///
+/// Callbacks run inline on the owning core, between the kernel's completions: a slow callback
+/// stalls every session of that core. Move slow or blocking work to another thread and send
+/// its result back through the session later.
+///
+/// A panic in a callback is caught at the callback boundary; it closes that session only
+/// (with [`CloseReason::Panic`]) and the core keeps serving.
+pub trait Handler<C: Codec>: 'static {
+    /// The session was accepted. Replies sent here are written at the end of the loop turn.
+    fn on_open(&mut self, session: &mut Session<'_, C>) {
+        let _ = session;
+    }
+
+    /// A whole frame arrived. `frame` may borrow from the kernel's receive buffer; it is valid
+    /// for this call only.
+    fn on_message(&mut self, session: &mut Session<'_, C>, frame: C::Frame<'_>) {
+        let _ = (session, frame);
+    }
+
+    /// The session closed. Output sent from here is discarded.
+    fn on_close(&mut self, session: &mut Session<'_, C>, reason: CloseReason) {
+        let _ = (session, reason);
+    }
+
+    /// Something went wrong in this session; it is closed right after.
+    fn on_error(&mut self, session: &mut Session<'_, C>, error: &SessionError) {
+        let _ = (session, error);
+    }
+}

@@ -1,0 +1,42 @@
+//! ringwire-runtime: the per-core io_uring engine behind `ringwire`.
+//!
+//! One pinned thread per core owns its listener (SO_REUSEPORT), its ring, its provided-buffer
+//! ring and its session slab; it accepts, receives and sends through io_uring, decodes frames
+//! and runs the handler inline. Nothing on the data path is shared between cores.
+//!
+//! Layout: [`codec`], [`handler`] and [`session`] are what handlers see; `worker` is the
+//! driver-neutral core (sessions, codec pipeline, write batching, dispatch); `driver` is the
+//! boundary to the code that submits and completes I/O, with `driver::uring` the io_uring
+//! driver built from `ring`, `buf_ring` and one `op` file per operation; `sys` wraps syscalls.
+//!
+//! Most users want the `ringwire` crate, which re-exports what is public here.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod handler;
+pub mod pool;
+pub mod session;
+pub mod stats;
+
+mod buf_ring;
+mod driver;
+mod listener;
+mod op;
+mod ring;
+mod server;
+mod sys;
+mod user_data;
+mod worker;
+
+pub use codec::{Codec, CodecError, Decoded, Fed, FrameReader, FRAME_HEADROOM};
+pub use config::Config;
+pub use error::{IoOp, ServerError, SessionError};
+pub use handler::Handler;
+pub use pool::BufPool;
+pub use server::{start, Hooks, ServerHandle, Stopper, WorkerHook};
+pub use session::{CloseReason, Session, SessionId};
+pub use stats::{CoreSnapshot, CoreStats, Counter, ServerStats};

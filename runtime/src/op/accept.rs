@@ -1,0 +1,45 @@
+//! Multishot accept: one submission yields a completion per accepted connection until it ends.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use io_uring::{opcode, squeue, types};
+
+use crate::ring::Completion;
+use crate::sys;
+use crate::user_data::UserData;
+
+/// A multishot accept on `listener`; accepted sockets are close-on-exec.
+pub(crate) fn multishot(listener: RawFd, ud: UserData) -> squeue::Entry {
+    opcode::AcceptMulti::new(types::Fd(listener))
+        .flags(libc::SOCK_CLOEXEC)
+        .build()
+        .user_data(ud.raw())
+}
+
+/// What one accept completion says.
+#[derive(Debug)]
+pub(crate) enum Accepted {
+    /// A new connection's descriptor; the accept is still armed when `more`.
+    Conn { fd: RawFd, more: bool },
+    /// The accept ended without error and must be re-armed.
+    Ended,
+    /// The accept failed and ended (EMFILE, ENFILE, ECANCELED, ...).
+    Failed(io::Error),
+}
+
+pub(crate) fn complete(c: &Completion) -> Accepted {
+    if c.res >= 0 {
+        Accepted::Conn {
+            fd: c.res,
+            more: c.more(),
+        }
+    } else if c.more() {
+        // An error that leaves the accept armed (a connection aborted before accept).
+        Accepted::Failed(sys::cqe_error(c.res))
+    } else if c.res == -libc::ECONNABORTED {
+        Accepted::Ended
+    } else {
+        Accepted::Failed(sys::cqe_error(c.res))
+    }
+}

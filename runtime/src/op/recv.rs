@@ -1,0 +1,111 @@
+//! Multishot receive over the core's provided-buffer ring: one submission yields a completion
+//! per filled buffer until it ends (EOF, error, buffers ran dry, or the kernel stopped it).
+
+use std::io;
+use std::os::fd::RawFd;
+
+use io_uring::{opcode, squeue, types};
+
+use crate::ring::Completion;
+use crate::sys;
+use crate::user_data::UserData;
+
+pub(crate) fn multishot(fd: RawFd, bgid: u16, ud: UserData) -> squeue::Entry {
+    opcode::RecvMulti::new(types::Fd(fd), bgid)
+        .build()
+        .user_data(ud.raw())
+}
+
+/// How a multishot receive ended.
+#[derive(Debug)]
+pub(crate) enum RecvEnd {
+    /// The peer closed its side (a zero-length receive).
+    Eof,
+    /// The buffer ring ran dry (ENOBUFS); the data waits in the socket. Re-arm once buffers
+    /// are back.
+    NoBuffers,
+    /// Ended by our cancellation.
+    Cancelled,
+    /// Ended by the kernel without an error (e.g. completion queue overflow): re-arm.
+    Stopped,
+    /// Failed.
+    Failed(io::Error),
+}
+
+/// What one receive completion carries.
+#[derive(Debug)]
+pub(crate) struct RecvCqe {
+    /// Buffer id and length of received bytes.
+    pub(crate) data: Option<(u16, usize)>,
+    /// Set when the receive is no longer armed.
+    pub(crate) end: Option<RecvEnd>,
+}
+
+pub(crate) fn complete(c: &Completion) -> RecvCqe {
+    let data = match (c.res, c.buffer()) {
+        (n, Some(bid)) if n > 0 => Some((bid, n as usize)),
+        _ => None,
+    };
+    let end = if c.more() {
+        None
+    } else {
+        Some(match c.res {
+            0 => RecvEnd::Eof,
+            n if n > 0 => RecvEnd::Stopped,
+            n if n == -libc::ENOBUFS => RecvEnd::NoBuffers,
+            n if n == -libc::ECANCELED => RecvEnd::Cancelled,
+            n => RecvEnd::Failed(sys::cqe_error(n)),
+        })
+    };
+    RecvCqe { data, end }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The kernel ABI values (include/uapi/linux/io_uring.h).
+    const MORE: u32 = 1 << 1;
+    const BUFFER: u32 = 1 << 0;
+    const SHIFT: u32 = 16;
+
+    fn cqe(res: i32, flags: u32) -> Completion {
+        Completion {
+            user_data: 0,
+            res,
+            flags,
+        }
+    }
+
+    #[test]
+    fn data_with_more_stays_armed() {
+        let r = complete(&cqe(100, MORE | BUFFER | (7 << SHIFT)));
+        assert_eq!(r.data, Some((7, 100)));
+        assert!(r.end.is_none());
+    }
+
+    #[test]
+    fn data_without_more_must_be_rearmed() {
+        let r = complete(&cqe(5, BUFFER | (3 << SHIFT)));
+        assert_eq!(r.data, Some((3, 5)));
+        assert!(matches!(r.end, Some(RecvEnd::Stopped)));
+    }
+
+    #[test]
+    fn terminal_results() {
+        assert!(matches!(complete(&cqe(0, 0)).end, Some(RecvEnd::Eof)));
+        assert!(matches!(
+            complete(&cqe(-libc::ENOBUFS, 0)).end,
+            Some(RecvEnd::NoBuffers)
+        ));
+        assert!(matches!(
+            complete(&cqe(-libc::ECANCELED, 0)).end,
+            Some(RecvEnd::Cancelled)
+        ));
+        match complete(&cqe(-libc::ECONNRESET, 0)).end {
+            Some(RecvEnd::Failed(e)) => assert_eq!(e.raw_os_error(), Some(libc::ECONNRESET)),
+            other => panic!("{other:?}"),
+        }
+        assert!(complete(&cqe(0, 0)).data.is_none());
+    }
+}

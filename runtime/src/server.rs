@@ -1,0 +1,289 @@
+//! Starting and stopping a server: one pinned thread per core, each with its own listener,
+//! ring, buffer pool and session table. Nothing is shared between the cores but the read-mostly
+//! configuration, the stop flag and the stats counters.
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use crate::codec::Codec;
+use crate::config::Config;
+use crate::driver::uring::UringDriver;
+use crate::error::{panic_message, ServerError};
+use crate::handler::Handler;
+use crate::listener;
+use crate::stats::{CoreStats, ServerStats};
+use crate::sys;
+use crate::worker::{Control, Worker};
+
+/// Code run on each worker thread when it starts, before it serves: set up per-core state
+/// (thread locals), counters, profilers. Gets the worker's index.
+pub type WorkerHook = Arc<dyn Fn(usize) + Send + Sync>;
+
+/// Optional callbacks around the workers' lives.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Runs on each worker thread before it serves.
+    pub on_worker_start: Option<WorkerHook>,
+}
+
+/// Stops a server from any thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Stopper {
+    control: Arc<Control>,
+    wakers: Arc<Vec<Arc<OwnedFd>>>,
+}
+
+impl Stopper {
+    /// Asks every worker to stop: they stop accepting, close their sessions and exit.
+    pub fn stop(&self) {
+        self.control.stop.store(true, Ordering::Release);
+        for waker in self.wakers.iter() {
+            if let Err(e) = sys::eventfd_signal(waker) {
+                log::error!("ringwire: cannot wake a worker: {e}");
+            }
+        }
+    }
+}
+
+/// A running server: its address, its counters, and the means to stop and join it. Dropping
+/// the handle stops the server and waits for its workers.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    stats: Vec<Arc<CoreStats>>,
+    stopper: Stopper,
+    threads: Vec<JoinHandle<Result<(), ServerError>>>,
+    driver: String,
+}
+
+impl ServerHandle {
+    /// The address the server listens on (with the port picked when port 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A snapshot of every core's counters.
+    pub fn stats(&self) -> ServerStats {
+        ServerStats {
+            cores: self.stats.iter().map(|s| s.snapshot()).collect(),
+        }
+    }
+
+    /// The live counters of each core, in core order.
+    pub fn core_stats(&self) -> &[Arc<CoreStats>] {
+        &self.stats
+    }
+
+    /// What the server runs on, e.g. `io_uring driver (...)`.
+    pub fn driver(&self) -> &str {
+        &self.driver
+    }
+
+    /// A handle that stops the server from any thread.
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Stops the server (see [`Stopper::stop`]); [`join`](ServerHandle::join) waits for it.
+    pub fn stop(&self) {
+        self.stopper.stop();
+    }
+
+    /// Waits for every worker to exit; returns the first failure.
+    pub fn join(mut self) -> Result<(), ServerError> {
+        join_all(std::mem::take(&mut self.threads))
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop();
+            let _ = join_all(std::mem::take(&mut self.threads));
+        }
+    }
+}
+
+fn join_all(threads: Vec<JoinHandle<Result<(), ServerError>>>) -> Result<(), ServerError> {
+    let mut first = Ok(());
+    for (core, thread) in threads.into_iter().enumerate() {
+        let result = match thread.join() {
+            Ok(r) => r,
+            Err(payload) => Err(ServerError::WorkerPanicked {
+                core,
+                message: panic_message(&*payload),
+            }),
+        };
+        if let Err(e) = result {
+            log::error!("ringwire: {e}");
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    }
+    first
+}
+
+/// Everything a worker thread starts with.
+struct WorkerSetup<C, F> {
+    index: usize,
+    cpu: usize,
+    config: Arc<Config>,
+    listener: OwnedFd,
+    codec: C,
+    factory: Arc<F>,
+    control: Arc<Control>,
+    stats: Arc<CoreStats>,
+    wake: Arc<OwnedFd>,
+    hooks: Hooks,
+    ready: mpsc::Sender<Result<String, ServerError>>,
+}
+
+fn worker_main<C, H, F>(setup: WorkerSetup<C, F>) -> Result<(), ServerError>
+where
+    C: Codec + Clone,
+    H: Handler<C>,
+    F: Fn() -> H,
+{
+    let WorkerSetup {
+        index,
+        cpu,
+        config,
+        listener,
+        codec,
+        factory,
+        control,
+        stats,
+        wake,
+        hooks,
+        ready,
+    } = setup;
+    if config.pin && !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+        log::warn!("ringwire: cannot pin worker {index} to CPU {cpu}; it runs unpinned");
+    }
+    if let Some(hook) = &hooks.on_worker_start {
+        hook(index);
+    }
+    let mut driver = match UringDriver::new(&config, listener, wake, stats.clone()) {
+        Ok(driver) => driver,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(());
+        }
+    };
+    let _ = ready.send(Ok(driver.describe()));
+    drop(ready);
+    let mut worker = Worker::new(
+        index,
+        config.max_sessions,
+        config.max_frame,
+        codec,
+        factory,
+        stats,
+        control,
+    );
+    worker
+        .run(&mut driver)
+        .map_err(|source| ServerError::Worker {
+            core: index,
+            source,
+        })
+}
+
+/// Starts a server: binds one listener per configured core, starts a pinned worker per core,
+/// and returns once every worker serves, or with the first reason one could not.
+pub fn start<C, H, F>(
+    config: Config,
+    codec: C,
+    factory: F,
+    hooks: Hooks,
+) -> Result<ServerHandle, ServerError>
+where
+    C: Codec + Clone + Send,
+    H: Handler<C>,
+    F: Fn() -> H + Send + Sync + 'static,
+{
+    config.validate()?;
+    let (listeners, local_addr) = listener::bind_all(&config)?;
+    let config = Arc::new(config);
+    let factory = Arc::new(factory);
+    let control = Arc::new(Control::default());
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut wakers = Vec::with_capacity(listeners.len());
+    let mut stats = Vec::with_capacity(listeners.len());
+    let mut threads = Vec::with_capacity(listeners.len());
+    let mut failure = None;
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let wake = match sys::eventfd() {
+            Ok(fd) => Arc::new(fd),
+            Err(e) => {
+                failure = Some(ServerError::Spawn(e));
+                break;
+            }
+        };
+        let core_stats = Arc::new(CoreStats::default());
+        let setup = WorkerSetup {
+            index,
+            cpu: config.cpus[index],
+            config: config.clone(),
+            listener,
+            codec: codec.clone(),
+            factory: factory.clone(),
+            control: control.clone(),
+            stats: core_stats.clone(),
+            wake: wake.clone(),
+            hooks: hooks.clone(),
+            ready: ready_tx.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("ringwire-w{index}"))
+            .spawn(move || worker_main::<C, H, F>(setup));
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                failure = Some(ServerError::Spawn(e));
+                break;
+            }
+        }
+        wakers.push(wake);
+        stats.push(core_stats);
+    }
+    drop(ready_tx);
+    let mut driver = String::new();
+    for _ in 0..threads.len() {
+        match ready_rx.recv() {
+            Ok(Ok(desc)) => driver = desc,
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(_) => {
+                failure.get_or_insert(ServerError::Config("a worker exited during setup".into()));
+            }
+        }
+    }
+    let handle = ServerHandle {
+        local_addr,
+        stats,
+        stopper: Stopper {
+            control,
+            wakers: Arc::new(wakers),
+        },
+        threads,
+        driver,
+    };
+    if let Some(e) = failure {
+        // Dropping the handle stops and joins the workers that did start.
+        drop(handle);
+        return Err(e);
+    }
+    log::info!(
+        "ringwire: {} on {} core(s) (CPUs {:?}), listening on {}",
+        handle.driver,
+        config.cpus.len(),
+        config.cpus,
+        handle.local_addr
+    );
+    Ok(handle)
+}

@@ -1,0 +1,9 @@
+//! Stock codecs. Each enforces the maximum frame size the server is configured with before
+//! it buffers anything for a frame, and decodes frames that borrow from the received bytes.
+
+mod len32;
+mod raw;
+
+pub use len32::Len32;
+pub use raw::Raw;
+pub use ringwire_runtime::codec::{Codec, CodecError, Decoded, Fed, FrameReader, FRAME_HEADROOM};

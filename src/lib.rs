@@ -1,0 +1,42 @@
+//! ringwire: a thread-per-core io_uring runtime for framed TCP protocols on Linux.
+//!
+//! One pinned thread per core owns its listener (SO_REUSEPORT), its io_uring, its provided
+//! buffers and its sessions. It accepts, receives and writes through its own ring, decodes
+//! frames with a [`Codec`], and runs the [`Handler`] inline. Nothing on the data path crosses
+//! cores: no locks, no queues between threads, no allocation per message.
+//!
+//! ```no_run
+//! use ringwire::{codec::Len32, Handler, Server, Session};
+//!
+//! /// Replies to every frame with its length, as text.
+//! struct Count;
+//!
+//! impl Handler<Len32> for Count {
+//!     fn on_message(&mut self, session: &mut Session<'_, Len32>, frame: &[u8]) {
+//!         let reply = frame.len().to_string();
+//!         if session.send(reply.as_bytes()).is_err() {
+//!             session.close();
+//!         }
+//!     }
+//! }
+//!
+//! Server::new(Len32, || Count).bind("127.0.0.1:7000".parse().unwrap()).cores(2).run()?;
+//! # Ok::<(), ringwire::ServerError>(())
+//! ```
+//!
+//! Handlers run inline on their core: a slow callback stalls every session of that core.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod handlers;
+mod server;
+
+pub use codec::Codec;
+pub use ringwire_runtime::{BufPool, Handler};
+pub use ringwire_runtime::{
+    CloseReason, Config, CoreSnapshot, CoreStats, Counter, Hooks, IoOp, ServerError, ServerHandle,
+    ServerStats, Session, SessionError, SessionId, Stopper,
+};
+pub use server::Server;

@@ -1,0 +1,141 @@
+//! The `Server` builder.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ringwire_runtime::{Codec, Config, Handler, Hooks, ServerError, ServerHandle};
+
+/// Builds and starts a server: one pinned worker per core, each with its own listener on the
+/// shared address (SO_REUSEPORT), its own io_uring and buffers, running `codec` and handlers
+/// made by the factory inline.
+///
+/// The codec is a prototype, cloned into each session (codecs may keep per-connection state).
+/// The factory makes one handler per session, on the core that accepted it (see [`Handler`]
+/// for why handlers live per session).
+///
+/// ```no_run
+/// use ringwire::{codec::Len32, handlers::Echo, Server};
+///
+/// let server = Server::new(Len32, || Echo)
+///     .bind("127.0.0.1:7000".parse().unwrap())
+///     .cores(2)
+///     .max_frame(64 * 1024)
+///     .start()?;
+/// println!("listening on {}", server.local_addr());
+/// server.join()?;
+/// # Ok::<(), ringwire::ServerError>(())
+/// ```
+pub struct Server<C, F> {
+    config: Config,
+    codec: C,
+    factory: F,
+    hooks: Hooks,
+}
+
+impl<C, H, F> Server<C, F>
+where
+    C: Codec + Clone + Send,
+    H: Handler<C>,
+    F: Fn() -> H + Send + Sync + 'static,
+{
+    /// A server speaking `codec`, with a handler per session from `factory`. Defaults: binds
+    /// 127.0.0.1 on a port the kernel picks, 1 core (CPU 0), 1 MiB frames.
+    pub fn new(codec: C, factory: F) -> Self {
+        Server {
+            config: Config::default(),
+            codec,
+            factory,
+            hooks: Hooks::default(),
+        }
+    }
+
+    /// The address to listen on. Port 0 lets the kernel pick (see
+    /// [`ServerHandle::local_addr`]).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.config.addr = addr;
+        self
+    }
+
+    /// Runs `n` workers, pinned to CPUs `0..n`.
+    pub fn cores(mut self, n: usize) -> Self {
+        self.config.cpus = (0..n).collect();
+        self
+    }
+
+    /// Runs one worker per listed CPU, pinned to it.
+    pub fn cpus(mut self, cpus: impl IntoIterator<Item = usize>) -> Self {
+        self.config.cpus = cpus.into_iter().collect();
+        self
+    }
+
+    /// Pin workers to their CPUs (default: yes).
+    pub fn pin(mut self, pin: bool) -> Self {
+        self.config.pin = pin;
+        self
+    }
+
+    /// Largest frame the codec accepts; a larger one closes its session with an error.
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.config.max_frame = bytes;
+        self
+    }
+
+    /// Submission queue entries of each core's ring (a power of two; default 1024).
+    pub fn ring_entries(mut self, entries: u32) -> Self {
+        self.config.ring_entries = entries;
+        self
+    }
+
+    /// Completion queue entries (a power of two; default: four times the submission queue and
+    /// at least twice the buffer count).
+    pub fn cq_entries(mut self, entries: u32) -> Self {
+        self.config.cq_entries = entries;
+        self
+    }
+
+    /// Provided receive buffers per core: `count` (a power of two) of `size` bytes each.
+    pub fn buffers(mut self, count: u32, size: u32) -> Self {
+        self.config.buf_count = count;
+        self.config.buf_size = size;
+        self
+    }
+
+    /// Listen backlog of each core's listener (default 1024).
+    pub fn backlog(mut self, backlog: i32) -> Self {
+        self.config.backlog = backlog;
+        self
+    }
+
+    /// TCP_NODELAY on accepted connections (default: on).
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.config.nodelay = on;
+        self
+    }
+
+    /// Most sessions per core (default 65536).
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.config.max_sessions = n;
+        self
+    }
+
+    /// Runs `hook(worker_index)` on each worker thread before it serves.
+    pub fn on_worker_start(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.hooks.on_worker_start = Some(Arc::new(hook));
+        self
+    }
+
+    /// The engine configuration built so far.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Starts serving and returns once every core serves.
+    pub fn start(self) -> Result<ServerHandle, ServerError> {
+        ringwire_runtime::start(self.config, self.codec, self.factory, self.hooks)
+    }
+
+    /// Starts serving and blocks until the server stops.
+    pub fn run(self) -> Result<(), ServerError> {
+        self.start()?.join()
+    }
+}
