@@ -41,7 +41,7 @@ pub(crate) trait Sink<O: Ops> {
     /// A connection was accepted; the core opens a session or closes `fd`.
     fn accepted(&mut self, ops: &mut O, fd: RawFd);
     /// Accepting failed; the driver retries after a back-off.
-    fn accept_failed(&mut self, error: &io::Error);
+    fn accept_failed(&mut self, ops: &mut O, error: &io::Error);
     /// Bytes arrived for `slot`. `data` is valid during this call only.
     fn received(&mut self, ops: &mut O, slot: u32, data: &[u8]);
     /// Receiving ended for `slot`: `None` for the peer's EOF, else the error.
@@ -49,7 +49,7 @@ pub(crate) trait Sink<O: Ops> {
     /// The send of `slot` completed.
     fn sent(&mut self, ops: &mut O, slot: u32, result: io::Result<usize>);
     /// `slot` is closed and its slot may be reused.
-    fn closed(&mut self, slot: u32);
+    fn closed(&mut self, ops: &mut O, slot: u32);
     /// Another thread woke this core.
     fn woken(&mut self, ops: &mut O);
 }

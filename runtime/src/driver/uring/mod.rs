@@ -397,7 +397,7 @@ impl UringOps {
             }
             Accepted::Failed(e) => {
                 self.stats.accept_errors.add(1);
-                sink.accept_failed(&e);
+                sink.accept_failed(self, &e);
                 if !c.more() {
                     self.accept = AcceptState::RetryAt(Instant::now() + self.backoff);
                     self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
@@ -459,7 +459,7 @@ impl UringOps {
         debug_assert!(c.res >= 0, "close failed: {}", c.res);
         io.free();
         self.live -= 1;
-        sink.closed(ud.slot());
+        sink.closed(self, ud.slot());
     }
 }
 

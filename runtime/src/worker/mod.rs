@@ -338,7 +338,7 @@ where
         self.dispatch(ops, slot, "on_open", |h, s| h.on_open(s));
     }
 
-    fn accept_failed(&mut self, error: &io::Error) {
+    fn accept_failed(&mut self, _ops: &mut O, error: &io::Error) {
         log::warn!(
             "ringwire: core {}: accept failed: {error}; backing off",
             self.core
@@ -456,7 +456,7 @@ where
         self.fail(ops, slot, error, CloseReason::IoError);
     }
 
-    fn closed(&mut self, slot: u32) {
+    fn closed(&mut self, _ops: &mut O, slot: u32) {
         if !self.conns.contains(slot as usize) {
             debug_assert!(false, "closed an unknown slot {slot}");
             return;
@@ -477,3 +477,6 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,316 @@
+//! The core's session transitions, driven by synthetic driver events: no kernel involved.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::*;
+use crate::codec::{CodecError, Decoded};
+
+/// What the core asked the driver to do.
+#[derive(Debug, PartialEq, Eq)]
+enum Cmd {
+    Open(u32, RawFd),
+    Send(u32, Vec<u8>, usize),
+    Close(u32),
+    StopAccepting,
+}
+
+#[derive(Default)]
+struct FakeOps {
+    cmds: Vec<Cmd>,
+}
+
+impl FakeOps {
+    fn take(&mut self) -> Vec<Cmd> {
+        std::mem::take(&mut self.cmds)
+    }
+}
+
+impl Ops for FakeOps {
+    fn open(&mut self, slot: u32, fd: RawFd) {
+        self.cmds.push(Cmd::Open(slot, fd));
+    }
+
+    unsafe fn send(&mut self, slot: u32, iov: &[libc::iovec]) {
+        let mut bytes = Vec::new();
+        for v in iov {
+            // SAFETY: the core keeps the iovecs' memory frozen until `sent`; we copy it now.
+            bytes.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len)
+            });
+        }
+        self.cmds.push(Cmd::Send(slot, bytes, iov.len()));
+    }
+
+    fn close(&mut self, slot: u32) {
+        self.cmds.push(Cmd::Close(slot));
+    }
+
+    fn stop_accepting(&mut self) {
+        self.cmds.push(Cmd::StopAccepting);
+    }
+}
+
+/// Bytes through as they come; `!` is malformed.
+#[derive(Clone)]
+struct Bytes;
+
+impl Codec for Bytes {
+    type Frame<'a> = &'a [u8];
+    type Item = [u8];
+    fn decode<'a>(&mut self, src: &'a [u8], _: usize) -> Result<Decoded<&'a [u8]>, CodecError> {
+        if src.is_empty() {
+            return Ok(Decoded::NeedMore(None));
+        }
+        if src[0] == b'!' {
+            return Err(CodecError::Malformed("bang".into()));
+        }
+        Ok(Decoded::Frame(src, src.len()))
+    }
+    fn encode(&mut self, item: &[u8], dst: &mut Vec<u8>) -> Result<(), CodecError> {
+        dst.extend_from_slice(item);
+        Ok(())
+    }
+}
+
+type Log = Rc<RefCell<Vec<String>>>;
+
+/// Echoes; panics on "boom"; closes on "bye"; logs callbacks.
+struct TestHandler {
+    log: Log,
+}
+
+impl Handler<Bytes> for TestHandler {
+    fn on_open(&mut self, s: &mut Session<'_, Bytes>) {
+        self.log.borrow_mut().push(format!("open {}", s.id()));
+    }
+    fn on_message(&mut self, s: &mut Session<'_, Bytes>, frame: &[u8]) {
+        match frame {
+            b"boom" => panic!("boom"),
+            b"bye" => {
+                s.send(b"ok").unwrap();
+                s.close();
+            }
+            _ => s.send(frame).unwrap(),
+        }
+    }
+    fn on_close(&mut self, _: &mut Session<'_, Bytes>, reason: CloseReason) {
+        self.log.borrow_mut().push(format!("close {reason:?}"));
+    }
+    fn on_error(&mut self, s: &mut Session<'_, Bytes>, error: &SessionError) {
+        self.log.borrow_mut().push(format!("error {error}"));
+        s.send(b"ERR").unwrap();
+    }
+}
+
+type TestWorker = Worker<Bytes, TestHandler, Box<dyn Fn() -> TestHandler>>;
+
+fn worker() -> (TestWorker, Log, Arc<CoreStats>, Arc<Control>) {
+    let log: Log = Rc::default();
+    let stats = Arc::new(CoreStats::default());
+    let control = Arc::new(Control::default());
+    let factory_log = log.clone();
+    let factory: Box<dyn Fn() -> TestHandler> = Box::new(move || TestHandler {
+        log: factory_log.clone(),
+    });
+    let w = Worker::new(
+        0,
+        4,
+        1024,
+        Bytes,
+        Arc::new(factory),
+        stats.clone(),
+        control.clone(),
+    );
+    (w, log, stats, control)
+}
+
+fn dev_null() -> RawFd {
+    std::os::fd::IntoRawFd::into_raw_fd(std::fs::File::open("/dev/null").unwrap())
+}
+
+fn send(slot: u32, bytes: &[u8], iovecs: usize) -> Cmd {
+    Cmd::Send(slot, bytes.to_vec(), iovecs)
+}
+
+#[test]
+fn replies_of_a_turn_go_out_in_one_send_and_partial_writes_resume() {
+    let (mut w, _, stats, _) = worker();
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    assert_eq!(ops.take(), [Cmd::Open(0, 10)]);
+    w.received(&mut ops, 0, b"ab");
+    w.received(&mut ops, 0, b"cd");
+    assert_eq!(ops.take(), [], "nothing is written before the turn ends");
+    w.end_turn(&mut ops);
+    assert_eq!(ops.take(), [send(0, b"abcd", 1)]);
+    w.received(&mut ops, 0, b"ef");
+    w.end_turn(&mut ops);
+    assert_eq!(ops.take(), [], "one send in flight at a time");
+    w.sent(&mut ops, 0, Ok(2));
+    w.end_turn(&mut ops);
+    assert_eq!(
+        ops.take(),
+        [send(0, b"cdef", 2)],
+        "the rest goes out as one sendmsg"
+    );
+    w.sent(&mut ops, 0, Ok(4));
+    w.end_turn(&mut ops);
+    assert_eq!(ops.take(), []);
+    let s = stats.snapshot();
+    assert_eq!(
+        (s.writes, s.partial_writes, s.bytes_out, s.frames_in),
+        (2, 1, 6, 3)
+    );
+}
+
+#[test]
+fn eof_flushes_pending_output_then_closes() {
+    let (mut w, log, stats, _) = worker();
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    w.received(&mut ops, 0, b"xyz");
+    w.end_turn(&mut ops);
+    ops.take();
+    w.read_closed(&mut ops, 0, None);
+    assert_eq!(ops.take(), [], "output still in flight: no close yet");
+    w.sent(&mut ops, 0, Ok(3));
+    assert_eq!(ops.take(), [Cmd::Close(0)]);
+    w.received(&mut ops, 0, b"late");
+    w.end_turn(&mut ops);
+    assert_eq!(ops.take(), [], "nothing is handled after close");
+    w.closed(&mut ops, 0);
+    assert!(w.conns.is_empty());
+    assert_eq!(log.borrow().last().unwrap(), "close PeerClosed");
+    assert_eq!(stats.snapshot().closed_for(CloseReason::PeerClosed), 1);
+    assert_eq!(stats.snapshot().closed, 1);
+}
+
+#[test]
+fn handler_close_flushes_its_reply_first() {
+    let (mut w, log, _, _) = worker();
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    ops.take();
+    w.received(&mut ops, 0, b"bye");
+    w.end_turn(&mut ops);
+    assert_eq!(ops.take(), [send(0, b"ok", 1)]);
+    w.sent(&mut ops, 0, Ok(2));
+    assert_eq!(ops.take(), [Cmd::Close(0)]);
+    assert_eq!(log.borrow().last().unwrap(), "close Local");
+}
+
+#[test]
+fn a_panic_closes_only_its_session() {
+    let (mut w, log, stats, _) = worker();
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    w.accepted(&mut ops, 11);
+    ops.take();
+    w.received(&mut ops, 1, b"boom");
+    w.received(&mut ops, 0, b"fine");
+    w.end_turn(&mut ops);
+    assert_eq!(ops.take(), [Cmd::Close(1), send(0, b"fine", 1)]);
+    assert_eq!(stats.snapshot().panics, 1);
+    assert_eq!(stats.snapshot().closed_for(CloseReason::Panic), 1);
+    assert!(
+        log.borrow()
+            .iter()
+            .any(|l| l.contains("on_message panicked: boom")),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn malformed_input_gets_its_error_reply_then_close() {
+    let (mut w, log, stats, _) = worker();
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    ops.take();
+    w.received(&mut ops, 0, b"!x");
+    w.end_turn(&mut ops);
+    assert_eq!(ops.take(), [send(0, b"ERR", 1)]);
+    w.received(&mut ops, 0, b"ignored");
+    w.sent(&mut ops, 0, Ok(3));
+    assert_eq!(ops.take(), [Cmd::Close(0)]);
+    assert_eq!(stats.snapshot().codec_errors, 1);
+    assert_eq!(log.borrow().last().unwrap(), "close CodecError");
+}
+
+#[test]
+fn reset_during_send_closes_cleanly() {
+    let (mut w, log, _, _) = worker();
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    w.received(&mut ops, 0, b"a");
+    w.end_turn(&mut ops);
+    ops.take();
+    w.sent(&mut ops, 0, Err(io::Error::from_raw_os_error(libc::EPIPE)));
+    assert_eq!(ops.take(), [Cmd::Close(0)]);
+    assert_eq!(log.borrow().last().unwrap(), "close Reset");
+}
+
+#[test]
+fn session_limit_rejects_and_freed_slots_are_reused() {
+    let (mut w, log, stats, _) = worker();
+    let mut ops = FakeOps::default();
+    for fd in 100..104 {
+        w.accepted(&mut ops, fd);
+    }
+    // The fifth is over the limit of 4: closed at once (so it must be a real descriptor).
+    w.accepted(&mut ops, dev_null());
+    assert_eq!(stats.snapshot().rejected, 1);
+    assert_eq!(ops.take().len(), 4);
+    w.read_closed(
+        &mut ops,
+        2,
+        Some(io::Error::from_raw_os_error(libc::ECONNRESET)),
+    );
+    assert_eq!(ops.take(), [Cmd::Close(2)]);
+    w.accepted(&mut ops, dev_null());
+    assert_eq!(
+        ops.take(),
+        [],
+        "slot 2 is not reused before the driver reports it closed"
+    );
+    assert_eq!(stats.snapshot().rejected, 2);
+    w.closed(&mut ops, 2);
+    w.accepted(&mut ops, 201);
+    assert_eq!(ops.take(), [Cmd::Open(2, 201)]);
+    let opens: Vec<_> = log
+        .borrow()
+        .iter()
+        .filter(|l| l.starts_with("open"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        opens.last().unwrap(),
+        "open 0/4",
+        "a reused slot gets a new session id"
+    );
+}
+
+#[test]
+fn stop_closes_every_session_and_stops_accepting() {
+    let (mut w, _, stats, control) = worker();
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    w.accepted(&mut ops, 11);
+    ops.take();
+    w.woken(&mut ops);
+    assert_eq!(
+        ops.take(),
+        [],
+        "a wake-up without a stop request does nothing"
+    );
+    control.stop.store(true, Ordering::Release);
+    w.woken(&mut ops);
+    assert_eq!(
+        ops.take(),
+        [Cmd::StopAccepting, Cmd::Close(0), Cmd::Close(1)]
+    );
+    w.closed(&mut ops, 0);
+    w.closed(&mut ops, 1);
+    assert!(w.conns.is_empty());
+    assert_eq!(stats.snapshot().closed_for(CloseReason::Shutdown), 2);
+}
