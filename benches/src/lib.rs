@@ -1,0 +1,1 @@
+//! Shared code of ringwire's benchmark binaries.
