@@ -1,5 +1,6 @@
 //! The echo server: `raw` echoes every byte in order; `len32` echoes each whole frame, prefix
-//! included. Exits 0 on SIGINT or SIGTERM.
+//! included. On SIGINT or SIGTERM it drains (stops accepting, serves its sessions until their
+//! peers close, at most `--drain-ms`) and exits 0.
 //!
 //! ```text
 //! cargo run --release --example echo -- --addr 127.0.0.1:7000 --cores 2 --framing len32
@@ -7,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use ringwire::codec::{Codec, Len32, Raw};
@@ -49,6 +51,25 @@ struct Args {
     /// Size of each provided receive buffer, in bytes.
     #[arg(long, default_value_t = 8192)]
     buf_size: u32,
+    /// Close sessions that receive nothing for this long.
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
+    /// Close sessions whose incomplete frame is not completed within this long.
+    #[arg(long)]
+    read_timeout_ms: Option<u64>,
+    /// Close sessions whose pending output makes no progress for this long.
+    #[arg(long)]
+    write_timeout_ms: Option<u64>,
+    /// Most sessions per core; more are accepted and closed at once.
+    #[arg(long, default_value_t = 65536)]
+    max_conns: usize,
+    /// Pending output (bytes) above which a session is not read from until it drains to a
+    /// quarter of this.
+    #[arg(long, default_value_t = 1 << 20)]
+    high_water: usize,
+    /// On SIGINT/SIGTERM, serve open sessions for at most this long before closing them.
+    #[arg(long, default_value_t = 10_000)]
+    drain_ms: u64,
 }
 
 fn serve<C>(codec: C, args: &Args) -> Result<(), ringwire::ServerError>
@@ -60,7 +81,19 @@ where
         .bind(args.addr)
         .max_frame(args.max_frame)
         .ring_entries(args.ring_entries)
-        .buffers(args.buffers, args.buf_size);
+        .buffers(args.buffers, args.buf_size)
+        .max_sessions(args.max_conns)
+        .water_marks(args.high_water, args.high_water / 4);
+    let ms = Duration::from_millis;
+    if let Some(t) = args.idle_timeout_ms {
+        server = server.idle_timeout(ms(t));
+    }
+    if let Some(t) = args.read_timeout_ms {
+        server = server.read_timeout(ms(t));
+    }
+    if let Some(t) = args.write_timeout_ms {
+        server = server.write_timeout(ms(t));
+    }
     server = match &args.cpus {
         Some(cpus) => server.cpus(cpus.iter().copied()),
         None => server.cores(args.cores),
@@ -73,15 +106,22 @@ where
         handle.core_stats().len()
     );
     let stopper = handle.stopper();
+    let drain = ms(args.drain_ms);
     let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(ringwire::ServerError::Spawn)?;
     let signal_thread = std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            eprintln!("ringwire echo: signal {sig}, stopping");
+        let mut signals = signals.forever();
+        if let Some(sig) = signals.next() {
+            eprintln!("ringwire echo: signal {sig}: draining for at most {drain:?}");
+            stopper.shutdown(drain);
+        }
+        if signals.next().is_some() {
+            eprintln!("ringwire echo: second signal: stopping now");
             stopper.stop();
         }
     });
     let counters = handle.core_stats().to_vec();
     let result = handle.join();
+    // The signal thread waits for a second signal that will not come; exiting ends it.
     drop(signal_thread);
     let mut total = ringwire::CoreSnapshot::default();
     for core in &counters {

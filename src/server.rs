@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ringwire_runtime::{Codec, Config, Handler, Hooks, ServerError, ServerHandle};
 
@@ -112,9 +113,52 @@ where
         self
     }
 
-    /// Most sessions per core (default 65536).
+    /// Most sessions per core (default 65536); past it a new connection is accepted and
+    /// closed at once, and counted as rejected.
     pub fn max_sessions(mut self, n: usize) -> Self {
         self.config.max_sessions = n;
+        self
+    }
+
+    /// Closes a session that received nothing for `timeout` (default: never). A session can
+    /// change its own with [`Session::set_idle_timeout`](crate::Session::set_idle_timeout).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Closes a session whose incomplete frame is not completed within `timeout`: the slow
+    /// trickle of a frame that never ends (default: never).
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.read_timeout = Some(timeout);
+        self
+    }
+
+    /// Closes a session whose pending output makes no progress for `timeout`: a peer that
+    /// stopped reading (default: never).
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.config.write_timeout = Some(timeout);
+        self
+    }
+
+    /// Backpressure: above `high` bytes of pending output a session is not read from until its
+    /// output drains to `low` bytes (defaults 1 MiB and 256 KiB). A peer that sends without
+    /// reading costs the server at most about `high` plus one receive's worth of input and its
+    /// replies.
+    pub fn water_marks(mut self, high: usize, low: usize) -> Self {
+        self.config.high_water = high;
+        self.config.low_water = low;
+        self
+    }
+
+    /// Runs `hook(worker_index)` on each worker thread every `period`, between loop turns:
+    /// per-core housekeeping, such as refreshing a cached `Date` header in a thread local.
+    pub fn on_core_tick(
+        mut self,
+        period: Duration,
+        hook: impl Fn(usize) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.on_core_tick = Some((period, Arc::new(hook)));
         self
     }
 

@@ -1,6 +1,7 @@
 //! Engine configuration, validated once before any thread starts.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::error::ServerError;
 
@@ -28,8 +29,18 @@ pub struct Config {
     pub buf_size: u32,
     /// Largest frame a codec accepts.
     pub max_frame: usize,
-    /// Most sessions per core.
+    /// Most sessions per core; past it a new connection is accepted and closed at once.
     pub max_sessions: usize,
+    /// Close a session that received nothing for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Close a session whose incomplete frame is not completed within this long.
+    pub read_timeout: Option<Duration>,
+    /// Close a session whose pending output makes no progress for this long.
+    pub write_timeout: Option<Duration>,
+    /// Output bytes above which the session stops being read from.
+    pub high_water: usize,
+    /// Output bytes at or below which a paused session is read from again.
+    pub low_water: usize,
 }
 
 impl Default for Config {
@@ -46,6 +57,11 @@ impl Default for Config {
             buf_size: 8192,
             max_frame: 1 << 20,
             max_sessions: 65536,
+            idle_timeout: None,
+            read_timeout: None,
+            write_timeout: None,
+            high_water: 1 << 20,
+            low_water: 256 << 10,
         }
     }
 }
@@ -89,6 +105,21 @@ impl Config {
                 "max_sessions {} must be 1..=16M",
                 self.max_sessions
             ));
+        }
+        if self.high_water == 0 || self.low_water > self.high_water {
+            return bad(format!(
+                "low_water {} must not exceed high_water {}, which must be positive",
+                self.low_water, self.high_water
+            ));
+        }
+        for (name, t) in [
+            ("idle_timeout", self.idle_timeout),
+            ("read_timeout", self.read_timeout),
+            ("write_timeout", self.write_timeout),
+        ] {
+            if t.is_some_and(|t| t.is_zero()) {
+                return bad(format!("{name} must be positive when set"));
+            }
         }
         Ok(())
     }

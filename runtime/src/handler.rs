@@ -32,6 +32,11 @@ pub trait Handler<C: Codec>: 'static {
         let _ = (session, frame);
     }
 
+    /// The session's tick fired (see [`Session::set_tick`]): heartbeats, periodic flushes.
+    fn on_tick(&mut self, session: &mut Session<'_, C>) {
+        let _ = session;
+    }
+
     /// The session closed. Output sent from here is discarded.
     fn on_close(&mut self, session: &mut Session<'_, C>, reason: CloseReason) {
         let _ = (session, reason);

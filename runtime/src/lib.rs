@@ -29,6 +29,7 @@ mod op;
 mod ring;
 mod server;
 mod sys;
+mod timer;
 mod user_data;
 mod worker;
 

@@ -4,9 +4,10 @@
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::Ordering;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::codec::Codec;
 use crate::config::Config;
@@ -14,9 +15,10 @@ use crate::driver::uring::UringDriver;
 use crate::error::{panic_message, ServerError};
 use crate::handler::Handler;
 use crate::listener;
+use crate::session::Timeouts;
 use crate::stats::{CoreStats, ServerStats};
 use crate::sys;
-use crate::worker::{Control, Worker};
+use crate::worker::{Control, CoreTick, Worker, WorkerConfig};
 
 /// Code run on each worker thread when it starts, before it serves: set up per-core state
 /// (thread locals), counters, profilers. Gets the worker's index.
@@ -27,6 +29,9 @@ pub type WorkerHook = Arc<dyn Fn(usize) + Send + Sync>;
 pub struct Hooks {
     /// Runs on each worker thread before it serves.
     pub on_worker_start: Option<WorkerHook>,
+    /// Runs on each worker thread every period, between loop turns: per-core housekeeping
+    /// such as refreshing a cached `Date` header. Gets the worker's index.
+    pub on_core_tick: Option<(Duration, WorkerHook)>,
 }
 
 /// Stops a server from any thread. Cheap to clone.
@@ -37,9 +42,18 @@ pub struct Stopper {
 }
 
 impl Stopper {
-    /// Asks every worker to stop: they stop accepting, close their sessions and exit.
+    /// Stops at once: every worker stops accepting, closes its sessions (unflushed output is
+    /// dropped) and exits. Same as `shutdown(Duration::ZERO)`.
     pub fn stop(&self) {
-        self.control.stop.store(true, Ordering::Release);
+        self.shutdown(Duration::ZERO);
+    }
+
+    /// Drains, then stops: every worker stops accepting at once (new connects are refused once
+    /// all listeners are closed), takes the connections already queued in its listener's
+    /// backlog, and keeps serving its sessions until their peers close or `deadline` passes;
+    /// sessions still open then are closed. Every session sees `on_close`.
+    pub fn shutdown(&self, deadline: Duration) {
+        self.control.request_stop(deadline);
         for waker in self.wakers.iter() {
             if let Err(e) = sys::eventfd_signal(waker) {
                 log::error!("ringwire: cannot wake a worker: {e}");
@@ -86,9 +100,15 @@ impl ServerHandle {
         self.stopper.clone()
     }
 
-    /// Stops the server (see [`Stopper::stop`]); [`join`](ServerHandle::join) waits for it.
+    /// Stops the server at once (see [`Stopper::stop`]); [`join`](ServerHandle::join) waits.
     pub fn stop(&self) {
         self.stopper.stop();
+    }
+
+    /// Drains for at most `deadline` (see [`Stopper::shutdown`]) and waits for the workers.
+    pub fn shutdown(self, deadline: Duration) -> Result<(), ServerError> {
+        self.stopper.shutdown(deadline);
+        self.join()
     }
 
     /// Waits for every worker to exit; returns the first failure.
@@ -175,21 +195,44 @@ where
     };
     let _ = ready.send(Ok(driver.describe()));
     drop(ready);
-    let mut worker = Worker::new(
-        index,
-        config.max_sessions,
-        config.max_frame,
-        codec,
-        factory,
-        stats,
-        control,
-    );
-    worker
-        .run(&mut driver)
-        .map_err(|source| ServerError::Worker {
+    let cfg = WorkerConfig {
+        core: index,
+        max_sessions: config.max_sessions,
+        max_frame: config.max_frame,
+        timeouts: Timeouts::new(
+            config.idle_timeout,
+            config.read_timeout,
+            config.write_timeout,
+        ),
+        high_water: config.high_water,
+        low_water: config.low_water,
+        core_tick: hooks.on_core_tick.as_ref().map(|(period, hook)| CoreTick {
+            period: (period.as_millis() as u64).max(1),
+            hook: hook.clone(),
+        }),
+    };
+    let deaths = stats.clone();
+    // A panic here is an engine bug (user callbacks are caught one by one). Unwinding drops the
+    // driver, which closes this core's listener, so the kernel stops routing connections here.
+    let result = catch_unwind(AssertUnwindSafe(move || {
+        let mut worker = Worker::new(cfg, codec, factory, stats, control);
+        worker.run(&mut driver)
+    }));
+    match result {
+        Ok(result) => result.map_err(|source| ServerError::Worker {
             core: index,
             source,
-        })
+        }),
+        Err(payload) => {
+            deaths.worker_deaths.add(1);
+            let message = panic_message(&*payload);
+            log::error!("ringwire: worker {index} died: {message}; its listener is closed");
+            Err(ServerError::WorkerPanicked {
+                core: index,
+                message,
+            })
+        }
+    }
 }
 
 /// Starts a server: binds one listener per configured core, starts a pinned worker per core,
@@ -209,7 +252,7 @@ where
     let (listeners, local_addr) = listener::bind_all(&config)?;
     let config = Arc::new(config);
     let factory = Arc::new(factory);
-    let control = Arc::new(Control::default());
+    let control = Arc::new(Control::new());
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut wakers = Vec::with_capacity(listeners.len());
     let mut stats = Vec::with_capacity(listeners.len());

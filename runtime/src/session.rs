@@ -10,11 +10,13 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::time::Duration;
 
 use crate::codec::{Codec, CodecError};
 use crate::pool::BufPool;
 use crate::stats::CoreStats;
 use crate::sys;
+use crate::timer::Millis;
 
 /// Most chunks one send covers (one sendmsg with this many iovecs at most).
 pub(crate) const MAX_IOV: usize = 8;
@@ -69,11 +71,17 @@ pub enum CloseReason {
     Panic,
     /// The server is shutting down.
     Shutdown,
+    /// Nothing was received for the idle timeout.
+    IdleTimeout,
+    /// An incomplete frame was not completed within the read timeout.
+    ReadTimeout,
+    /// Pending output made no progress within the write timeout.
+    WriteTimeout,
 }
 
 impl CloseReason {
     /// Every reason, in the order stats report them.
-    pub const ALL: [CloseReason; 7] = [
+    pub const ALL: [CloseReason; 10] = [
         CloseReason::PeerClosed,
         CloseReason::Local,
         CloseReason::Reset,
@@ -81,6 +89,9 @@ impl CloseReason {
         CloseReason::IoError,
         CloseReason::Panic,
         CloseReason::Shutdown,
+        CloseReason::IdleTimeout,
+        CloseReason::ReadTimeout,
+        CloseReason::WriteTimeout,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -195,6 +206,34 @@ impl Output {
     }
 }
 
+/// A session's timeouts and tick period, in milliseconds (`None`: off).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Timeouts {
+    pub(crate) idle: Option<Millis>,
+    pub(crate) read: Option<Millis>,
+    pub(crate) write: Option<Millis>,
+    pub(crate) tick: Option<Millis>,
+}
+
+fn millis(d: Option<Duration>) -> Option<Millis> {
+    d.map(|d| (d.as_millis() as Millis).max(1))
+}
+
+impl Timeouts {
+    pub(crate) fn new(
+        idle: Option<Duration>,
+        read: Option<Duration>,
+        write: Option<Duration>,
+    ) -> Self {
+        Timeouts {
+            idle: millis(idle),
+            read: millis(read),
+            write: millis(write),
+            tick: None,
+        }
+    }
+}
+
 /// The parts of a session the engine keeps besides codec and handler.
 #[derive(Debug)]
 pub(crate) struct SessionState {
@@ -203,15 +242,26 @@ pub(crate) struct SessionState {
     pub(crate) out: Output,
     /// The handler asked to close.
     pub(crate) close_requested: bool,
+    pub(crate) timeouts: Timeouts,
+    /// The handler changed `timeouts`; the core reschedules.
+    pub(crate) timeouts_changed: bool,
+    /// Reading is paused because output is above the high-water mark.
+    pub(crate) paused: bool,
+    /// The server is draining for shutdown.
+    pub(crate) draining: bool,
 }
 
 impl SessionState {
-    pub(crate) fn new(id: SessionId, fd: RawFd) -> Self {
+    pub(crate) fn new(id: SessionId, fd: RawFd, timeouts: Timeouts) -> Self {
         SessionState {
             id,
             fd,
             out: Output::default(),
             close_requested: false,
+            timeouts,
+            timeouts_changed: false,
+            paused: false,
+            draining: false,
         }
     }
 }
@@ -287,6 +337,43 @@ impl<'a, C: Codec> Session<'a, C> {
     /// The codec of this session.
     pub fn codec(&mut self) -> &mut C {
         self.codec
+    }
+
+    /// Whether reading is paused because pending output is above the high-water mark; it
+    /// resumes once output drains to the low-water mark.
+    pub fn is_paused(&self) -> bool {
+        self.state.paused
+    }
+
+    /// Whether the server is draining for shutdown: no new connections are accepted, and this
+    /// session is served until its peer closes or the drain deadline passes. A handler of a
+    /// request/response protocol may close after its current reply.
+    pub fn is_draining(&self) -> bool {
+        self.state.draining
+    }
+
+    /// Calls `Handler::on_tick` every `period` (`None` stops it).
+    pub fn set_tick(&mut self, period: Option<Duration>) {
+        self.state.timeouts.tick = millis(period);
+        self.state.timeouts_changed = true;
+    }
+
+    /// Closes the session when nothing is received for `timeout` (`None`: never).
+    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
+        self.state.timeouts.idle = millis(timeout);
+        self.state.timeouts_changed = true;
+    }
+
+    /// Closes the session when an incomplete frame is not completed within `timeout`.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.state.timeouts.read = millis(timeout);
+        self.state.timeouts_changed = true;
+    }
+
+    /// Closes the session when pending output makes no progress for `timeout`.
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        self.state.timeouts.write = millis(timeout);
+        self.state.timeouts_changed = true;
     }
 }
 

@@ -95,14 +95,24 @@ counters! {
     enobufs,
     /// Multishot receives re-armed for any reason.
     recv_rearms,
-    /// Accept failures (EMFILE, ENFILE, ...), each followed by a back-off.
-    accept_errors,
+    /// Accept failures (EMFILE, ENFILE, ...), each followed by a back-off before re-arming.
+    accept_backoffs,
     /// Loop turns that found the completion queue overflowed.
     cq_overflows,
     /// Codec errors (malformed or oversized input).
     codec_errors,
     /// Panics caught in handler or codec callbacks.
     panics,
+    /// Sessions whose reading was paused because output passed the high-water mark.
+    backpressure_pauses,
+    /// Timer deadlines handled (stale ones included).
+    timer_fires,
+    /// Calls of `Handler::on_tick`.
+    ticks,
+    /// Connections taken from the listener's backlog while draining for shutdown.
+    drained_accepts,
+    /// Worker threads that died from an engine panic (their listener is closed).
+    worker_deaths,
     /// Loop turns (enters into the kernel that waited).
     turns,
     /// Completions processed.

@@ -32,12 +32,23 @@ pub(crate) trait Ops {
     /// Stops all I/O of `slot`, closes its descriptor and reports [`Sink::closed`].
     fn close(&mut self, slot: u32);
 
-    /// Stops accepting and closes the listener.
+    /// Stops receiving from `slot` (backpressure). Completions already racing the stop still
+    /// deliver their data.
+    fn pause_recv(&mut self, slot: u32);
+
+    /// Receives from `slot` again after [`Ops::pause_recv`].
+    fn resume_recv(&mut self, slot: u32);
+
+    /// Stops accepting: new connections are refused once every core has closed its listener.
+    /// Connections already queued in the listener's backlog are still reported through
+    /// [`Sink::accepted`] before the listener closes.
     fn stop_accepting(&mut self);
 }
 
 /// Events from the driver to the core.
 pub(crate) trait Sink<O: Ops> {
+    /// The driver is back from waiting and about to report this turn's completions.
+    fn turn_started(&mut self);
     /// A connection was accepted; the core opens a session or closes `fd`.
     fn accepted(&mut self, ops: &mut O, fd: RawFd);
     /// Accepting failed; the driver retries after a back-off.

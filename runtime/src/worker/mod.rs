@@ -4,12 +4,12 @@
 //!
 //! Invariants: at most one send per session is in flight; output produced during a turn is
 //! written with one send per session at the end of the turn; a session's slot is freed only
-//! when the driver reports it closed; a panic in a callback closes only its session.
+//! when the driver reports it closed; a panic in a callback closes only its session; a session
+//! whose output passes the high-water mark is not read from until it drains to the low mark.
 
 use std::io;
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use slab::Slab;
@@ -19,9 +19,14 @@ use crate::driver::{Driver, Ops, Sink};
 use crate::error::{panic_message, IoOp, SessionError};
 use crate::handler::Handler;
 use crate::pool::BufPool;
-use crate::session::{CloseReason, Session, SessionId, SessionState, MAX_IOV};
+use crate::session::{CloseReason, Session, SessionId, SessionState, Timeouts, MAX_IOV};
 use crate::stats::CoreStats;
 use crate::sys;
+use crate::timer::{Clock, Millis, Timers};
+
+mod deadline;
+
+pub(crate) use deadline::{Control, CoreTick};
 
 /// Where a session is in its life, as the core sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,27 +50,48 @@ struct Conn<C, H> {
     writing: bool,
     /// Listed in `dirty` for a send at the end of this turn.
     dirty: bool,
+    /// Timer bookkeeping: timestamps of the turns that did things, compared lazily.
+    seq: u64,
+    last_rx: Millis,
+    frame_started: Millis,
+    write_progress: Millis,
+    next_tick: Millis,
+    /// Deadline of the session's current timer entry (`Millis::MAX`: none).
+    timer_at: Millis,
+    had_tail: bool,
+    had_output: bool,
 }
 
-/// What the core shares with other threads: the stop request.
-#[derive(Debug, Default)]
-pub(crate) struct Control {
-    pub(crate) stop: AtomicBool,
+/// Per-core settings of the core, from the server's configuration.
+pub(crate) struct WorkerConfig {
+    pub(crate) core: usize,
+    pub(crate) max_sessions: usize,
+    pub(crate) max_frame: usize,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) high_water: usize,
+    pub(crate) low_water: usize,
+    pub(crate) core_tick: Option<CoreTick>,
 }
 
 pub(crate) struct Worker<C, H, F> {
-    core: usize,
+    cfg: WorkerConfig,
     conns: Slab<Conn<C, H>>,
-    max_sessions: usize,
     codec: C,
     factory: Arc<F>,
     pool: BufPool,
     dirty: Vec<u32>,
     stats: Arc<CoreStats>,
     control: Arc<Control>,
-    max_frame: usize,
     next_seq: u64,
-    stopping: bool,
+    clock: Clock,
+    /// The current turn's time.
+    now: Millis,
+    timers: Timers,
+    next_core_tick: Millis,
+    /// Draining for shutdown until this deadline.
+    drain_until: Option<Millis>,
+    /// Every session was closed at the drain deadline; new ones are refused.
+    closed_all: bool,
 }
 
 fn is_reset(e: &io::Error) -> bool {
@@ -82,37 +108,42 @@ where
     F: Fn() -> H,
 {
     pub(crate) fn new(
-        core: usize,
-        max_sessions: usize,
-        max_frame: usize,
+        cfg: WorkerConfig,
         codec: C,
         factory: Arc<F>,
         stats: Arc<CoreStats>,
         control: Arc<Control>,
     ) -> Self {
+        let clock = Clock::new();
+        let next_core_tick = cfg.core_tick.as_ref().map_or(Millis::MAX, |t| t.period);
         Worker {
-            core,
             // Never grows past this: the slab's storage does not move.
-            conns: Slab::with_capacity(max_sessions),
-            max_sessions,
+            conns: Slab::with_capacity(cfg.max_sessions),
+            dirty: Vec::with_capacity(cfg.max_sessions.min(65536)),
+            timers: Timers::with_capacity(cfg.max_sessions.min(65536)),
+            cfg,
             codec,
             factory,
             pool: BufPool::default(),
-            dirty: Vec::with_capacity(max_sessions.min(65536)),
             stats,
             control,
-            max_frame,
             next_seq: 0,
-            stopping: false,
+            clock,
+            now: 0,
+            next_core_tick,
+            drain_until: None,
+            closed_all: false,
         }
     }
 
     /// Runs turns until the server stops and every session is closed.
     pub(crate) fn run<D: Driver>(&mut self, driver: &mut D) -> io::Result<()> {
         loop {
-            driver.turn(None, self)?;
+            let timeout = self.wait_bound();
+            driver.turn(timeout, self)?;
+            self.fire_timers(driver.ops());
             self.end_turn(driver.ops());
-            if self.stopping && self.conns.is_empty() && driver.is_quiescent() {
+            if self.drain_until.is_some() && self.conns.is_empty() && driver.is_quiescent() {
                 return Ok(());
             }
         }
@@ -199,7 +230,9 @@ where
         self.fail(ops, slot, error, CloseReason::Panic);
     }
 
-    /// Lists the session for a send if it has new output; starts closing if asked to.
+    /// Lists the session for a send if it has new output, pauses reading above the high-water
+    /// mark, (re)schedules its timers when a deadline may have come closer, and starts closing
+    /// if asked to.
     fn after_callback<O: Ops>(&mut self, ops: &mut O, slot: u32) {
         let Some(conn) = self.conns.get_mut(slot as usize) else {
             return;
@@ -214,6 +247,38 @@ where
         if conn.state.close_requested && conn.phase == Phase::Open {
             conn.phase = Phase::Flushing(CloseReason::Local);
             conn.reader.release(&mut self.pool);
+        }
+        if !conn.state.paused
+            && conn.phase == Phase::Open
+            && conn.state.out.len() > self.cfg.high_water
+        {
+            conn.state.paused = true;
+            self.stats.backpressure_pauses.add(1);
+            ops.pause_recv(slot);
+        }
+        // Only transitions can bring a deadline closer; per message this is two compares.
+        let has_tail = conn.reader.buffered() > 0;
+        let has_output = !conn.state.out.is_empty();
+        let mut reschedule = std::mem::take(&mut conn.state.timeouts_changed);
+        if reschedule {
+            conn.next_tick = conn
+                .state
+                .timeouts
+                .tick
+                .map_or(Millis::MAX, |t| self.now + t);
+        }
+        if has_tail && !conn.had_tail {
+            conn.frame_started = self.now;
+            reschedule = true;
+        }
+        if has_output && !conn.had_output {
+            conn.write_progress = self.now;
+            reschedule = true;
+        }
+        conn.had_tail = has_tail;
+        conn.had_output = has_output;
+        if reschedule {
+            self.reschedule(slot);
         }
         self.maybe_finish_flush(ops, slot);
     }
@@ -286,15 +351,6 @@ where
         self.stats.closed_by[reason.index()].add(1);
         ops.close(slot);
     }
-
-    fn stop<O: Ops>(&mut self, ops: &mut O) {
-        self.stopping = true;
-        ops.stop_accepting();
-        let slots: Vec<u32> = self.conns.iter().map(|(k, _)| k as u32).collect();
-        for slot in slots {
-            self.begin_close(ops, slot, CloseReason::Shutdown);
-        }
-    }
 }
 
 impl<C, H, F, O> Sink<O> for Worker<C, H, F>
@@ -304,8 +360,12 @@ where
     F: Fn() -> H,
     O: Ops,
 {
+    fn turn_started(&mut self) {
+        self.now = self.clock.now();
+    }
+
     fn accepted(&mut self, ops: &mut O, fd: RawFd) {
-        if self.stopping || self.conns.len() >= self.max_sessions {
+        if self.closed_all || self.conns.len() >= self.cfg.max_sessions {
             self.stats.rejected.add(1);
             sys::close(fd);
             return;
@@ -322,26 +382,39 @@ where
                 return;
             }
         };
-        let id = SessionId::new(self.core, self.next_seq);
+        let seq = self.next_seq;
         self.next_seq += 1;
+        let mut state =
+            SessionState::new(SessionId::new(self.cfg.core, seq), fd, self.cfg.timeouts);
+        state.draining = self.drain_until.is_some();
+        let now = self.now;
         let slot = self.conns.insert(Conn {
             codec: self.codec.clone(),
             handler,
             reader: FrameReader::new(),
-            state: SessionState::new(id, fd),
+            state,
             phase: Phase::Open,
             writing: false,
             dirty: false,
+            seq,
+            last_rx: now,
+            frame_started: now,
+            write_progress: now,
+            next_tick: Millis::MAX,
+            timer_at: Millis::MAX,
+            had_tail: false,
+            had_output: false,
         }) as u32;
         self.stats.accepted.add(1);
         ops.open(slot, fd);
+        self.reschedule(slot);
         self.dispatch(ops, slot, "on_open", |h, s| h.on_open(s));
     }
 
     fn accept_failed(&mut self, _ops: &mut O, error: &io::Error) {
         log::warn!(
             "ringwire: core {}: accept failed: {error}; backing off",
-            self.core
+            self.cfg.core
         );
     }
 
@@ -355,6 +428,7 @@ where
         let stats = &*self.stats;
         stats.bytes_in.add(data.len() as u64);
         stats.recvs.add(1);
+        conn.last_rx = self.now;
         let Conn {
             codec,
             handler,
@@ -362,7 +436,7 @@ where
             state,
             ..
         } = conn;
-        let max_frame = self.max_frame;
+        let max_frame = self.cfg.max_frame;
         let result = catch_unwind(AssertUnwindSafe(|| {
             reader.feed(
                 codec,
@@ -436,6 +510,14 @@ where
                 if conn.state.out.complete(n, &mut self.pool) {
                     self.stats.partial_writes.add(1);
                 }
+                conn.write_progress = self.now;
+                if conn.state.paused && conn.state.out.len() <= self.cfg.low_water {
+                    conn.state.paused = false;
+                    // Time spent paused is not the peer's idleness or slowness.
+                    conn.last_rx = self.now;
+                    conn.frame_started = self.now;
+                    ops.resume_recv(slot);
+                }
                 if conn.state.out.has_unsent() && !conn.dirty {
                     // Eligible to write again at the end of this turn.
                     conn.dirty = true;
@@ -472,8 +554,8 @@ where
     }
 
     fn woken(&mut self, ops: &mut O) {
-        if self.control.stop.load(Ordering::Acquire) && !self.stopping {
-            self.stop(ops);
+        if let Some(deadline) = self.control.stop_requested() {
+            self.begin_drain(ops, deadline);
         }
     }
 }

@@ -5,6 +5,7 @@ use std::rc::Rc;
 
 use super::*;
 use crate::codec::{CodecError, Decoded};
+use crate::timer::Millis;
 
 /// What the core asked the driver to do.
 #[derive(Debug, PartialEq, Eq)]
@@ -12,6 +13,8 @@ enum Cmd {
     Open(u32, RawFd),
     Send(u32, Vec<u8>, usize),
     Close(u32),
+    Pause(u32),
+    Resume(u32),
     StopAccepting,
 }
 
@@ -46,6 +49,14 @@ impl Ops for FakeOps {
         self.cmds.push(Cmd::Close(slot));
     }
 
+    fn pause_recv(&mut self, slot: u32) {
+        self.cmds.push(Cmd::Pause(slot));
+    }
+
+    fn resume_recv(&mut self, slot: u32) {
+        self.cmds.push(Cmd::Resume(slot));
+    }
+
     fn stop_accepting(&mut self) {
         self.cmds.push(Cmd::StopAccepting);
     }
@@ -64,6 +75,13 @@ impl Codec for Bytes {
         }
         if src[0] == b'!' {
             return Err(CodecError::Malformed("bang".into()));
+        }
+        if src[0] == b'[' {
+            // A bracketed frame may arrive split: "[ab" then "c]".
+            return Ok(match src.iter().position(|&b| b == b']') {
+                Some(end) => Decoded::Frame(&src[..=end], end + 1),
+                None => Decoded::NeedMore(None),
+            });
         }
         Ok(Decoded::Frame(src, src.len()))
     }
@@ -91,8 +109,12 @@ impl Handler<Bytes> for TestHandler {
                 s.send(b"ok").unwrap();
                 s.close();
             }
+            b"tick" => s.set_tick(Some(std::time::Duration::from_millis(10))),
             _ => s.send(frame).unwrap(),
         }
+    }
+    fn on_tick(&mut self, s: &mut Session<'_, Bytes>) {
+        s.send(b"T").unwrap();
     }
     fn on_close(&mut self, _: &mut Session<'_, Bytes>, reason: CloseReason) {
         self.log.borrow_mut().push(format!("close {reason:?}"));
@@ -106,17 +128,28 @@ impl Handler<Bytes> for TestHandler {
 type TestWorker = Worker<Bytes, TestHandler, Box<dyn Fn() -> TestHandler>>;
 
 fn worker() -> (TestWorker, Log, Arc<CoreStats>, Arc<Control>) {
+    worker_with(Timeouts::default())
+}
+
+fn worker_with(timeouts: Timeouts) -> (TestWorker, Log, Arc<CoreStats>, Arc<Control>) {
     let log: Log = Rc::default();
     let stats = Arc::new(CoreStats::default());
-    let control = Arc::new(Control::default());
     let factory_log = log.clone();
     let factory: Box<dyn Fn() -> TestHandler> = Box::new(move || TestHandler {
         log: factory_log.clone(),
     });
+    let cfg = WorkerConfig {
+        core: 0,
+        max_sessions: 4,
+        max_frame: 1024,
+        timeouts,
+        high_water: 8,
+        low_water: 2,
+        core_tick: None,
+    };
+    let control = Arc::new(Control::new());
     let w = Worker::new(
-        0,
-        4,
-        1024,
+        cfg,
         Bytes,
         Arc::new(factory),
         stats.clone(),
@@ -303,7 +336,7 @@ fn stop_closes_every_session_and_stops_accepting() {
         [],
         "a wake-up without a stop request does nothing"
     );
-    control.stop.store(true, Ordering::Release);
+    control.request_stop(std::time::Duration::ZERO);
     w.woken(&mut ops);
     assert_eq!(
         ops.take(),
@@ -313,4 +346,147 @@ fn stop_closes_every_session_and_stops_accepting() {
     w.closed(&mut ops, 1);
     assert!(w.conns.is_empty());
     assert_eq!(stats.snapshot().closed_for(CloseReason::Shutdown), 2);
+}
+
+#[test]
+fn output_above_high_water_pauses_reading_until_it_drains() {
+    let (mut w, _, stats, _) = worker();
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    ops.take();
+    w.received(&mut ops, 0, b"0123456789");
+    assert_eq!(
+        ops.take(),
+        [Cmd::Pause(0)],
+        "10 bytes pending > high water 8"
+    );
+    // Data racing the pause is still handled, not dropped.
+    w.received(&mut ops, 0, b"ab");
+    w.end_turn(&mut ops);
+    assert_eq!(ops.take(), [send(0, b"0123456789ab", 1)]);
+    w.sent(&mut ops, 0, Ok(9));
+    assert_eq!(ops.take(), [], "3 bytes pending is above low water 2");
+    w.end_turn(&mut ops);
+    assert_eq!(ops.take(), [send(0, b"9ab", 1)]);
+    w.sent(&mut ops, 0, Ok(3));
+    assert_eq!(ops.take(), [Cmd::Resume(0)]);
+    assert_eq!(stats.snapshot().backpressure_pauses, 1);
+}
+
+fn timeouts(idle: Option<u64>, read: Option<u64>, write: Option<u64>) -> Timeouts {
+    Timeouts {
+        idle,
+        read,
+        write,
+        tick: None,
+    }
+}
+
+/// Runs the core's timers as if the turn happened at `now`.
+fn at(w: &mut TestWorker, ops: &mut FakeOps, now: Millis) {
+    w.now = now;
+    w.fire_timers(ops);
+    w.end_turn(ops);
+}
+
+#[test]
+fn idle_timeout_counts_from_the_last_receive() {
+    let (mut w, log, stats, _) = worker_with(timeouts(Some(100), None, None));
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    w.now = 50;
+    w.received(&mut ops, 0, b"x");
+    w.end_turn(&mut ops);
+    w.now = 60;
+    w.sent(&mut ops, 0, Ok(1));
+    ops.take();
+    at(&mut w, &mut ops, 100);
+    assert!(
+        !ops.take().contains(&Cmd::Close(0)),
+        "activity at 50 moved the deadline to 150"
+    );
+    at(&mut w, &mut ops, 149);
+    assert!(!ops.take().contains(&Cmd::Close(0)));
+    at(&mut w, &mut ops, 150);
+    assert!(ops.take().contains(&Cmd::Close(0)));
+    assert_eq!(log.borrow().last().unwrap(), "close IdleTimeout");
+    assert_eq!(stats.snapshot().closed_for(CloseReason::IdleTimeout), 1);
+}
+
+#[test]
+fn read_timeout_closes_a_frame_that_never_completes() {
+    let (mut w, log, _, _) = worker_with(timeouts(Some(1000), Some(100), None));
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    ops.take();
+    w.now = 10;
+    w.received(&mut ops, 0, b"[ab");
+    w.now = 90;
+    w.received(&mut ops, 0, b"c");
+    at(&mut w, &mut ops, 109);
+    assert_eq!(
+        ops.take(),
+        [],
+        "the trickle does not restart the frame's clock"
+    );
+    at(&mut w, &mut ops, 110);
+    assert_eq!(ops.take(), [Cmd::Close(0)]);
+    assert_eq!(log.borrow().last().unwrap(), "close ReadTimeout");
+}
+
+#[test]
+fn write_timeout_closes_output_that_makes_no_progress() {
+    let (mut w, log, _, _) = worker_with(timeouts(None, None, Some(100)));
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    w.received(&mut ops, 0, b"abcdef");
+    w.end_turn(&mut ops);
+    ops.take();
+    w.now = 80;
+    w.sent(&mut ops, 0, Ok(2));
+    w.end_turn(&mut ops);
+    ops.take();
+    at(&mut w, &mut ops, 179);
+    assert_eq!(ops.take(), [], "progress at 80 moved the deadline to 180");
+    at(&mut w, &mut ops, 180);
+    assert_eq!(ops.take(), [Cmd::Close(0)]);
+    assert_eq!(log.borrow().last().unwrap(), "close WriteTimeout");
+}
+
+#[test]
+fn tick_fires_at_the_period_the_handler_set() {
+    let (mut w, _, stats, _) = worker();
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    w.received(&mut ops, 0, b"tick");
+    ops.take();
+    at(&mut w, &mut ops, 9);
+    assert_eq!(ops.take(), []);
+    at(&mut w, &mut ops, 10);
+    assert_eq!(ops.take(), [send(0, b"T", 1)]);
+    w.sent(&mut ops, 0, Ok(1));
+    at(&mut w, &mut ops, 20);
+    assert_eq!(ops.take(), [send(0, b"T", 1)]);
+    assert_eq!(stats.snapshot().ticks, 2);
+}
+
+#[test]
+fn drain_serves_sessions_until_the_deadline_then_closes_them() {
+    let (mut w, log, _, control) = worker();
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    ops.take();
+    control.request_stop(std::time::Duration::from_secs(3600));
+    w.woken(&mut ops);
+    assert_eq!(ops.take(), [Cmd::StopAccepting]);
+    w.received(&mut ops, 0, b"served");
+    w.end_turn(&mut ops);
+    assert_eq!(ops.take(), [send(0, b"served", 1)]);
+    // A connection from the listener's backlog is served too.
+    w.accepted(&mut ops, 11);
+    assert_eq!(ops.take(), [Cmd::Open(1, 11)]);
+    control.request_stop(std::time::Duration::ZERO);
+    w.woken(&mut ops);
+    assert_eq!(ops.take(), [Cmd::Close(0), Cmd::Close(1)]);
+    assert_eq!(log.borrow().last().unwrap(), "close Shutdown");
 }

@@ -29,6 +29,8 @@ pub(super) enum Recv {
     Armed,
     /// Ended for lack of buffers (or stopped by the kernel); queued for re-arm at turn end.
     Starved,
+    /// Armed, with a cancel submitted (reading paused); its final completion is awaited.
+    Cancelling,
 }
 
 /// What a close request needs submitted.
@@ -47,8 +49,11 @@ pub(super) struct IoSlot {
     pub(super) generation: u32,
     pub(super) life: Life,
     pub(super) recv: Recv,
+    /// The core wants to receive (false while paused for backpressure).
+    pub(super) want_recv: bool,
     pub(super) sending: bool,
-    pub(super) cancelling: bool,
+    /// Cancels of this slot's operations in flight.
+    pub(super) cancels: u8,
     pub(super) msg: libc::msghdr,
     pub(super) iov: [libc::iovec; MAX_IOV],
 }
@@ -60,8 +65,9 @@ impl IoSlot {
             generation: 0,
             life: Life::Free,
             recv: Recv::Idle,
+            want_recv: true,
             sending: false,
-            cancelling: false,
+            cancels: 0,
             // SAFETY: msghdr is plain data; all-zero (null pointers, zero lengths) is valid.
             msg: unsafe { std::mem::zeroed() },
             iov: [libc::iovec {
@@ -78,8 +84,14 @@ impl IoSlot {
         self.generation = (self.generation + 1) & UserData::GEN_MASK;
         self.life = Life::Open;
         self.recv = Recv::Idle;
+        self.want_recv = true;
         self.sending = false;
-        self.cancelling = false;
+        self.cancels = 0;
+    }
+
+    /// A receive is armed or still to post its final completion.
+    pub(super) fn recv_in_flight(&self) -> bool {
+        matches!(self.recv, Recv::Armed | Recv::Cancelling)
     }
 
     /// The completion names this slot as it is now (not a session that has gone).
@@ -92,8 +104,8 @@ impl IoSlot {
             return CloseStep::Nothing;
         }
         self.life = Life::Closing;
-        if self.recv == Recv::Armed || self.sending {
-            self.cancelling = true;
+        if self.recv_in_flight() || self.sending {
+            self.cancels += 1;
             CloseStep::Cancel
         } else {
             self.recv = Recv::Idle;
@@ -105,9 +117,9 @@ impl IoSlot {
     /// After an operation of a closing slot completed: whether the close may be submitted now.
     pub(super) fn settle(&mut self) -> bool {
         if self.life == Life::Closing
-            && self.recv != Recv::Armed
+            && !self.recv_in_flight()
             && !self.sending
-            && !self.cancelling
+            && self.cancels == 0
         {
             self.recv = Recv::Idle;
             self.life = Life::CloseSubmitted;
@@ -142,7 +154,7 @@ mod tests {
         let mut s = open_slot();
         s.sending = true;
         assert_eq!(s.request_close(), CloseStep::Cancel);
-        s.cancelling = false;
+        s.cancels -= 1;
         assert!(!s.settle(), "recv and send still in flight");
         s.recv = Recv::Idle;
         assert!(!s.settle(), "send still in flight");
@@ -156,7 +168,23 @@ mod tests {
         assert_eq!(s.request_close(), CloseStep::Cancel);
         s.recv = Recv::Idle;
         assert!(!s.settle(), "cancel still in flight");
-        s.cancelling = false;
+        s.cancels -= 1;
+        assert!(s.settle());
+    }
+
+    #[test]
+    fn close_while_a_pause_cancel_is_in_flight_waits_for_both_cancels() {
+        let mut s = open_slot();
+        // Paused: the receive's cancel is in flight.
+        s.want_recv = false;
+        s.recv = Recv::Cancelling;
+        s.cancels += 1;
+        assert_eq!(s.request_close(), CloseStep::Cancel);
+        assert_eq!(s.cancels, 2);
+        s.recv = Recv::Idle;
+        s.cancels -= 1;
+        assert!(!s.settle());
+        s.cancels -= 1;
         assert!(s.settle());
     }
 
@@ -176,7 +204,7 @@ mod tests {
         let g = s.generation;
         assert!(s.is_current(g));
         s.request_close();
-        s.cancelling = false;
+        s.cancels -= 1;
         s.recv = Recv::Idle;
         s.settle();
         s.free();

@@ -39,6 +39,9 @@ enum AcceptState {
     RetryAt(Instant),
     /// Shutting down; waiting for the accept's final completion.
     Cancelling,
+    /// Shutting down: take what is queued in the backlog at the start of the next turn, then
+    /// close the listener (closing it first would reset the queued connections).
+    Drain,
     /// The listener is closed.
     Closed,
 }
@@ -183,8 +186,11 @@ impl UringDriver {
                     self.ops.stats.enobufs.add(1);
                 }
                 let io = &mut self.ops.slots[slot as usize];
-                io.recv = Recv::Starved;
-                self.ops.starved.push((slot, io.generation));
+                if io.want_recv {
+                    // Re-armed at the start of the next turn, once this turn's buffers are back.
+                    io.recv = Recv::Starved;
+                    self.ops.starved.push((slot, io.generation));
+                }
             }
         }
     }
@@ -203,12 +209,19 @@ impl Driver for UringDriver {
         sink: &mut S,
     ) -> io::Result<()> {
         self.ops.rearm_starved();
+        let mut timeout = timeout;
+        if self.ops.accept == AcceptState::Drain {
+            self.ops.drain_backlog(sink);
+            // Come straight back: the core may be done now that the listener is closed.
+            timeout = Some(Duration::ZERO);
+        }
         let timeout = self.ops.arm_accept(timeout);
         if let Some(e) = self.ops.fatal.take() {
             return Err(e);
         }
         self.ops.ring.enter(timeout)?;
         self.ops.stats.turns.add(1);
+        sink.turn_started();
         // With DEFER_TASKRUN nothing is posted while we process, so one pass normally empties
         // the queue; the budget bounds the loop on kernels that post concurrently.
         let cap = self.batch.capacity().max(1);
@@ -365,38 +378,27 @@ impl UringOps {
         timeout
     }
 
-    fn close_listener(&mut self) {
-        self.listener = None;
-        self.accept = AcceptState::Closed;
-    }
-
     fn complete_accept<S: Sink<UringOps>>(&mut self, c: &Completion, sink: &mut S) {
-        let stopping = matches!(self.accept, AcceptState::Cancelling | AcceptState::Closed);
+        let stopping = self.accept == AcceptState::Cancelling;
         match op::accept::complete(c) {
             Accepted::Conn { fd, more } => {
-                if !more && !stopping {
-                    self.accept = AcceptState::Idle;
-                }
+                // While cancelling, connections the accept still delivers are part of the
+                // backlog being drained: they are served, not dropped.
                 self.backoff = ACCEPT_BACKOFF_MIN;
-                if stopping {
-                    sys::close(fd);
-                } else {
-                    self.apply_nodelay(fd);
-                    sink.accepted(self, fd);
-                }
-                if !more && stopping {
-                    self.close_listener();
+                self.apply_nodelay(fd);
+                sink.accepted(self, fd);
+                if !more {
+                    self.accept_ended(stopping);
                 }
             }
-            Accepted::Ended if stopping => self.close_listener(),
-            Accepted::Ended => self.accept = AcceptState::Idle,
+            Accepted::Ended => self.accept_ended(stopping),
             Accepted::Failed(_) if stopping => {
                 if !c.more() {
-                    self.close_listener();
+                    self.accept_ended(stopping);
                 }
             }
             Accepted::Failed(e) => {
-                self.stats.accept_errors.add(1);
+                self.stats.accept_backoffs.add(1);
                 sink.accept_failed(self, &e);
                 if !c.more() {
                     self.accept = AcceptState::RetryAt(Instant::now() + self.backoff);
@@ -404,6 +406,48 @@ impl UringOps {
                 }
             }
         }
+    }
+
+    fn accept_ended(&mut self, stopping: bool) {
+        self.accept = if stopping {
+            AcceptState::Drain
+        } else {
+            AcceptState::Idle
+        };
+    }
+
+    /// Takes the connections queued in the listener's backlog (bounded), then closes it.
+    fn drain_backlog<S: Sink<UringOps>>(&mut self, sink: &mut S) {
+        let Some(listener) = self.listener.take() else {
+            self.accept = AcceptState::Closed;
+            return;
+        };
+        let socket = socket2::SockRef::from(&listener);
+        if socket.set_nonblocking(true).is_ok() {
+            for _ in 0..65536 {
+                // SAFETY: accept4 with null address pointers writes nothing of ours.
+                let res = unsafe {
+                    libc::accept4(
+                        listener.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                        libc::SOCK_CLOEXEC,
+                    )
+                };
+                match sys::cvt(res) {
+                    Ok(fd) => {
+                        self.stats.drained_accepts.add(1);
+                        self.apply_nodelay(fd);
+                        sink.accepted(self, fd);
+                    }
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ECONNABORTED)) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        drop(listener);
+        self.accept = AcceptState::Closed;
     }
 
     fn apply_nodelay(&mut self, fd: RawFd) {
@@ -441,14 +485,18 @@ impl UringOps {
             debug_assert!(false, "cancel completion for a freed slot");
             return;
         };
-        io.cancelling = false;
+        io.cancels = io.cancels.saturating_sub(1);
         if c.res < 0 && c.res != -libc::ENOENT && c.res != -libc::EALREADY {
-            // The kernel cannot cancel by descriptor (older than 5.19): shutting the socket down
-            // completes its receive with EOF and its send with EPIPE.
-            // SAFETY: shutdown takes no pointers; the descriptor is still open.
-            let _ = sys::cvt(unsafe { libc::shutdown(io.fd, libc::SHUT_RDWR) });
+            if io.life != Life::Open {
+                // The kernel cannot cancel by descriptor (older than 5.19): shutting the socket
+                // down completes its receive with EOF and its send with EPIPE.
+                // SAFETY: shutdown takes no pointers; the descriptor is still open.
+                let _ = sys::cvt(unsafe { libc::shutdown(io.fd, libc::SHUT_RDWR) });
+            }
         }
-        self.settle(ud.slot());
+        if io.life != Life::Open {
+            self.settle(ud.slot());
+        }
     }
 
     fn complete_close<S: Sink<UringOps>>(&mut self, ud: UserData, c: &Completion, sink: &mut S) {
@@ -516,6 +564,38 @@ impl Ops for UringOps {
         unsafe { self.push(&entry) };
     }
 
+    fn pause_recv(&mut self, slot: u32) {
+        let io = &mut self.slots[slot as usize];
+        io.want_recv = false;
+        match io.recv {
+            Recv::Armed => {
+                // Completions racing the cancel still carry data; they are delivered as usual.
+                let target = UserData::new(Op::Recv, slot, io.generation);
+                let entry = op::cancel::by_user_data(
+                    target,
+                    UserData::new(Op::Cancel, slot, io.generation),
+                );
+                io.recv = Recv::Cancelling;
+                io.cancels += 1;
+                // SAFETY: a cancel points to nothing.
+                unsafe { self.push(&entry) };
+            }
+            Recv::Starved => io.recv = Recv::Idle,
+            Recv::Idle | Recv::Cancelling => {}
+        }
+    }
+
+    fn resume_recv(&mut self, slot: u32) {
+        let io = &mut self.slots[slot as usize];
+        io.want_recv = true;
+        if io.recv == Recv::Idle && io.life == Life::Open {
+            // Re-armed at the start of the next turn. (While a cancel is still in flight the
+            // receive's final completion re-arms it.)
+            io.recv = Recv::Starved;
+            self.starved.push((slot, io.generation));
+        }
+    }
+
     fn stop_accepting(&mut self) {
         match self.accept {
             AcceptState::Armed => {
@@ -527,8 +607,8 @@ impl Ops for UringOps {
                 unsafe { self.push(&entry) };
                 self.accept = AcceptState::Cancelling;
             }
-            AcceptState::Idle | AcceptState::RetryAt(_) => self.close_listener(),
-            AcceptState::Cancelling | AcceptState::Closed => {}
+            AcceptState::Idle | AcceptState::RetryAt(_) => self.accept = AcceptState::Drain,
+            AcceptState::Cancelling | AcceptState::Drain | AcceptState::Closed => {}
         }
     }
 }

@@ -1,0 +1,205 @@
+//! Time in the core: session timeouts and ticks, the per-core tick, and draining for
+//! shutdown until a deadline.
+//!
+//! A session's activity is recorded as the turn's timestamp (a store, no heap work per
+//! message). Each session has at most one current timer entry, at its earliest deadline; when
+//! it fires, the session's timestamps decide what is due, and the next entry is scheduled.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Phase, Worker};
+use crate::codec::Codec;
+use crate::driver::Ops;
+use crate::handler::Handler;
+use crate::session::CloseReason;
+use crate::timer::Millis;
+
+/// A per-core housekeeping callback and its period.
+pub(crate) struct CoreTick {
+    pub(crate) period: Millis,
+    pub(crate) hook: Arc<dyn Fn(usize) + Send + Sync>,
+}
+
+/// What other threads tell the cores: stop, and by when.
+#[derive(Debug)]
+pub(crate) struct Control {
+    base: Instant,
+    stop: AtomicBool,
+    /// Drain deadline, in nanoseconds after `base` (the earliest one asked for wins).
+    deadline_ns: AtomicU64,
+}
+
+impl Control {
+    pub(crate) fn new() -> Self {
+        Control {
+            base: Instant::now(),
+            stop: AtomicBool::new(false),
+            deadline_ns: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Asks the cores to stop accepting and to close every session by `deadline`.
+    pub(crate) fn request_stop(&self, drain: Duration) {
+        let deadline = Instant::now() + drain;
+        let ns = deadline
+            .duration_since(self.base)
+            .as_nanos()
+            .min(u64::MAX as u128 - 1) as u64;
+        // A second, harder stop shortens the deadline; a later one never extends it.
+        self.deadline_ns.fetch_min(ns, Ordering::AcqRel);
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// The drain deadline, if a stop was requested.
+    pub(crate) fn stop_requested(&self) -> Option<Instant> {
+        if !self.stop.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.base + Duration::from_nanos(self.deadline_ns.load(Ordering::Acquire)))
+    }
+}
+
+impl<C, H, F> Worker<C, H, F>
+where
+    C: Codec + Clone,
+    H: Handler<C>,
+    F: Fn() -> H,
+{
+    /// How long the next turn may wait: until the earliest deadline, or forever.
+    pub(super) fn wait_bound(&self) -> Option<Duration> {
+        let next = [
+            self.timers.next(),
+            Some(self.next_core_tick),
+            self.drain_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .filter(|&at| at != Millis::MAX)?;
+        Some(self.clock.until(self.clock.now(), next))
+    }
+
+    /// The session's earliest deadline, from its timestamps.
+    fn next_deadline(&self, slot: u32) -> Option<Millis> {
+        let conn = self.conns.get(slot as usize)?;
+        let t = conn.state.timeouts;
+        let reading = conn.phase == Phase::Open && !conn.state.paused;
+        let idle = t.idle.filter(|_| reading).map(|d| conn.last_rx + d);
+        let read = t
+            .read
+            .filter(|_| reading && conn.reader.buffered() > 0)
+            .map(|d| conn.frame_started + d);
+        let write = t
+            .write
+            .filter(|_| !conn.state.out.is_empty())
+            .map(|d| conn.write_progress + d);
+        let tick = Some(conn.next_tick).filter(|&at| at != Millis::MAX);
+        [idle, read, write, tick].into_iter().flatten().min()
+    }
+
+    /// Schedules the session's timer if its earliest deadline is before the current entry.
+    pub(super) fn reschedule(&mut self, slot: u32) {
+        let Some(at) = self.next_deadline(slot) else {
+            return;
+        };
+        let conn = &mut self.conns[slot as usize];
+        if at < conn.timer_at {
+            conn.timer_at = at;
+            self.timers.schedule(at, slot, conn.seq);
+        }
+    }
+
+    /// Handles every deadline that has passed.
+    pub(super) fn fire_timers<O: Ops>(&mut self, ops: &mut O) {
+        let now = self.now;
+        if now >= self.next_core_tick {
+            if let Some(tick) = &self.cfg.core_tick {
+                self.next_core_tick = now + tick.period;
+                (tick.hook)(self.cfg.core);
+            }
+        }
+        if self.drain_until.is_some_and(|at| now >= at) && !self.closed_all {
+            self.close_all(ops);
+        }
+        while let Some((at, slot, seq)) = self.timers.pop_due(now) {
+            self.stats.timer_fires.add(1);
+            let Some(conn) = self.conns.get_mut(slot as usize) else {
+                continue;
+            };
+            if conn.seq != seq || conn.timer_at != at {
+                continue; // Stale: the session is gone, or rescheduled earlier.
+            }
+            conn.timer_at = Millis::MAX;
+            self.check_timers(ops, slot);
+        }
+    }
+
+    /// Closes the session if a timeout passed, runs its tick if due, and schedules the next.
+    fn check_timers<O: Ops>(&mut self, ops: &mut O, slot: u32) {
+        let now = self.now;
+        let conn = &mut self.conns[slot as usize];
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        let t = conn.state.timeouts;
+        let reading = conn.phase == Phase::Open && !conn.state.paused;
+        let expired =
+            |timeout: Option<Millis>, since: Millis| timeout.is_some_and(|d| now >= since + d);
+        let reason = if reading && expired(t.idle, conn.last_rx) {
+            Some(CloseReason::IdleTimeout)
+        } else if reading && conn.reader.buffered() > 0 && expired(t.read, conn.frame_started) {
+            Some(CloseReason::ReadTimeout)
+        } else if !conn.state.out.is_empty() && expired(t.write, conn.write_progress) {
+            Some(CloseReason::WriteTimeout)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            self.begin_close(ops, slot, reason);
+            return;
+        }
+        if now >= conn.next_tick {
+            conn.next_tick = t.tick.map_or(Millis::MAX, |d| now + d);
+            self.stats.ticks.add(1);
+            self.dispatch(ops, slot, "on_tick", |h, s| h.on_tick(s));
+        }
+        if self
+            .conns
+            .get(slot as usize)
+            .is_some_and(|c| c.phase != Phase::Closing)
+        {
+            self.reschedule(slot);
+        }
+    }
+
+    /// Starts draining: stop accepting (the driver still hands over the backlog), keep serving
+    /// the sessions until their peers close, and close what is left at the deadline.
+    pub(super) fn begin_drain<O: Ops>(&mut self, ops: &mut O, deadline: Instant) {
+        let at = self.clock.at(deadline);
+        if self.drain_until.is_some_and(|current| current <= at) {
+            return;
+        }
+        let first = self.drain_until.is_none();
+        self.drain_until = Some(at);
+        if first {
+            ops.stop_accepting();
+            for (_, conn) in self.conns.iter_mut() {
+                conn.state.draining = true;
+            }
+        }
+        if self.clock.now() >= at {
+            self.close_all(ops);
+        }
+    }
+
+    /// The drain deadline passed: close every session now.
+    fn close_all<O: Ops>(&mut self, ops: &mut O) {
+        self.closed_all = true;
+        let slots: Vec<u32> = self.conns.iter().map(|(k, _)| k as u32).collect();
+        for slot in slots {
+            self.begin_close(ops, slot, CloseReason::Shutdown);
+        }
+    }
+}
