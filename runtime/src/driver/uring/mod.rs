@@ -486,17 +486,16 @@ impl UringOps {
             return;
         };
         io.cancels = io.cancels.saturating_sub(1);
+        if io.life == Life::Open {
+            return; // A pause's cancel: the receive's own final completion follows.
+        }
         if c.res < 0 && c.res != -libc::ENOENT && c.res != -libc::EALREADY {
-            if io.life != Life::Open {
-                // The kernel cannot cancel by descriptor (older than 5.19): shutting the socket
-                // down completes its receive with EOF and its send with EPIPE.
-                // SAFETY: shutdown takes no pointers; the descriptor is still open.
-                let _ = sys::cvt(unsafe { libc::shutdown(io.fd, libc::SHUT_RDWR) });
-            }
+            // The kernel cannot cancel by descriptor (older than 5.19): shutting the socket
+            // down completes its receive with EOF and its send with EPIPE.
+            // SAFETY: shutdown takes no pointers; the descriptor is still open.
+            let _ = sys::cvt(unsafe { libc::shutdown(io.fd, libc::SHUT_RDWR) });
         }
-        if io.life != Life::Open {
-            self.settle(ud.slot());
-        }
+        self.settle(ud.slot());
     }
 
     fn complete_close<S: Sink<UringOps>>(&mut self, ud: UserData, c: &Completion, sink: &mut S) {
