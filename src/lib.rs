@@ -31,6 +31,7 @@
 
 pub mod codec;
 pub mod handlers;
+pub mod report;
 mod server;
 
 pub use codec::Codec;

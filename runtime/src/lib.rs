@@ -18,6 +18,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod handler;
+pub mod latency;
 pub mod pool;
 pub mod session;
 pub mod stats;

@@ -1,0 +1,1 @@
+//! Latency histograms recorded per core (written by the histogram work; stub).

@@ -1,0 +1,1 @@
+//! The histogram reporter (stub).
