@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod client;
 pub mod codec;
 pub mod handlers;
 pub mod report;
@@ -40,4 +41,5 @@ pub use ringwire_runtime::{
     CloseReason, Config, CoreSnapshot, CoreStats, Counter, Hooks, IoOp, ServerError, ServerHandle,
     ServerStats, Session, SessionError, SessionId, Stopper,
 };
+pub use client::{Client, ClientHandle};
 pub use server::Server;

@@ -10,6 +10,10 @@ use crate::error::ServerError;
 pub struct Config {
     /// Address every core's listener binds (port 0: the first core picks, the others follow).
     pub addr: SocketAddr,
+    /// Listen on `addr` (a server). A client (`listen: false`) only connects out.
+    pub listen: bool,
+    /// Outbound connections each core opens when it starts: target and count per core.
+    pub connect: Option<(SocketAddr, usize)>,
     /// One worker per entry, pinned to that CPU.
     pub cpus: Vec<usize>,
     /// Pin workers to their CPU.
@@ -47,6 +51,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen: true,
+            connect: None,
             cpus: vec![0],
             pin: true,
             backlog: 1024,

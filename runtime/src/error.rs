@@ -158,6 +158,8 @@ pub enum IoOp {
     Recv,
     /// Sending to the peer.
     Send,
+    /// Connecting to the peer (outbound sessions).
+    Connect,
 }
 
 /// Something that went wrong in one session. It reaches `Handler::on_error`, and the session

@@ -73,7 +73,8 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// The address the server listens on (with the port picked when port 0 was asked).
+    /// The address the server listens on (with the port picked when port 0 was asked); for a
+    /// client, the address it connects to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -151,7 +152,7 @@ struct WorkerSetup<C, F> {
     index: usize,
     cpu: usize,
     config: Arc<Config>,
-    listener: OwnedFd,
+    listener: Option<OwnedFd>,
     codec: C,
     factory: Arc<F>,
     control: Arc<Control>,
@@ -206,6 +207,8 @@ where
         ),
         high_water: config.high_water,
         low_water: config.low_water,
+        nodelay: config.nodelay,
+        connect: config.connect,
         core_tick: hooks.on_core_tick.as_ref().map(|(period, hook)| CoreTick {
             period: (period.as_millis() as u64).max(1),
             hook: hook.clone(),
@@ -249,7 +252,13 @@ where
     F: Fn() -> H + Send + Sync + 'static,
 {
     config.validate()?;
-    let (listeners, local_addr) = listener::bind_all(&config)?;
+    let (listeners, local_addr) = if config.listen {
+        let (fds, addr) = listener::bind_all(&config)?;
+        (fds.into_iter().map(Some).collect(), addr)
+    } else {
+        let target = config.connect.map_or(config.addr, |(addr, _)| addr);
+        (config.cpus.iter().map(|_| None).collect::<Vec<_>>(), target)
+    };
     let config = Arc::new(config);
     let factory = Arc::new(factory);
     let control = Arc::new(Control::new());
@@ -322,10 +331,15 @@ where
         return Err(e);
     }
     log::info!(
-        "ringwire: {} on {} core(s) (CPUs {:?}), listening on {}",
+        "ringwire: {} on {} core(s) (CPUs {:?}), {} {}",
         handle.driver,
         config.cpus.len(),
         config.cpus,
+        if config.listen {
+            "listening on"
+        } else {
+            "connecting to"
+        },
         handle.local_addr
     );
     Ok(handle)

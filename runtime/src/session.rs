@@ -249,6 +249,8 @@ pub(crate) struct SessionState {
     pub(crate) paused: bool,
     /// The server is draining for shutdown.
     pub(crate) draining: bool,
+    /// Opened by a connect rather than an accept.
+    pub(crate) outbound: bool,
 }
 
 impl SessionState {
@@ -262,6 +264,7 @@ impl SessionState {
             timeouts_changed: false,
             paused: false,
             draining: false,
+            outbound: false,
         }
     }
 }
@@ -275,6 +278,8 @@ pub struct Session<'a, C: Codec> {
     pub(crate) state: &'a mut SessionState,
     pub(crate) pool: &'a mut BufPool,
     pub(crate) stats: &'a CoreStats,
+    /// Outbound connections requested during the callback, opened by the core right after.
+    pub(crate) connects: &'a mut Vec<SocketAddr>,
 }
 
 impl<'a, C: Codec> Session<'a, C> {
@@ -337,6 +342,19 @@ impl<'a, C: Codec> Session<'a, C> {
     /// The codec of this session.
     pub fn codec(&mut self) -> &mut C {
         self.codec
+    }
+
+    /// Opens an outbound connection to `addr` on this session's core, right after this
+    /// callback. The new session gets a handler from the same factory, with the same codec;
+    /// its `on_open` runs once connected, or `on_error` and `on_close` if the connect fails.
+    pub fn connect(&mut self, addr: SocketAddr) {
+        self.connects.push(addr);
+    }
+
+    /// Whether this session was opened by [`connect`](Session::connect) (or a client), rather
+    /// than accepted.
+    pub fn is_outbound(&self) -> bool {
+        self.state.outbound
     }
 
     /// Whether reading is paused because pending output is above the high-water mark; it

@@ -71,6 +71,10 @@ counters! {
     accepted,
     /// Connections accepted and closed at once (session limit reached, or shutting down).
     rejected,
+    /// Outbound sessions connected.
+    connected,
+    /// Outbound connects that failed (or found no room).
+    connect_errors,
     /// Sessions closed (their slot freed).
     closed,
     /// Bytes received.

@@ -25,6 +25,8 @@ pub(crate) enum Op {
     AcceptCancel = 7,
     /// Cancellation of the wake-up read, on exit (engine).
     WakeCancel = 8,
+    /// Connect of an outbound session.
+    Connect = 9,
 }
 
 impl Op {
@@ -38,6 +40,7 @@ impl Op {
             6 => Op::Wake,
             7 => Op::AcceptCancel,
             8 => Op::WakeCancel,
+            9 => Op::Connect,
             _ => return None,
         })
     }

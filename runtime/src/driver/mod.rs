@@ -10,6 +10,7 @@
 //! its descriptor is closed; only then may the core reuse the slot.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
@@ -19,6 +20,10 @@ pub(crate) mod uring;
 pub(crate) trait Ops {
     /// Takes ownership of an accepted descriptor as session `slot` and starts receiving.
     fn open(&mut self, slot: u32, fd: RawFd);
+
+    /// Takes ownership of a new, unconnected socket as session `slot` and connects it to
+    /// `addr`; reports [`Sink::connected`], and starts receiving once connected.
+    fn connect(&mut self, slot: u32, fd: RawFd, addr: SocketAddr);
 
     /// Writes the bytes `iov` describes; completes with [`Sink::sent`]. At most one send per
     /// slot is in flight.
@@ -49,6 +54,8 @@ pub(crate) trait Ops {
 pub(crate) trait Sink<O: Ops> {
     /// The driver is back from waiting and about to report this turn's completions.
     fn turn_started(&mut self);
+    /// The connect of outbound session `slot` completed.
+    fn connected(&mut self, ops: &mut O, slot: u32, result: io::Result<()>);
     /// A connection was accepted; the core opens a session or closes `fd`.
     fn accepted(&mut self, ops: &mut O, fd: RawFd);
     /// Accepting failed; the driver retries after a back-off.

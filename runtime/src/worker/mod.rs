@@ -8,11 +8,13 @@
 //! whose output passes the high-water mark is not read from until it drains to the low mark.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::net::SocketAddr;
+use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use slab::Slab;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::codec::{Codec, FrameReader};
 use crate::driver::{Driver, Ops, Sink};
@@ -38,6 +40,8 @@ pub(crate) enum Phase {
     Flushing(CloseReason),
     /// Handed to the driver to close; waiting for it to report the slot closed.
     Closing,
+    /// An outbound session whose connect is in flight; no callback has run yet.
+    Connecting,
 }
 
 struct Conn<C, H> {
@@ -71,6 +75,10 @@ pub(crate) struct WorkerConfig {
     pub(crate) high_water: usize,
     pub(crate) low_water: usize,
     pub(crate) core_tick: Option<CoreTick>,
+    /// TCP_NODELAY on outbound sockets.
+    pub(crate) nodelay: bool,
+    /// Outbound connections to open when the worker starts: target and count.
+    pub(crate) connect: Option<(SocketAddr, usize)>,
 }
 
 pub(crate) struct Worker<C, H, F> {
@@ -92,6 +100,8 @@ pub(crate) struct Worker<C, H, F> {
     drain_until: Option<Millis>,
     /// Every session was closed at the drain deadline; new ones are refused.
     closed_all: bool,
+    /// Outbound connections requested by handlers (or the client's start), opened at turn end.
+    connects: Vec<SocketAddr>,
 }
 
 fn is_reset(e: &io::Error) -> bool {
@@ -133,11 +143,16 @@ where
             next_core_tick,
             drain_until: None,
             closed_all: false,
+            connects: Vec::new(),
         }
     }
 
     /// Runs turns until the server stops and every session is closed.
     pub(crate) fn run<D: Driver>(&mut self, driver: &mut D) -> io::Result<()> {
+        if let Some((addr, n)) = self.cfg.connect {
+            self.connects.extend(std::iter::repeat_n(addr, n));
+        }
+        self.end_turn(driver.ops());
         loop {
             let timeout = self.wait_bound();
             driver.turn(timeout, self)?;
@@ -149,15 +164,28 @@ where
         }
     }
 
-    /// End of a turn: one send per session with output and no send in flight.
+    /// End of a turn: open requested connections, then one send per session with output and
+    /// no send in flight.
     pub(crate) fn end_turn<O: Ops>(&mut self, ops: &mut O) {
+        if !self.connects.is_empty() {
+            let mut connects = std::mem::take(&mut self.connects);
+            for addr in connects.drain(..) {
+                self.connect(ops, addr);
+            }
+            if self.connects.is_empty() {
+                self.connects = connects; // Keep the capacity.
+            }
+        }
         let mut dirty = std::mem::take(&mut self.dirty);
         for &slot in &dirty {
             let Some(conn) = self.conns.get_mut(slot as usize) else {
                 continue;
             };
             conn.dirty = false;
-            if conn.writing || conn.phase == Phase::Closing || !conn.state.out.has_unsent() {
+            if conn.writing
+                || matches!(conn.phase, Phase::Closing | Phase::Connecting)
+                || !conn.state.out.has_unsent()
+            {
                 continue;
             }
             let mut iov = [libc::iovec {
@@ -196,6 +224,7 @@ where
             state: &mut conn.state,
             pool: &mut self.pool,
             stats: &self.stats,
+            connects: &mut self.connects,
         };
         let handler = &mut conn.handler;
         match catch_unwind(AssertUnwindSafe(|| f(handler, &mut session))) {
@@ -208,6 +237,80 @@ where
                 false
             }
         }
+    }
+
+    /// A new session in a free slot, with a handler from the factory; `None` (counted) if the
+    /// factory panicked.
+    fn insert(&mut self, fd: RawFd, phase: Phase) -> Option<u32> {
+        let handler = match catch_unwind(AssertUnwindSafe(|| (self.factory)())) {
+            Ok(h) => h,
+            Err(payload) => {
+                self.stats.panics.add(1);
+                let message = panic_message(&*payload);
+                log::error!("ringwire: handler factory panicked: {message}");
+                return None;
+            }
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let id = SessionId::new(self.cfg.core, seq);
+        let mut state = SessionState::new(id, fd, self.cfg.timeouts);
+        state.draining = self.drain_until.is_some();
+        state.outbound = phase == Phase::Connecting;
+        let now = self.now;
+        let slot = self.conns.insert(Conn {
+            codec: self.codec.clone(),
+            handler,
+            reader: FrameReader::new(),
+            state,
+            phase,
+            writing: false,
+            dirty: false,
+            seq,
+            last_rx: now,
+            frame_started: now,
+            write_progress: now,
+            next_tick: Millis::MAX,
+            timer_at: Millis::MAX,
+            had_tail: false,
+            had_output: false,
+        });
+        Some(slot as u32)
+    }
+
+    /// Opens an outbound session to `addr`; its `on_open` runs once connected.
+    fn connect<O: Ops>(&mut self, ops: &mut O, addr: SocketAddr) {
+        if self.closed_all || self.conns.len() >= self.cfg.max_sessions {
+            self.stats.connect_errors.add(1);
+            log::warn!(
+                "ringwire: core {}: no room for a connection to {addr}",
+                self.cfg.core
+            );
+            return;
+        }
+        let socket = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.cloexec(),
+            Some(Protocol::TCP),
+        )
+        .and_then(|s| s.set_tcp_nodelay(self.cfg.nodelay).map(|()| s));
+        let fd = match socket {
+            Ok(socket) => OwnedFd::from(socket).into_raw_fd(),
+            Err(e) => {
+                self.stats.connect_errors.add(1);
+                log::warn!(
+                    "ringwire: core {}: cannot open a socket for {addr}: {e}",
+                    self.cfg.core
+                );
+                return;
+            }
+        };
+        let Some(slot) = self.insert(fd, Phase::Connecting) else {
+            sys::close(fd);
+            return;
+        };
+        ops.connect(slot, fd, addr);
+        self.reschedule(slot);
     }
 
     fn panicked<O: Ops>(
@@ -308,6 +411,7 @@ where
             state: &mut conn.state,
             pool: &mut self.pool,
             stats: &self.stats,
+            connects: &mut self.connects,
         };
         let handler = &mut conn.handler;
         if catch_unwind(AssertUnwindSafe(|| handler.on_error(&mut session, &error))).is_err() {
@@ -343,6 +447,7 @@ where
             state: &mut conn.state,
             pool: &mut self.pool,
             stats: &self.stats,
+            connects: &mut self.connects,
         };
         let handler = &mut conn.handler;
         if catch_unwind(AssertUnwindSafe(|| handler.on_close(&mut session, reason))).is_err() {
@@ -370,45 +475,41 @@ where
             sys::close(fd);
             return;
         }
-        let handler = match catch_unwind(AssertUnwindSafe(|| (self.factory)())) {
-            Ok(h) => h,
-            Err(payload) => {
-                self.stats.panics.add(1);
-                log::error!(
-                    "ringwire: handler factory panicked: {}",
-                    panic_message(&*payload)
-                );
-                sys::close(fd);
-                return;
-            }
+        let Some(slot) = self.insert(fd, Phase::Open) else {
+            sys::close(fd);
+            return;
         };
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let mut state =
-            SessionState::new(SessionId::new(self.cfg.core, seq), fd, self.cfg.timeouts);
-        state.draining = self.drain_until.is_some();
-        let now = self.now;
-        let slot = self.conns.insert(Conn {
-            codec: self.codec.clone(),
-            handler,
-            reader: FrameReader::new(),
-            state,
-            phase: Phase::Open,
-            writing: false,
-            dirty: false,
-            seq,
-            last_rx: now,
-            frame_started: now,
-            write_progress: now,
-            next_tick: Millis::MAX,
-            timer_at: Millis::MAX,
-            had_tail: false,
-            had_output: false,
-        }) as u32;
         self.stats.accepted.add(1);
         ops.open(slot, fd);
         self.reschedule(slot);
         self.dispatch(ops, slot, "on_open", |h, s| h.on_open(s));
+    }
+
+    fn connected(&mut self, ops: &mut O, slot: u32, result: io::Result<()>) {
+        let Some(conn) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
+        if conn.phase != Phase::Connecting {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                conn.phase = Phase::Open;
+                conn.last_rx = self.now;
+                self.stats.connected.add(1);
+                self.dispatch(ops, slot, "on_open", |h, s| h.on_open(s));
+            }
+            Err(error) => {
+                self.stats.connect_errors.add(1);
+                let session = conn.state.id;
+                let error = SessionError::Io {
+                    session,
+                    op: IoOp::Connect,
+                    error,
+                };
+                self.fail(ops, slot, error, CloseReason::IoError);
+            }
+        }
     }
 
     fn accept_failed(&mut self, _ops: &mut O, error: &io::Error) {
@@ -437,6 +538,7 @@ where
             ..
         } = conn;
         let max_frame = self.cfg.max_frame;
+        let connects = &mut self.connects;
         let result = catch_unwind(AssertUnwindSafe(|| {
             reader.feed(
                 codec,
@@ -449,6 +551,7 @@ where
                         state: &mut *state,
                         pool,
                         stats,
+                        connects: &mut *connects,
                     };
                     handler.on_message(&mut session, frame);
                     !session.state.close_requested

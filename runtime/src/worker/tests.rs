@@ -11,6 +11,7 @@ use crate::timer::Millis;
 #[derive(Debug, PartialEq, Eq)]
 enum Cmd {
     Open(u32, RawFd),
+    Connect(u32, std::net::SocketAddr),
     Send(u32, Vec<u8>, usize),
     Close(u32),
     Pause(u32),
@@ -32,6 +33,11 @@ impl FakeOps {
 impl Ops for FakeOps {
     fn open(&mut self, slot: u32, fd: RawFd) {
         self.cmds.push(Cmd::Open(slot, fd));
+    }
+
+    fn connect(&mut self, slot: u32, fd: RawFd, addr: std::net::SocketAddr) {
+        sys::close(fd);
+        self.cmds.push(Cmd::Connect(slot, addr));
     }
 
     unsafe fn send(&mut self, slot: u32, iov: &[libc::iovec]) {
@@ -146,6 +152,8 @@ fn worker_with(timeouts: Timeouts) -> (TestWorker, Log, Arc<CoreStats>, Arc<Cont
         high_water: 8,
         low_water: 2,
         core_tick: None,
+        nodelay: true,
+        connect: None,
     };
     let control = Arc::new(Control::new());
     let w = Worker::new(

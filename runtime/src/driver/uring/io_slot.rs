@@ -52,10 +52,14 @@ pub(super) struct IoSlot {
     /// The core wants to receive (false while paused for backpressure).
     pub(super) want_recv: bool,
     pub(super) sending: bool,
+    /// An outbound session's connect is in flight.
+    pub(super) connecting: bool,
     /// Cancels of this slot's operations in flight.
     pub(super) cancels: u8,
     pub(super) msg: libc::msghdr,
     pub(super) iov: [libc::iovec; MAX_IOV],
+    /// The peer address a connect in flight points to.
+    pub(super) addr: libc::sockaddr_storage,
 }
 
 impl IoSlot {
@@ -67,6 +71,7 @@ impl IoSlot {
             recv: Recv::Idle,
             want_recv: true,
             sending: false,
+            connecting: false,
             cancels: 0,
             // SAFETY: msghdr is plain data; all-zero (null pointers, zero lengths) is valid.
             msg: unsafe { std::mem::zeroed() },
@@ -74,6 +79,8 @@ impl IoSlot {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
             }; MAX_IOV],
+            // SAFETY: sockaddr_storage is plain data; all-zero is a valid (unspecified) address.
+            addr: unsafe { std::mem::zeroed() },
         }
     }
 
@@ -86,6 +93,7 @@ impl IoSlot {
         self.recv = Recv::Idle;
         self.want_recv = true;
         self.sending = false;
+        self.connecting = false;
         self.cancels = 0;
     }
 
@@ -104,7 +112,7 @@ impl IoSlot {
             return CloseStep::Nothing;
         }
         self.life = Life::Closing;
-        if self.recv_in_flight() || self.sending {
+        if self.recv_in_flight() || self.sending || self.connecting {
             self.cancels += 1;
             CloseStep::Cancel
         } else {
@@ -119,6 +127,7 @@ impl IoSlot {
         if self.life == Life::Closing
             && !self.recv_in_flight()
             && !self.sending
+            && !self.connecting
             && self.cancels == 0
         {
             self.recv = Recv::Idle;

@@ -9,6 +9,7 @@
 mod io_slot;
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,7 +91,7 @@ impl UringDriver {
     /// Sets up the ring and buffer ring on the calling thread, which must be the core's.
     pub(crate) fn new(
         config: &Config,
-        listener: OwnedFd,
+        listener: Option<OwnedFd>,
         wake_fd: Arc<OwnedFd>,
         stats: Arc<CoreStats>,
     ) -> Result<UringDriver, ServerError> {
@@ -104,8 +105,12 @@ impl UringDriver {
             slots: Vec::with_capacity(config.max_sessions),
             live: 0,
             starved: Vec::with_capacity(config.max_sessions.min(65536)),
-            listener: Some(listener),
-            accept: AcceptState::Idle,
+            accept: if listener.is_some() {
+                AcceptState::Idle
+            } else {
+                AcceptState::Closed
+            },
+            listener,
             backoff: ACCEPT_BACKOFF_MIN,
             nodelay: if config.nodelay {
                 Nodelay::Unknown
@@ -142,6 +147,7 @@ impl UringDriver {
             Some(Op::Cancel) => self.ops.complete_cancel(ud, &c),
             Some(Op::Close) => self.ops.complete_close(ud, &c, sink),
             Some(Op::Accept) => self.ops.complete_accept(&c, sink),
+            Some(Op::Connect) => self.ops.complete_connect(ud, &c, sink),
             Some(Op::Wake) => {
                 self.ops.wake_armed = false;
                 self.ops.arm_wake();
@@ -314,6 +320,17 @@ impl UringOps {
                 return;
             }
         }
+    }
+
+    /// The I/O slot for a new session in `slot`, created on first use.
+    fn slot_for(&mut self, slot: u32) -> &mut IoSlot {
+        let idx = slot as usize;
+        if idx == self.slots.len() {
+            // Pushing within capacity never moves the slots: msghdrs in flight stay put.
+            assert!(idx < self.slots.capacity(), "more sessions than configured");
+            self.slots.push(IoSlot::new());
+        }
+        &mut self.slots[idx]
     }
 
     fn slot_mut(&mut self, ud: UserData) -> Option<&mut IoSlot> {
@@ -498,6 +515,30 @@ impl UringOps {
         self.settle(ud.slot());
     }
 
+    fn complete_connect<S: Sink<UringOps>>(&mut self, ud: UserData, c: &Completion, sink: &mut S) {
+        let Some(io) = self.slot_mut(ud) else {
+            debug_assert!(false, "connect completion for a freed slot");
+            return;
+        };
+        io.connecting = false;
+        if io.life != Life::Open {
+            self.settle(ud.slot());
+            return;
+        }
+        let result = op::connect::complete(c);
+        if result.is_ok() {
+            io.recv = Recv::Armed;
+            let entry = op::recv::multishot(
+                io.fd,
+                BGID,
+                UserData::new(Op::Recv, ud.slot(), io.generation),
+            );
+            // SAFETY: a multishot receive points to nothing; buffers come from the buffer ring.
+            unsafe { self.push(&entry) };
+        }
+        sink.connected(self, ud.slot(), result);
+    }
+
     fn complete_close<S: Sink<UringOps>>(&mut self, ud: UserData, c: &Completion, sink: &mut S) {
         let Some(io) = self.slot_mut(ud) else {
             debug_assert!(false, "close completion for a freed slot");
@@ -512,18 +553,39 @@ impl UringOps {
 
 impl Ops for UringOps {
     fn open(&mut self, slot: u32, fd: RawFd) {
-        let idx = slot as usize;
-        if idx == self.slots.len() {
-            // Pushing within capacity never moves the slots: msghdrs in flight stay put.
-            assert!(idx < self.slots.capacity(), "more sessions than configured");
-            self.slots.push(IoSlot::new());
-        }
-        let io = &mut self.slots[idx];
+        let io = self.slot_for(slot);
         io.open(fd);
         io.recv = Recv::Armed;
         let entry = op::recv::multishot(fd, BGID, UserData::new(Op::Recv, slot, io.generation));
         self.live += 1;
         // SAFETY: a multishot receive points to nothing; buffers come from the buffer ring.
+        unsafe { self.push(&entry) };
+    }
+
+    fn connect(&mut self, slot: u32, fd: RawFd, addr: SocketAddr) {
+        let io = self.slot_for(slot);
+        io.open(fd);
+        io.recv = Recv::Idle;
+        io.connecting = true;
+        let sockaddr = socket2::SockAddr::from(addr);
+        let len = sockaddr.len();
+        // SAFETY: `len` bytes of a SockAddr fit a sockaddr_storage, and both are plain data.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                sockaddr.as_ptr().cast::<u8>(),
+                (&mut io.addr as *mut libc::sockaddr_storage).cast::<u8>(),
+                len as usize,
+            )
+        };
+        let entry = op::connect::connect(
+            fd,
+            (&io.addr as *const libc::sockaddr_storage).cast(),
+            len,
+            UserData::new(Op::Connect, slot, io.generation),
+        );
+        self.live += 1;
+        // SAFETY: the address lives in the slot, which does not move and is not reused before
+        // the connect completes.
         unsafe { self.push(&entry) };
     }
 

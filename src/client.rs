@@ -1,0 +1,157 @@
+//! The `Client` builder: outbound connections on per-core loops.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringwire_runtime::{Codec, Config, Handler, Hooks, ServerError, ServerHandle};
+
+/// A running client: the same handle as a server's (counters, stop, join); its
+/// [`local_addr`](ServerHandle::local_addr) is the target.
+pub type ClientHandle = ServerHandle;
+
+/// Builds and starts a client: one pinned worker per core, each opening `connections`
+/// connections to the target on its own io_uring, with the same [`Codec`] and [`Handler`]
+/// traits as a server. Handlers see `on_open` once connected; a failed connect reaches
+/// `on_error` (an [`IoOp::Connect`](crate::IoOp::Connect) error) and `on_close`.
+///
+/// From inside a server, a handler opens connections on its own core with
+/// [`Session::connect`](crate::Session::connect).
+///
+/// ```no_run
+/// use ringwire::{codec::Len32, Client, Handler, Session};
+///
+/// struct Ping;
+/// impl Handler<Len32> for Ping {
+///     fn on_open(&mut self, s: &mut Session<'_, Len32>) {
+///         let _ = s.send(b"ping");
+///     }
+///     fn on_message(&mut self, s: &mut Session<'_, Len32>, reply: &[u8]) {
+///         assert_eq!(reply, b"ping");
+///         s.close();
+///     }
+/// }
+///
+/// let client = Client::new(Len32, || Ping)
+///     .connect("127.0.0.1:7000".parse().unwrap())
+///     .connections(10)
+///     .start()?;
+/// client.shutdown(std::time::Duration::from_secs(1))?;
+/// # Ok::<(), ringwire::ServerError>(())
+/// ```
+pub struct Client<C, F> {
+    config: Config,
+    codec: C,
+    factory: F,
+    hooks: Hooks,
+    connections: usize,
+}
+
+impl<C, H, F> Client<C, F>
+where
+    C: Codec + Clone + Send,
+    H: Handler<C>,
+    F: Fn() -> H + Send + Sync + 'static,
+{
+    /// A client speaking `codec`, with a handler per connection from `factory`. Defaults: 1 core
+    /// (CPU 0), 1 connection per core, to 127.0.0.1:7000.
+    pub fn new(codec: C, factory: F) -> Self {
+        let config = Config {
+            listen: false,
+            addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            ..Config::default()
+        };
+        Client {
+            config,
+            codec,
+            factory,
+            hooks: Hooks::default(),
+            connections: 1,
+        }
+    }
+
+    /// The address to connect to.
+    pub fn connect(mut self, addr: SocketAddr) -> Self {
+        self.config.addr = addr;
+        self
+    }
+
+    /// Connections each core opens when it starts.
+    pub fn connections(mut self, per_core: usize) -> Self {
+        self.connections = per_core;
+        self
+    }
+
+    /// Runs `n` workers, pinned to CPUs `0..n`.
+    pub fn cores(mut self, n: usize) -> Self {
+        self.config.cpus = (0..n).collect();
+        self
+    }
+
+    /// Runs one worker per listed CPU, pinned to it.
+    pub fn cpus(mut self, cpus: impl IntoIterator<Item = usize>) -> Self {
+        self.config.cpus = cpus.into_iter().collect();
+        self
+    }
+
+    /// Pin workers to their CPUs (default: yes).
+    pub fn pin(mut self, pin: bool) -> Self {
+        self.config.pin = pin;
+        self
+    }
+
+    /// Largest frame the codec accepts.
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.config.max_frame = bytes;
+        self
+    }
+
+    /// Provided receive buffers per core: `count` (a power of two) of `size` bytes each.
+    pub fn buffers(mut self, count: u32, size: u32) -> Self {
+        self.config.buf_count = count;
+        self.config.buf_size = size;
+        self
+    }
+
+    /// Submission queue entries of each core's ring (a power of two).
+    pub fn ring_entries(mut self, entries: u32) -> Self {
+        self.config.ring_entries = entries;
+        self
+    }
+
+    /// TCP_NODELAY on the connections (default: on).
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.config.nodelay = on;
+        self
+    }
+
+    /// Backpressure water marks, as for servers.
+    pub fn water_marks(mut self, high: usize, low: usize) -> Self {
+        self.config.high_water = high;
+        self.config.low_water = low;
+        self
+    }
+
+    /// Runs `hook(worker_index)` on each worker thread every `period`.
+    pub fn on_core_tick(
+        mut self,
+        period: Duration,
+        hook: impl Fn(usize) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.on_core_tick = Some((period, Arc::new(hook)));
+        self
+    }
+
+    /// Runs `hook(worker_index)` on each worker thread before it starts.
+    pub fn on_worker_start(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.hooks.on_worker_start = Some(Arc::new(hook));
+        self
+    }
+
+    /// Starts the workers; each opens its connections right away.
+    pub fn start(mut self) -> Result<ClientHandle, ServerError> {
+        self.config.connect = Some((self.config.addr, self.connections));
+        self.config.max_sessions = self.config.max_sessions.max(self.connections);
+        ringwire_runtime::start(self.config, self.codec, self.factory, self.hooks)
+    }
+}
