@@ -137,6 +137,8 @@ fn worker() -> (TestWorker, Log, Arc<CoreStats>, Arc<Control>) {
     worker_with(Timeouts::default())
 }
 
+// The factory shares the test's Rc log: fine, the worker under test runs on this thread only.
+#[allow(clippy::arc_with_non_send_sync)]
 fn worker_with(timeouts: Timeouts) -> (TestWorker, Log, Arc<CoreStats>, Arc<Control>) {
     let log: Log = Rc::default();
     let stats = Arc::new(CoreStats::default());
