@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringwire_runtime::{Codec, Config, Handler, Hooks, ServerError, ServerHandle};
+use ringwire_runtime::{Codec, Config, DriverKind, Handler, Hooks, ServerError, ServerHandle};
 
 /// A running client: the same handle as a server's (counters, stop, join); its
 /// [`local_addr`](ServerHandle::local_addr) is the target.
@@ -145,6 +145,12 @@ where
     /// Runs `hook(worker_index)` on each worker thread before it starts.
     pub fn on_worker_start(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
         self.hooks.on_worker_start = Some(Arc::new(hook));
+        self
+    }
+
+    /// The I/O driver, as for servers.
+    pub fn driver(mut self, kind: DriverKind) -> Self {
+        self.config.driver = kind;
         self
     }
 

@@ -35,11 +35,12 @@ pub mod handlers;
 pub mod report;
 mod server;
 
-pub use codec::Codec;
-pub use ringwire_runtime::{BufPool, Handler};
-pub use ringwire_runtime::{
-    CloseReason, Config, CoreSnapshot, CoreStats, Counter, Hooks, IoOp, ServerError, ServerHandle,
-    ServerStats, Session, SessionError, SessionId, Stopper,
-};
 pub use client::{Client, ClientHandle};
+pub use codec::Codec;
+pub use ringwire_runtime::{
+    probe, CloseReason, Config, CoreSnapshot, CoreStats, Counter, DriverKind, Hooks, IoOp,
+    ProbeError, ServerError, ServerHandle, ServerStats, Session, SessionError, SessionId, Stopper,
+    UringFeatures,
+};
+pub use ringwire_runtime::{BufPool, Handler};
 pub use server::Server;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringwire_runtime::{Codec, Config, Handler, Hooks, ServerError, ServerHandle};
+use ringwire_runtime::{Codec, Config, DriverKind, Handler, Hooks, ServerError, ServerHandle};
 
 /// Builds and starts a server: one pinned worker per core, each with its own listener on the
 /// shared address (SO_REUSEPORT), its own io_uring and buffers, running `codec` and handlers
@@ -165,6 +165,14 @@ where
     /// Runs `hook(worker_index)` on each worker thread before it serves.
     pub fn on_worker_start(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
         self.hooks.on_worker_start = Some(Arc::new(hook));
+        self
+    }
+
+    /// The I/O driver: io_uring where it works, else epoll (`Auto`, the default, which the
+    /// environment variable `RINGWIRE_DRIVER=auto|uring|epoll` may override), or one forced.
+    /// Forcing io_uring where it cannot work makes `start` fail with the reason.
+    pub fn driver(mut self, kind: DriverKind) -> Self {
+        self.config.driver = kind;
         self
     }
 

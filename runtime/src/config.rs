@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::error::ServerError;
+use crate::probe::DriverKind;
 
 /// Everything the engine needs to know to serve; `ringwire::Server` builds it.
 #[derive(Clone, Debug)]
@@ -45,6 +46,8 @@ pub struct Config {
     pub high_water: usize,
     /// Output bytes at or below which a paused session is read from again.
     pub low_water: usize,
+    /// The I/O driver (default: io_uring where it works, else epoll).
+    pub driver: DriverKind,
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for Config {
             write_timeout: None,
             high_water: 1 << 20,
             low_water: 256 << 10,
+            driver: DriverKind::Auto,
         }
     }
 }

@@ -85,6 +85,13 @@ pub enum ServerError {
         /// What the kernel said.
         source: io::Error,
     },
+    /// A driver could not be set up (other than io_uring being unavailable).
+    Setup {
+        /// The step that failed.
+        step: &'static str,
+        /// What the kernel said.
+        source: io::Error,
+    },
     /// A worker failed while serving.
     Worker {
         /// The worker's index.
@@ -116,6 +123,9 @@ impl fmt::Display for ServerError {
                 errno_of(source),
                 uring_hint(step, source)
             ),
+            ServerError::Setup { step, source } => {
+                write!(f, "driver setup failed: {step}: {}", errno_of(source))
+            }
             ServerError::Worker { core, source } => write!(f, "worker {core} failed: {source}"),
             ServerError::WorkerPanicked { core, message } => {
                 write!(f, "worker {core} panicked: {message}")
@@ -130,6 +140,7 @@ impl std::error::Error for ServerError {
         match self {
             ServerError::Bind { source, .. }
             | ServerError::IoUringUnavailable { source, .. }
+            | ServerError::Setup { source, .. }
             | ServerError::Worker { source, .. } => Some(source),
             ServerError::Spawn(e) => Some(e),
             _ => None,
@@ -143,6 +154,7 @@ impl From<ServerError> for io::Error {
             ServerError::Config(_) => io::ErrorKind::InvalidInput,
             ServerError::Bind { source, .. }
             | ServerError::IoUringUnavailable { source, .. }
+            | ServerError::Setup { source, .. }
             | ServerError::Worker { source, .. }
             | ServerError::Spawn(source) => source.kind(),
             ServerError::WorkerPanicked { .. } => io::ErrorKind::Other,

@@ -20,6 +20,7 @@ pub mod error;
 pub mod handler;
 pub mod latency;
 pub mod pool;
+pub mod probe;
 pub mod session;
 pub mod stats;
 
@@ -39,6 +40,7 @@ pub use config::Config;
 pub use error::{IoOp, ServerError, SessionError};
 pub use handler::Handler;
 pub use pool::BufPool;
+pub use probe::{probe, DriverKind, ProbeError, UringFeatures};
 pub use server::{start, Hooks, ServerHandle, Stopper, WorkerHook};
 pub use session::{CloseReason, Session, SessionId};
 pub use stats::{CoreSnapshot, CoreStats, Counter, ServerStats};

@@ -3,12 +3,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
 use crate::error::ServerError;
+use crate::sys;
 
 fn bind_one(addr: SocketAddr, backlog: i32, nodelay: bool) -> io::Result<Socket> {
     let socket = Socket::new(
@@ -47,4 +48,25 @@ pub(crate) fn bind_all(config: &Config) -> Result<(Vec<OwnedFd>, SocketAddr), Se
         listeners.push(OwnedFd::from(socket));
     }
     Ok((listeners, local))
+}
+
+/// Takes the connections queued in `listener`'s backlog (at most `limit`), handing each to
+/// `take`, then closes the listener. Closing a SO_REUSEPORT listener first would reset them.
+/// Accepted sockets are non-blocking when asked.
+pub(crate) fn drain(
+    listener: OwnedFd,
+    nonblocking: bool,
+    limit: usize,
+    mut take: impl FnMut(RawFd),
+) {
+    if sys::set_nonblocking(listener.as_raw_fd(), true).is_ok() {
+        for _ in 0..limit {
+            match sys::accept(listener.as_raw_fd(), nonblocking) {
+                Ok(fd) => take(fd),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ECONNABORTED)) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    drop(listener);
 }

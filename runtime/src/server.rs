@@ -11,10 +11,13 @@ use std::time::Duration;
 
 use crate::codec::Codec;
 use crate::config::Config;
+use crate::driver::epoll::EpollDriver;
 use crate::driver::uring::UringDriver;
+use crate::driver::Driver;
 use crate::error::{panic_message, ServerError};
 use crate::handler::Handler;
 use crate::listener;
+use crate::probe::{self, DriverKind};
 use crate::session::Timeouts;
 use crate::stats::{CoreStats, ServerStats};
 use crate::sys;
@@ -159,41 +162,60 @@ struct WorkerSetup<C, F> {
     stats: Arc<CoreStats>,
     wake: Arc<OwnedFd>,
     hooks: Hooks,
+    driver: DriverKind,
     ready: mpsc::Sender<Result<String, ServerError>>,
 }
 
-fn worker_main<C, H, F>(setup: WorkerSetup<C, F>) -> Result<(), ServerError>
+fn worker_main<C, H, F>(mut setup: WorkerSetup<C, F>) -> Result<(), ServerError>
 where
     C: Codec + Clone,
     H: Handler<C>,
     F: Fn() -> H,
 {
+    let (index, cpu) = (setup.index, setup.cpu);
+    if setup.config.pin && !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+        log::warn!("ringwire: cannot pin worker {index} to CPU {cpu}; it runs unpinned");
+    }
+    if let Some(hook) = &setup.hooks.on_worker_start {
+        hook(index);
+    }
+    let (config, stats, wake) = (
+        setup.config.clone(),
+        setup.stats.clone(),
+        setup.wake.clone(),
+    );
+    let listener = setup.listener.take();
+    match setup.driver {
+        DriverKind::Epoll => match EpollDriver::new(&config, listener, wake, stats) {
+            Ok(driver) => serve(setup, driver),
+            Err(e) => setup.not_ready(e),
+        },
+        _ => match UringDriver::new(&config, listener, wake, stats) {
+            Ok(driver) => serve(setup, driver),
+            Err(e) => setup.not_ready(e),
+        },
+    }
+}
+
+/// Runs the core on `driver` until it stops.
+fn serve<C, H, F, D>(setup: WorkerSetup<C, F>, mut driver: D) -> Result<(), ServerError>
+where
+    C: Codec + Clone,
+    H: Handler<C>,
+    F: Fn() -> H,
+    D: Driver,
+{
     let WorkerSetup {
         index,
-        cpu,
         config,
-        listener,
         codec,
         factory,
         control,
         stats,
-        wake,
         hooks,
         ready,
+        ..
     } = setup;
-    if config.pin && !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-        log::warn!("ringwire: cannot pin worker {index} to CPU {cpu}; it runs unpinned");
-    }
-    if let Some(hook) = &hooks.on_worker_start {
-        hook(index);
-    }
-    let mut driver = match UringDriver::new(&config, listener, wake, stats.clone()) {
-        Ok(driver) => driver,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return Ok(());
-        }
-    };
     let _ = ready.send(Ok(driver.describe()));
     drop(ready);
     let cfg = WorkerConfig {
@@ -238,6 +260,47 @@ where
     }
 }
 
+impl<C, F> WorkerSetup<C, F> {
+    fn not_ready(self, e: ServerError) -> Result<(), ServerError> {
+        let _ = self.ready.send(Err(e));
+        Ok(())
+    }
+}
+
+/// Resolves the driver to use: the configuration's choice, else `RINGWIRE_DRIVER`, else
+/// io_uring if the probe says it works. Returns the kind and, for a fallback, why.
+fn choose_driver(config: &Config) -> Result<(DriverKind, Option<String>), ServerError> {
+    let mut kind = config.driver;
+    if kind == DriverKind::Auto {
+        if let Ok(env) = std::env::var("RINGWIRE_DRIVER") {
+            kind = DriverKind::parse(&env).ok_or_else(|| {
+                ServerError::Config(format!(
+                    "RINGWIRE_DRIVER={env:?}: expected auto, uring or epoll"
+                ))
+            })?;
+        }
+    }
+    let pinned = probe::pinned_bytes(config.buf_count) * config.cpus.len();
+    let uring = match probe::probe() {
+        Ok(f) if f.memlock_limit.is_some_and(|limit| pinned as u64 > limit) => Err(format!(
+            "buffer rings need {pinned} bytes of locked memory, over RLIMIT_MEMLOCK ({} bytes): raise `ulimit -l` or use fewer buffers",
+            f.memlock_limit.unwrap_or(0)
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    };
+    match (kind, uring) {
+        (DriverKind::Epoll, _) => Ok((DriverKind::Epoll, None)),
+        (DriverKind::IoUring, Ok(())) | (DriverKind::Auto, Ok(())) => {
+            Ok((DriverKind::IoUring, None))
+        }
+        (DriverKind::IoUring, Err(why)) => Err(ServerError::Config(format!(
+            "io_uring driver forced but unavailable: {why}"
+        ))),
+        (DriverKind::Auto, Err(why)) => Ok((DriverKind::Epoll, Some(why))),
+    }
+}
+
 /// Starts a server: binds one listener per configured core, starts a pinned worker per core,
 /// and returns once every worker serves, or with the first reason one could not.
 pub fn start<C, H, F>(
@@ -252,6 +315,7 @@ where
     F: Fn() -> H + Send + Sync + 'static,
 {
     config.validate()?;
+    let (driver, fallback) = choose_driver(&config)?;
     let (listeners, local_addr) = if config.listen {
         let (fds, addr) = listener::bind_all(&config)?;
         (fds.into_iter().map(Some).collect(), addr)
@@ -287,6 +351,7 @@ where
             stats: core_stats.clone(),
             wake: wake.clone(),
             hooks: hooks.clone(),
+            driver,
             ready: ready_tx.clone(),
         };
         let spawned = std::thread::Builder::new()
@@ -330,8 +395,9 @@ where
         drop(handle);
         return Err(e);
     }
+    let why = fallback.map_or_else(String::new, |why| format!(" (io_uring unavailable: {why})"));
     log::info!(
-        "ringwire: {} on {} core(s) (CPUs {:?}), {} {}",
+        "ringwire: {}{why} on {} core(s) (CPUs {:?}), {} {}",
         handle.driver,
         config.cpus.len(),
         config.cpus,

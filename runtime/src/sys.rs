@@ -77,3 +77,102 @@ pub(crate) fn set_nodelay(fd: RawFd, on: bool) -> io::Result<()> {
 pub(crate) fn nodelay(fd: RawFd) -> io::Result<bool> {
     socket2::SockRef::from(&borrow(&fd)).tcp_nodelay()
 }
+
+/// Accepts one queued connection (close-on-exec; non-blocking when asked).
+pub(crate) fn accept(listener: RawFd, nonblocking: bool) -> io::Result<RawFd> {
+    let flags = libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: null address pointers: the kernel writes no address.
+    cvt(unsafe { libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), flags) })
+}
+
+/// Sets or clears O_NONBLOCK on `fd`.
+pub(crate) fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    socket2::SockRef::from(&borrow(&fd)).set_nonblocking(on)
+}
+
+/// A close-on-exec epoll instance.
+pub(crate) fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 takes no pointers.
+    let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds, modifies or removes `fd` in `epfd`, with `events` and the token `data`.
+pub(crate) fn epoll_ctl(
+    epfd: RawFd,
+    op: libc::c_int,
+    fd: RawFd,
+    events: u32,
+    data: u64,
+) -> io::Result<()> {
+    let mut event = libc::epoll_event { events, u64: data };
+    // SAFETY: `event` outlives the call; the kernel copies it.
+    cvt(unsafe { libc::epoll_ctl(epfd, op, fd, &mut event) }).map(drop)
+}
+
+/// Waits for events on `epfd` for at most `timeout_ms` (-1: forever). EINTR reads as no events.
+pub(crate) fn epoll_wait(
+    epfd: RawFd,
+    events: &mut [libc::epoll_event],
+    timeout_ms: i32,
+) -> io::Result<usize> {
+    let max = events.len().min(i32::MAX as usize) as i32;
+    // SAFETY: the kernel writes at most `max` events into `events`.
+    match cvt(unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), max, timeout_ms) }) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// One non-blocking receive into `buf`.
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// One non-blocking sendmsg of `iov`, without SIGPIPE.
+///
+/// # Safety
+///
+/// Every iovec must describe readable memory that stays valid for the call.
+pub(crate) unsafe fn sendmsg(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    // SAFETY: all-zero is a valid msghdr (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len() as _;
+    // SAFETY: `msg` points to `iov`, valid per this function's contract.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Starts a non-blocking connect of `fd` to `addr`; `Ok(true)` if it completed at once.
+pub(crate) fn connect(fd: RawFd, addr: SocketAddr) -> io::Result<bool> {
+    match socket2::SockRef::from(&borrow(&fd)).connect(&addr.into()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The pending error of a socket (SO_ERROR), e.g. the outcome of a non-blocking connect.
+pub(crate) fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
+    socket2::SockRef::from(&borrow(&fd)).take_error()
+}
+
+/// Reads (and so resets) an eventfd's counter.
+pub(crate) fn eventfd_drain(fd: RawFd) {
+    let mut value = 0u64;
+    // SAFETY: the kernel writes 8 bytes into `value`.
+    let _ = unsafe { libc::read(fd, (&mut value as *mut u64).cast(), 8) };
+}

@@ -12,8 +12,9 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+pub(crate) mod epoll;
 pub(crate) mod uring;
 
 /// Commands from the core to the driver.
@@ -89,4 +90,35 @@ pub(crate) trait Driver {
 
     /// No session I/O is in flight and the listener is closed: the core may exit.
     fn is_quiescent(&self) -> bool;
+
+    /// What runs, for the start-up log line.
+    fn describe(&self) -> String;
+}
+
+/// Exponential back-off for re-arming accept after a failure (EMFILE, ENFILE, ...): never a
+/// tight loop, never giving up.
+#[derive(Debug)]
+pub(crate) struct AcceptBackoff {
+    next: Duration,
+}
+
+impl AcceptBackoff {
+    const MIN: Duration = Duration::from_millis(1);
+    const MAX: Duration = Duration::from_secs(1);
+
+    pub(crate) fn new() -> Self {
+        AcceptBackoff { next: Self::MIN }
+    }
+
+    /// An accept failed: when to try again (each failure doubles the wait, up to a second).
+    pub(crate) fn failed(&mut self) -> Instant {
+        let at = Instant::now() + self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        at
+    }
+
+    /// An accept succeeded: the next failure waits the minimum again.
+    pub(crate) fn succeeded(&mut self) {
+        self.next = Self::MIN;
+    }
 }

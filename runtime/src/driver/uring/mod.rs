@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::io_slot::{CloseStep, IoSlot, Life, Recv};
-use super::{Driver, Ops, Sink};
+use super::{AcceptBackoff, Driver, Ops, Sink};
 use crate::buf_ring::BufRing;
 use crate::config::Config;
 use crate::error::ServerError;
+use crate::listener;
 use crate::op;
 use crate::op::accept::Accepted;
 use crate::op::recv::RecvEnd;
@@ -28,8 +29,8 @@ use crate::sys;
 use crate::user_data::{Op, UserData};
 
 const BGID: u16 = 0;
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(1);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Most connections taken from the backlog when draining for shutdown.
+const DRAIN_LIMIT: usize = 65536;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum AcceptState {
@@ -65,7 +66,7 @@ pub(crate) struct UringOps {
     starved: Vec<(u32, u32)>,
     listener: Option<OwnedFd>,
     accept: AcceptState,
-    backoff: Duration,
+    backoff: AcceptBackoff,
     nodelay: Nodelay,
     wake_fd: Arc<OwnedFd>,
     /// Target of the wake-up read; freed in `Drop` only if no read is in flight.
@@ -111,7 +112,7 @@ impl UringDriver {
                 AcceptState::Closed
             },
             listener,
-            backoff: ACCEPT_BACKOFF_MIN,
+            backoff: AcceptBackoff::new(),
             nodelay: if config.nodelay {
                 Nodelay::Unknown
             } else {
@@ -129,14 +130,6 @@ impl UringDriver {
             bufs,
             batch: Vec::with_capacity(cq),
         })
-    }
-
-    /// How the kernel runs task work for this ring, for the start-up log line.
-    pub(crate) fn describe(&self) -> String {
-        format!(
-            "io_uring driver (multishot accept and recv, buf ring, {:?} task run)",
-            self.ops.ring.taskrun()
-        )
     }
 
     fn complete<S: Sink<UringOps>>(&mut self, c: Completion, sink: &mut S) {
@@ -258,6 +251,13 @@ impl Driver for UringDriver {
 
     fn is_quiescent(&self) -> bool {
         self.ops.live == 0 && self.ops.accept == AcceptState::Closed
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "io_uring driver (multishot accept and recv, buf ring, {:?} task run)",
+            self.ops.ring.taskrun()
+        )
     }
 }
 
@@ -401,7 +401,7 @@ impl UringOps {
             Accepted::Conn { fd, more } => {
                 // While cancelling, connections the accept still delivers are part of the
                 // backlog being drained: they are served, not dropped.
-                self.backoff = ACCEPT_BACKOFF_MIN;
+                self.backoff.succeeded();
                 self.apply_nodelay(fd);
                 sink.accepted(self, fd);
                 if !more {
@@ -418,8 +418,7 @@ impl UringOps {
                 self.stats.accept_backoffs.add(1);
                 sink.accept_failed(self, &e);
                 if !c.more() {
-                    self.accept = AcceptState::RetryAt(Instant::now() + self.backoff);
-                    self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    self.accept = AcceptState::RetryAt(self.backoff.failed());
                 }
             }
         }
@@ -435,36 +434,15 @@ impl UringOps {
 
     /// Takes the connections queued in the listener's backlog (bounded), then closes it.
     fn drain_backlog<S: Sink<UringOps>>(&mut self, sink: &mut S) {
+        self.accept = AcceptState::Closed;
         let Some(listener) = self.listener.take() else {
-            self.accept = AcceptState::Closed;
             return;
         };
-        let socket = socket2::SockRef::from(&listener);
-        if socket.set_nonblocking(true).is_ok() {
-            for _ in 0..65536 {
-                // SAFETY: accept4 with null address pointers writes nothing of ours.
-                let res = unsafe {
-                    libc::accept4(
-                        listener.as_raw_fd(),
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                        libc::SOCK_CLOEXEC,
-                    )
-                };
-                match sys::cvt(res) {
-                    Ok(fd) => {
-                        self.stats.drained_accepts.add(1);
-                        self.apply_nodelay(fd);
-                        sink.accepted(self, fd);
-                    }
-                    Err(e)
-                        if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ECONNABORTED)) => {}
-                    Err(_) => break,
-                }
-            }
-        }
-        drop(listener);
-        self.accept = AcceptState::Closed;
+        listener::drain(listener, false, DRAIN_LIMIT, |fd| {
+            self.stats.drained_accepts.add(1);
+            self.apply_nodelay(fd);
+            sink.accepted(self, fd);
+        });
     }
 
     fn apply_nodelay(&mut self, fd: RawFd) {

@@ -1,0 +1,285 @@
+//! What the kernel offers, found once per process: can a ring be created, with which setup
+//! flags, which operations does it know, and do provided buffer rings, multishot accept and
+//! multishot receive work. The server picks its driver from this, and says why.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use io_uring::{opcode, Probe as OpProbe};
+
+use crate::buf_ring::BufRing;
+use crate::error::errno_name;
+use crate::op;
+use crate::ring::{Completion, Ring};
+use crate::user_data::{Op, UserData};
+
+/// Which driver submits and completes a server's I/O.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DriverKind {
+    /// io_uring where it works, else epoll (the environment variable `RINGWIRE_DRIVER` may
+    /// force either).
+    #[default]
+    Auto,
+    /// io_uring; starting fails with the reason where it cannot work.
+    IoUring,
+    /// epoll.
+    Epoll,
+}
+
+impl DriverKind {
+    /// Parses `auto`, `uring` (or `io_uring`) and `epoll`.
+    pub fn parse(s: &str) -> Option<DriverKind> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Some(DriverKind::Auto),
+            "uring" | "io_uring" | "iouring" => Some(DriverKind::IoUring),
+            "epoll" => Some(DriverKind::Epoll),
+            _ => None,
+        }
+    }
+}
+
+/// The io_uring features found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UringFeatures {
+    /// Task running mode the ring got: `defer taskrun`, `coop taskrun` or `default`.
+    pub taskrun: &'static str,
+    /// Multishot accept works.
+    pub multishot_accept: bool,
+    /// Multishot receive works.
+    pub multishot_recv: bool,
+    /// Provided buffer rings can be registered.
+    pub buf_ring: bool,
+    /// The RLIMIT_MEMLOCK soft limit that binds this process (`None`: unlimited, or root,
+    /// which the limit does not bind). Each core pins its buffer ring's entries (16 bytes per
+    /// buffer, rounded up to pages); see [`pinned_bytes`].
+    pub memlock_limit: Option<u64>,
+}
+
+impl UringFeatures {
+    /// Whether ringwire's io_uring driver can run with these features.
+    pub fn usable(&self) -> bool {
+        self.multishot_accept && self.multishot_recv && self.buf_ring
+    }
+
+    /// What is missing, for a message.
+    fn missing(&self) -> Vec<&'static str> {
+        let mut m = Vec::new();
+        if !self.buf_ring {
+            m.push("provided buffer rings (Linux 5.19)");
+        }
+        if !self.multishot_accept {
+            m.push("multishot accept (Linux 5.19)");
+        }
+        if !self.multishot_recv {
+            m.push("multishot receive (Linux 6.0)");
+        }
+        m
+    }
+}
+
+impl fmt::Display for UringFeatures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "multishot accept and recv, buf ring, {}", self.taskrun)
+    }
+}
+
+/// Why io_uring cannot be used, with what to change.
+#[derive(Debug)]
+pub struct ProbeError {
+    /// The step that failed (`io_uring_setup`, `buffer ring registration`, ...).
+    pub step: &'static str,
+    /// What the kernel said, if it was an error (not a missing feature).
+    pub error: Option<io::Error>,
+    /// Features found missing.
+    pub missing: Vec<&'static str>,
+}
+
+impl fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(e) = &self.error {
+            let code = e.raw_os_error().unwrap_or(0);
+            let hint = match code {
+                libc::EPERM => "seccomp profile (Docker, Kubernetes) or kernel.io_uring_disabled=2; allow io_uring_setup/enter/register or set the sysctl to 0",
+                libc::EACCES => "kernel.io_uring_disabled=1 and this user is not in kernel.io_uring_group",
+                libc::ENOSYS => "kernel built without io_uring, or the syscall is filtered; Linux 6.0 or later is needed",
+                libc::ENOMEM => "locked-memory limit too low: raise `ulimit -l` (RLIMIT_MEMLOCK) or use fewer buffers",
+                libc::EINVAL => "kernel too old for the setup flags or operation; Linux 6.0 or later is needed",
+                _ => "unexpected error",
+            };
+            write!(f, "{} failed with {} ({hint})", self.step, errno_name(code))
+        } else {
+            write!(f, "{}: kernel lacks {}", self.step, self.missing.join(", "))
+        }
+    }
+}
+
+impl std::error::Error for ProbeError {}
+
+/// The outcome of probing the kernel, once per process.
+pub fn probe() -> &'static Result<UringFeatures, ProbeError> {
+    static PROBE: OnceLock<Result<UringFeatures, ProbeError>> = OnceLock::new();
+    PROBE.get_or_init(probe_uring)
+}
+
+fn failed(step: &'static str) -> impl FnOnce(io::Error) -> ProbeError {
+    move |e| ProbeError {
+        step,
+        error: Some(e),
+        missing: Vec::new(),
+    }
+}
+
+fn probe_uring() -> Result<UringFeatures, ProbeError> {
+    let mut ring = Ring::new(16, 64).map_err(failed("io_uring_setup"))?;
+    let mut ops = OpProbe::new();
+    ring.submitter()
+        .register_probe(&mut ops)
+        .map_err(failed("io_uring probe"))?;
+    let needed = [
+        (opcode::Accept::CODE, "accept"),
+        (opcode::Recv::CODE, "recv"),
+        (opcode::Send::CODE, "send"),
+        (opcode::SendMsg::CODE, "sendmsg"),
+        (opcode::AsyncCancel::CODE, "async cancel"),
+        (opcode::Close::CODE, "close"),
+        (opcode::Connect::CODE, "connect"),
+        (opcode::Read::CODE, "read"),
+    ];
+    let missing: Vec<_> = needed
+        .iter()
+        .filter(|(code, _)| !ops.is_supported(*code))
+        .map(|&(_, name)| name)
+        .collect();
+    if !missing.is_empty() {
+        return Err(ProbeError {
+            step: "io_uring opcodes",
+            error: None,
+            missing,
+        });
+    }
+    let bufs = match BufRing::new(&ring, 0, 8, 64) {
+        Ok(b) => Some(b),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
+        Err(e) => return Err(failed("buffer ring registration")(e)),
+    };
+    let buf_ring = bufs.is_some();
+    let multishot_recv = buf_ring && try_multishot_recv(&mut ring).unwrap_or(false);
+    let multishot_accept = try_multishot_accept(&mut ring).unwrap_or(false);
+    drop(ring);
+    drop(bufs);
+    let features = UringFeatures {
+        taskrun: match Ring::new(2, 4).map(|r| r.taskrun()) {
+            Ok(crate::ring::TaskRun::Deferred) => "defer taskrun",
+            Ok(crate::ring::TaskRun::Cooperative) => "coop taskrun",
+            _ => "default taskrun",
+        },
+        multishot_accept,
+        multishot_recv,
+        buf_ring,
+        memlock_limit: memlock_limit(),
+    };
+    if features.usable() {
+        Ok(features)
+    } else {
+        Err(ProbeError {
+            step: "io_uring features",
+            error: None,
+            missing: features.missing(),
+        })
+    }
+}
+
+/// Locked memory one core pins for a buffer ring of `buf_count` buffers.
+pub fn pinned_bytes(buf_count: u32) -> usize {
+    (buf_count as usize * 16).next_multiple_of(4096)
+}
+
+/// RLIMIT_MEMLOCK's soft limit, or `None` when unlimited or when running as root.
+fn memlock_limit() -> Option<u64> {
+    // SAFETY: geteuid takes no arguments.
+    if unsafe { libc::geteuid() } == 0 {
+        return None;
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` outlives the call; the kernel writes it.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    Some(lim.rlim_cur)
+}
+
+/// Submits `entry`, waits up to 100 ms, and returns the completions seen.
+fn run_one(
+    ring: &mut Ring,
+    entry: &io_uring::squeue::Entry,
+    kick: impl FnOnce(),
+) -> io::Result<Vec<Completion>> {
+    // SAFETY: probe entries point to nothing but the ring's own buffer group.
+    unsafe { ring.push(entry)? };
+    ring.enter(Some(Duration::ZERO))?;
+    kick();
+    ring.enter(Some(Duration::from_millis(100)))?;
+    let mut out = Vec::new();
+    ring.reap(&mut out, 16);
+    Ok(out)
+}
+
+fn cancel_all(ring: &mut Ring, target: UserData) {
+    let entry = op::cancel::by_user_data(target, UserData::engine(Op::AcceptCancel));
+    // SAFETY: a cancel points to nothing.
+    if unsafe { ring.push(&entry) }.is_ok() {
+        for _ in 0..10 {
+            let mut out = Vec::new();
+            if ring.enter(Some(Duration::from_millis(10))).is_err() {
+                return;
+            }
+            ring.reap(&mut out, 16);
+            if out.iter().any(|c| c.user_data == target.raw() && !c.more()) {
+                return;
+            }
+        }
+    }
+}
+
+fn try_multishot_recv(ring: &mut Ring) -> io::Result<bool> {
+    let (a, mut b) = UnixStream::pair()?;
+    let ud = UserData::new(Op::Recv, 0, 0);
+    let entry = op::recv::multishot(a.as_raw_fd(), 0, ud);
+    let seen = run_one(ring, &entry, || {
+        let _ = b.write_all(b"x");
+    })?;
+    let ok = seen
+        .iter()
+        .any(|c| c.user_data == ud.raw() && c.res == 1 && c.more());
+    cancel_all(ring, ud);
+    Ok(ok)
+}
+
+fn try_multishot_accept(ring: &mut Ring) -> io::Result<bool> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let ud = UserData::engine(Op::Accept);
+    let entry = op::accept::multishot(listener.as_raw_fd(), ud);
+    let mut conn = None;
+    let seen = run_one(ring, &entry, || conn = TcpStream::connect(addr).ok())?;
+    let mut ok = false;
+    for c in seen.iter().filter(|c| c.user_data == ud.raw()) {
+        if c.res >= 0 {
+            crate::sys::close(c.res);
+            ok = c.more();
+        }
+    }
+    cancel_all(ring, ud);
+    drop(conn);
+    Ok(ok)
+}
