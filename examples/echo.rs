@@ -13,8 +13,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use ringwire::codec::{Codec, Len32, Raw};
 use ringwire::handlers::Echo;
-use ringwire::{Handler, Server};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use ringwire::{report, CoreLatency, Handler, Server};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -70,6 +70,36 @@ struct Args {
     /// On SIGINT/SIGTERM, serve open sessions for at most this long before closing them.
     #[arg(long, default_value_t = 10_000)]
     drain_ms: u64,
+    /// Record handling-time and loop-turn-time histograms; print them on SIGUSR1 and at exit.
+    #[arg(long)]
+    latency: bool,
+    /// With --latency, also write them (.txt, .hgrm, .svg) into this folder at exit.
+    #[arg(long)]
+    latency_dir: Option<std::path::PathBuf>,
+}
+
+/// Prints the merged handling-time and turn-time histograms of every core.
+fn print_latency(cores: &[CoreLatency], dir: Option<&std::path::Path>) {
+    if cores.is_empty() {
+        return;
+    }
+    let handling: Vec<_> = cores.iter().map(|c| c.handling.snapshot()).collect();
+    let turn: Vec<_> = cores.iter().map(|c| c.turn.snapshot()).collect();
+    let (handling, turn) = (report::merge(&handling), report::merge(&turn));
+    eprintln!(
+        "handling time per frame (decoded -> replies encoded):\n{}",
+        report::table(&handling)
+    );
+    eprintln!("loop turn time:\n{}", report::table(&turn));
+    if let Some(dir) = dir {
+        let saved = std::fs::create_dir_all(dir)
+            .and_then(|()| report::save(dir, "handling", &handling))
+            .and_then(|()| report::save(dir, "turn", &turn));
+        match saved {
+            Ok(()) => eprintln!("latency histograms written to {}", dir.display()),
+            Err(e) => eprintln!("cannot write latency histograms to {}: {e}", dir.display()),
+        }
+    }
 }
 
 fn serve<C>(codec: C, args: &Args) -> Result<(), ringwire::ServerError>
@@ -83,7 +113,8 @@ where
         .ring_entries(args.ring_entries)
         .buffers(args.buffers, args.buf_size)
         .max_sessions(args.max_conns)
-        .water_marks(args.high_water, args.high_water / 4);
+        .water_marks(args.high_water, args.high_water / 4)
+        .record_latency(args.latency);
     let ms = Duration::from_millis;
     if let Some(t) = args.idle_timeout_ms {
         server = server.idle_timeout(ms(t));
@@ -107,16 +138,25 @@ where
     );
     let stopper = handle.stopper();
     let drain = ms(args.drain_ms);
-    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(ringwire::ServerError::Spawn)?;
+    let latency = handle.latency().to_vec();
+    let on_signal = latency.clone();
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(ringwire::ServerError::Spawn)?;
     let signal_thread = std::thread::spawn(move || {
-        let mut signals = signals.forever();
-        if let Some(sig) = signals.next() {
-            eprintln!("ringwire echo: signal {sig}: draining for at most {drain:?}");
-            stopper.shutdown(drain);
-        }
-        if signals.next().is_some() {
-            eprintln!("ringwire echo: second signal: stopping now");
-            stopper.stop();
+        let mut stops = 0;
+        for sig in signals.forever() {
+            if sig == SIGUSR1 {
+                print_latency(&on_signal, None);
+                continue;
+            }
+            stops += 1;
+            if stops == 1 {
+                eprintln!("ringwire echo: signal {sig}: draining for at most {drain:?}");
+                stopper.shutdown(drain);
+            } else {
+                eprintln!("ringwire echo: second signal: stopping now");
+                stopper.stop();
+            }
         }
     });
     let counters = handle.core_stats().to_vec();
@@ -131,6 +171,7 @@ where
         "ringwire echo: stopped after {} sessions, {} bytes in, {} bytes out",
         total.accepted, total.bytes_in, total.bytes_out
     );
+    print_latency(&latency, args.latency_dir.as_deref());
     result
 }
 

@@ -38,9 +38,9 @@ mod server;
 pub use client::{Client, ClientHandle};
 pub use codec::Codec;
 pub use ringwire_runtime::{
-    probe, CloseReason, Config, CoreSnapshot, CoreStats, Counter, DriverKind, Hooks, IoOp,
-    ProbeError, ServerError, ServerHandle, ServerStats, Session, SessionError, SessionId, Stopper,
-    UringFeatures,
+    probe, CloseReason, Config, CoreLatency, CoreSnapshot, CoreStats, Counter, DriverKind, Hooks,
+    IoOp, ProbeError, ServerError, ServerHandle, ServerStats, Session, SessionError, SessionId,
+    Stopper, UringFeatures,
 };
 pub use ringwire_runtime::{BufPool, Handler};
 pub use server::Server;

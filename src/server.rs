@@ -176,6 +176,15 @@ where
         self
     }
 
+    /// Records per-core histograms of in-server handling time (frame decoded to replies
+    /// encoded) and of loop-turn time, read through
+    /// [`ServerHandle::latency`](crate::ServerHandle::latency) and printed with
+    /// [`report`](crate::report). Off by default (it costs two clock reads per frame).
+    pub fn record_latency(mut self, on: bool) -> Self {
+        self.config.record_latency = on;
+        self
+    }
+
     /// The engine configuration built so far.
     pub fn config(&self) -> &Config {
         &self.config

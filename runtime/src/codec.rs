@@ -82,6 +82,10 @@ pub trait Codec: 'static {
 /// `max_frame + FRAME_HEADROOM` bytes.
 pub const FRAME_HEADROOM: usize = 4096;
 
+/// Bytes first copied to complete a frame whose header is incomplete (the amount doubles while
+/// the codec still cannot say how long the frame is).
+const HEADER_PROBE: usize = 64;
+
 /// What one [`FrameReader::feed`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Fed {
@@ -140,7 +144,10 @@ impl FrameReader {
         while !self.tail.is_empty() {
             let take = match self.need {
                 Some(total) if total > self.tail.len() => (total - self.tail.len()).min(data.len()),
-                _ => data.len(),
+                Some(_) => data.len(),
+                // The header itself is incomplete: copy a little (doubling), not the whole
+                // buffer, so that the frames behind it still decode straight from `data`.
+                None => data.len().min(self.tail.len().max(HEADER_PROBE)),
             };
             if take == 0 && !data.is_empty() {
                 // The codec's length hint was already met yet it wants more: stop trusting it.
@@ -345,6 +352,34 @@ mod tests {
         fn encode(&mut self, _: &[u8], _: &mut Vec<u8>) -> Result<(), CodecError> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn an_incomplete_header_copies_only_what_completes_the_frame() {
+        let mut reader = FrameReader::new();
+        let mut pool = BufPool::default();
+        let mut lines = Vec::new();
+        let mut on_line = |_: &mut Lines, _: &mut BufPool, f: &[u8]| {
+            lines.push(f.len());
+            true
+        };
+        let first = reader
+            .feed(&mut Lines, b"abc", 1 << 20, &mut pool, &mut on_line)
+            .unwrap();
+        assert_eq!(first.copied, 3);
+        let mut rest = b"def\n".to_vec();
+        rest.extend(std::iter::repeat_n(*b"x\n", 5000).flatten());
+        let second = reader
+            .feed(&mut Lines, &rest, 1 << 20, &mut pool, &mut on_line)
+            .unwrap();
+        assert_eq!(second.frames, 5001);
+        assert!(
+            second.copied <= 64,
+            "copied {} of {} bytes",
+            second.copied,
+            rest.len()
+        );
+        assert_eq!(lines[0], 6);
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct Config {
     pub low_water: usize,
     /// The I/O driver (default: io_uring where it works, else epoll).
     pub driver: DriverKind,
+    /// Record per-core histograms of handling time (frame decoded to reply encoded) and of
+    /// loop-turn time; read them through `ServerHandle::latency`. Off by default: two clock
+    /// reads per frame.
+    pub record_latency: bool,
 }
 
 impl Default for Config {
@@ -72,6 +76,7 @@ impl Default for Config {
             high_water: 1 << 20,
             low_water: 256 << 10,
             driver: DriverKind::Auto,
+            record_latency: false,
         }
     }
 }

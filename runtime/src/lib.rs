@@ -44,3 +44,4 @@ pub use probe::{probe, DriverKind, ProbeError, UringFeatures};
 pub use server::{start, Hooks, ServerHandle, Stopper, WorkerHook};
 pub use session::{CloseReason, Session, SessionId};
 pub use stats::{CoreSnapshot, CoreStats, Counter, ServerStats};
+pub use worker::CoreLatency;

@@ -21,7 +21,7 @@ use crate::probe::{self, DriverKind};
 use crate::session::Timeouts;
 use crate::stats::{CoreStats, ServerStats};
 use crate::sys;
-use crate::worker::{Control, CoreTick, Worker, WorkerConfig};
+use crate::worker::{Control, CoreLatency, CoreTick, Worker, WorkerConfig};
 
 /// Code run on each worker thread when it starts, before it serves: set up per-core state
 /// (thread locals), counters, profilers. Gets the worker's index.
@@ -73,6 +73,7 @@ pub struct ServerHandle {
     stopper: Stopper,
     threads: Vec<JoinHandle<Result<(), ServerError>>>,
     driver: String,
+    latency: Vec<CoreLatency>,
 }
 
 impl ServerHandle {
@@ -92,6 +93,12 @@ impl ServerHandle {
     /// The live counters of each core, in core order.
     pub fn core_stats(&self) -> &[Arc<CoreStats>] {
         &self.stats
+    }
+
+    /// Each core's latency histograms (empty unless `Config::record_latency`). Snapshots lag
+    /// by at most 50 ms; a stopped core has published everything.
+    pub fn latency(&self) -> &[CoreLatency] {
+        &self.latency
     }
 
     /// What the server runs on, e.g. `io_uring driver (...)`.
@@ -163,6 +170,7 @@ struct WorkerSetup<C, F> {
     wake: Arc<OwnedFd>,
     hooks: Hooks,
     driver: DriverKind,
+    latency: Option<CoreLatency>,
     ready: mpsc::Sender<Result<String, ServerError>>,
 }
 
@@ -214,6 +222,7 @@ where
         stats,
         hooks,
         ready,
+        latency,
         ..
     } = setup;
     let _ = ready.send(Ok(driver.describe()));
@@ -231,6 +240,7 @@ where
         low_water: config.low_water,
         nodelay: config.nodelay,
         connect: config.connect,
+        latency: latency.clone(),
         core_tick: hooks.on_core_tick.as_ref().map(|(period, hook)| CoreTick {
             period: (period.as_millis() as u64).max(1),
             hook: hook.clone(),
@@ -330,6 +340,7 @@ where
     let mut wakers = Vec::with_capacity(listeners.len());
     let mut stats = Vec::with_capacity(listeners.len());
     let mut threads = Vec::with_capacity(listeners.len());
+    let mut latencies = Vec::new();
     let mut failure = None;
     for (index, listener) in listeners.into_iter().enumerate() {
         let wake = match sys::eventfd() {
@@ -340,6 +351,8 @@ where
             }
         };
         let core_stats = Arc::new(CoreStats::default());
+        let core_latency = config.record_latency.then(CoreLatency::default);
+        latencies.extend(core_latency.clone());
         let setup = WorkerSetup {
             index,
             cpu: config.cpus[index],
@@ -352,6 +365,7 @@ where
             wake: wake.clone(),
             hooks: hooks.clone(),
             driver,
+            latency: core_latency.clone(),
             ready: ready_tx.clone(),
         };
         let spawned = std::thread::Builder::new()
@@ -368,10 +382,10 @@ where
         stats.push(core_stats);
     }
     drop(ready_tx);
-    let mut driver = String::new();
+    let mut description = String::new();
     for _ in 0..threads.len() {
         match ready_rx.recv() {
-            Ok(Ok(desc)) => driver = desc,
+            Ok(Ok(desc)) => description = desc,
             Ok(Err(e)) => {
                 failure.get_or_insert(e);
             }
@@ -388,7 +402,8 @@ where
             wakers: Arc::new(wakers),
         },
         threads,
-        driver,
+        driver: description,
+        latency: latencies,
     };
     if let Some(e) = failure {
         // Dropping the handle stops and joins the workers that did start.

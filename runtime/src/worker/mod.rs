@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -20,6 +21,7 @@ use crate::codec::{Codec, FrameReader};
 use crate::driver::{Driver, Ops, Sink};
 use crate::error::{panic_message, IoOp, SessionError};
 use crate::handler::Handler;
+use crate::latency::{LatencyHandle, Recorder};
 use crate::pool::BufPool;
 use crate::session::{CloseReason, Session, SessionId, SessionState, Timeouts, MAX_IOV};
 use crate::stats::CoreStats;
@@ -79,6 +81,27 @@ pub(crate) struct WorkerConfig {
     pub(crate) nodelay: bool,
     /// Outbound connections to open when the worker starts: target and count.
     pub(crate) connect: Option<(SocketAddr, usize)>,
+    /// Where to publish handling-time and turn-time histograms, if recording.
+    pub(crate) latency: Option<CoreLatency>,
+}
+
+/// Latency histograms of one core, readable from any thread.
+#[derive(Clone, Debug, Default)]
+pub struct CoreLatency {
+    /// Time from a frame decoded to its handler returning (its replies encoded), per frame.
+    pub handling: LatencyHandle,
+    /// Time from the kernel returning completions to the turn's sends submitted, per turn.
+    pub turn: LatencyHandle,
+}
+
+/// How often a core publishes its latency histograms.
+const LATENCY_PUBLISH: Duration = Duration::from_millis(50);
+
+/// The core's recorders, when recording.
+struct Recorders {
+    handling: Recorder,
+    turn: Recorder,
+    turn_began: Instant,
 }
 
 pub(crate) struct Worker<C, H, F> {
@@ -102,6 +125,7 @@ pub(crate) struct Worker<C, H, F> {
     closed_all: bool,
     /// Outbound connections requested by handlers (or the client's start), opened at turn end.
     connects: Vec<SocketAddr>,
+    recorders: Option<Recorders>,
 }
 
 fn is_reset(e: &io::Error) -> bool {
@@ -125,6 +149,11 @@ where
         control: Arc<Control>,
     ) -> Self {
         let clock = Clock::new();
+        let recorders = cfg.latency.as_ref().map(|l| Recorders {
+            handling: l.handling.recorder(LATENCY_PUBLISH),
+            turn: l.turn.recorder(LATENCY_PUBLISH),
+            turn_began: Instant::now(),
+        });
         let next_core_tick = cfg.core_tick.as_ref().map_or(Millis::MAX, |t| t.period);
         Worker {
             // Never grows past this: the slab's storage does not move.
@@ -144,6 +173,7 @@ where
             drain_until: None,
             closed_all: false,
             connects: Vec::new(),
+            recorders,
         }
     }
 
@@ -158,6 +188,12 @@ where
             driver.turn(timeout, self)?;
             self.fire_timers(driver.ops());
             self.end_turn(driver.ops());
+            if let Some(r) = &mut self.recorders {
+                let now = Instant::now();
+                r.turn.record_duration(now - r.turn_began);
+                r.turn.maybe_publish(now);
+                r.handling.maybe_publish(now);
+            }
             if self.drain_until.is_some() && self.conns.is_empty() && driver.is_quiescent() {
                 return Ok(());
             }
@@ -467,6 +503,9 @@ where
 {
     fn turn_started(&mut self) {
         self.now = self.clock.now();
+        if let Some(r) = &mut self.recorders {
+            r.turn_began = Instant::now();
+        }
     }
 
     fn accepted(&mut self, ops: &mut O, fd: RawFd) {
@@ -539,6 +578,7 @@ where
         } = conn;
         let max_frame = self.cfg.max_frame;
         let connects = &mut self.connects;
+        let mut handling = self.recorders.as_mut().map(|r| &mut r.handling);
         let result = catch_unwind(AssertUnwindSafe(|| {
             reader.feed(
                 codec,
@@ -553,7 +593,14 @@ where
                         stats,
                         connects: &mut *connects,
                     };
-                    handler.on_message(&mut session, frame);
+                    match handling.as_deref_mut() {
+                        Some(rec) => {
+                            let start = Instant::now();
+                            handler.on_message(&mut session, frame);
+                            rec.record_since(start);
+                        }
+                        None => handler.on_message(&mut session, frame),
+                    }
                     !session.state.close_requested
                 },
             )

@@ -156,6 +156,7 @@ fn worker_with(timeouts: Timeouts) -> (TestWorker, Log, Arc<CoreStats>, Arc<Cont
         core_tick: None,
         nodelay: true,
         connect: None,
+        latency: None,
     };
     let control = Arc::new(Control::new());
     let w = Worker::new(

@@ -1,0 +1,140 @@
+//! Sessions that end badly end alone: an oversized frame or a panicking handler closes the
+//! session that caused it, the core keeps serving every other session, old and new, and the
+//! counters say what happened.
+
+mod util;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+
+use ringwire::codec::Len32;
+use ringwire::{CloseReason, Handler, Session};
+
+const MAX_FRAME: usize = 1024;
+
+/// Echoes `Len32` frames, panics on the payload `boom`, and on `quit` replies `bye` and
+/// closes.
+struct Touchy;
+
+impl Handler<Len32> for Touchy {
+    fn on_message(&mut self, session: &mut Session<'_, Len32>, frame: &[u8]) {
+        match frame {
+            b"boom" => panic!("the peer asked for a panic"),
+            b"quit" => {
+                session.send(b"bye").expect("encode bye");
+                session.close();
+            }
+            _ => session.send(frame).expect("encode echo"),
+        }
+    }
+}
+
+fn connect_all(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n).map(|_| util::connect(addr)).collect()
+}
+
+/// Each connection still echoes: a small frame, an empty one and one of the largest size.
+fn assert_all_echo(conns: &mut [TcpStream], when: &str) {
+    let big: Vec<u8> = (0..MAX_FRAME).map(|i| i as u8).collect();
+    for (i, s) in conns.iter_mut().enumerate() {
+        for payload in [&b"still here"[..], b"", &big] {
+            if let Err(e) = util::try_echo_len32(s, payload) {
+                panic!("connection {i} opened {when} stopped echoing: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn oversized_frame_closes_only_its_connection() {
+    let server = util::start(util::echo(Len32).max_frame(MAX_FRAME));
+    let addr = server.addr();
+    let mut before = connect_all(addr, 4);
+    assert_all_echo(&mut before, "before");
+
+    // A header declaring 1 MiB, and a little of its payload, in one write.
+    let mut bad = util::connect(addr);
+    let mut oversized = (1u32 << 20).to_be_bytes().to_vec();
+    oversized.extend_from_slice(&[0xAB; 100]);
+    bad.write_all(&oversized).unwrap();
+    let echoed = util::expect_closed(&mut bad);
+    assert!(echoed.is_empty(), "the oversized frame was echoed in part");
+
+    let mut after = connect_all(addr, 4);
+    assert_all_echo(&mut before, "before");
+    assert_all_echo(&mut after, "after");
+
+    let s = server.wait_total("the bad session to close", |s| s.closed == 1);
+    assert_eq!(s.codec_errors, 1, "{s:#?}");
+    assert_eq!(s.closed_for(CloseReason::CodecError), 1, "{s:#?}");
+    assert_eq!(s.accepted, 9, "{s:#?}");
+    assert_eq!(s.panics, 0, "{s:#?}");
+    drop((before, after));
+    server.wait_total("every session to close", |s| s.closed == 9);
+    server.stop_cleanly();
+}
+
+/// `max_frame` is inclusive: a payload of exactly that size echoes, one byte more closes.
+#[test]
+fn max_frame_is_the_largest_accepted_payload() {
+    let server = util::start(util::echo(Len32).max_frame(MAX_FRAME));
+    let mut ok = util::connect(server.addr());
+    util::echo_len32(&mut ok, &[7; MAX_FRAME]);
+
+    let mut bad = util::connect(server.addr());
+    bad.write_all(&(MAX_FRAME as u32 + 1).to_be_bytes())
+        .unwrap();
+    assert!(util::expect_closed(&mut bad).is_empty());
+
+    util::echo_len32(&mut ok, &[8; MAX_FRAME]);
+    let s = server.wait_total("the bad session to close", |s| s.closed == 1);
+    assert_eq!(s.codec_errors, 1, "{s:#?}");
+    assert_eq!(s.closed_for(CloseReason::CodecError), 1, "{s:#?}");
+    server.stop_cleanly();
+}
+
+#[test]
+fn handler_panic_closes_only_its_session() {
+    let server = util::start(
+        ringwire::Server::new(Len32, || Touchy)
+            .bind(util::any_port())
+            .max_frame(MAX_FRAME),
+    );
+    let addr = server.addr();
+    let mut before = connect_all(addr, 4);
+    assert_all_echo(&mut before, "before");
+
+    let mut bad = util::connect(addr);
+    bad.write_all(&util::len32(b"boom")).unwrap();
+    let echoed = util::expect_closed(&mut bad);
+    assert!(echoed.is_empty(), "the panicking session replied");
+
+    let mut after = connect_all(addr, 4);
+    assert_all_echo(&mut before, "before");
+    assert_all_echo(&mut after, "after");
+
+    let s = server.wait_total("the panicked session to close", |s| s.closed == 1);
+    assert_eq!(s.panics, 1, "{s:#?}");
+    assert_eq!(s.closed_for(CloseReason::Panic), 1, "{s:#?}");
+    assert_eq!(s.codec_errors, 0, "{s:#?}");
+    drop((before, after));
+    server.wait_total("every session to close", |s| s.closed == 9);
+    // The worker survived the panic and exits cleanly.
+    server.stop_cleanly();
+}
+
+/// A handler's close writes what it sent before closing, then the peer sees EOF.
+#[test]
+fn handler_close_flushes_its_reply_first() {
+    let server = util::start(ringwire::Server::new(Len32, || Touchy).bind(util::any_port()));
+    let mut other = util::connect(server.addr());
+    let mut quitter = util::connect(server.addr());
+    util::echo_len32(&mut quitter, b"hello");
+    quitter.write_all(&util::len32(b"quit")).unwrap();
+    assert_eq!(util::read_n(&mut quitter, 7), util::len32(b"bye"));
+    util::expect_eof(&mut quitter);
+    util::echo_len32(&mut other, b"unaffected");
+    let s = server.wait_total("the quitter to close", |s| s.closed == 1);
+    assert_eq!(s.closed_for(CloseReason::Local), 1, "{s:#?}");
+    server.stop_cleanly();
+}

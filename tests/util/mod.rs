@@ -1,0 +1,347 @@
+//! Helpers shared by the integration tests: servers that stop within a bound, clients with
+//! timeouts, waiting on counters, a seeded PRNG and process-level probes (descriptor count,
+//! descriptor limit).
+//!
+//! Invariant: nothing here can block without a bound. Client sockets carry read and write
+//! timeouts, waits poll against a deadline, and a server is joined from a helper thread so a
+//! worker that never exits fails the test instead of hanging it.
+
+// Each test binary includes this module and uses a different part of it.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::ops::Deref;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringwire::codec::Codec;
+use ringwire::handlers::Echo;
+use ringwire::{CoreSnapshot, Handler, Server, ServerError, ServerHandle};
+
+/// Read and write timeout of every client socket: long enough for a loaded CI machine, short
+/// enough that a lost reply fails the test rather than hanging it.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a condition on the server's counters may take to become true.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stopped server may take to join.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Loopback, port picked by the kernel.
+pub fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// An echo server builder bound to loopback on a kernel-picked port.
+pub fn echo<C>(codec: C) -> Server<C, fn() -> Echo>
+where
+    C: Codec + Clone + Send,
+    Echo: Handler<C>,
+{
+    Server::new(codec, (|| Echo) as fn() -> Echo).bind(any_port())
+}
+
+/// Starts `server`. A kernel without usable io_uring fails the test loudly with the engine's
+/// diagnosis: every test here needs it, and skipping would hide a broken setup.
+pub fn start<C, H, F>(server: Server<C, F>) -> Running
+where
+    C: Codec + Clone + Send,
+    H: Handler<C>,
+    F: Fn() -> H + Send + Sync + 'static,
+{
+    match server.start() {
+        Ok(handle) => {
+            // Name the driver in the test's output: the suite runs once per driver.
+            let test = std::thread::current().name().unwrap_or("?").to_owned();
+            eprintln!("{test}: {}", handle.driver());
+            Running {
+                handle: Some(handle),
+            }
+        }
+        Err(e @ ServerError::IoUringUnavailable { .. }) => panic!(
+            "\n\n*** io_uring IS NOT AVAILABLE ON THIS MACHINE: {e}\n\
+             *** ringwire's integration tests need a kernel (5.19+) that allows io_uring.\n\n"
+        ),
+        Err(e) => panic!("server failed to start: {e}"),
+    }
+}
+
+/// A started server. [`Running::stop_cleanly`] stops it and checks that every worker exited
+/// cleanly; dropping it (e.g. while a failed test unwinds) stops it without checking. Both
+/// wait at most [`STOP_TIMEOUT`].
+pub struct Running {
+    handle: Option<ServerHandle>,
+}
+
+impl Deref for Running {
+    type Target = ServerHandle;
+
+    fn deref(&self) -> &ServerHandle {
+        self.handle.as_ref().expect("server already stopped")
+    }
+}
+
+impl Running {
+    /// The address clients connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.local_addr()
+    }
+
+    /// Whether the io_uring driver runs (its buffer ring, ENOBUFS and completion-queue
+    /// counters mean nothing on epoll).
+    pub fn is_uring(&self) -> bool {
+        self.driver().starts_with("io_uring")
+    }
+
+    /// The counters summed over every core.
+    pub fn total(&self) -> CoreSnapshot {
+        self.stats().total()
+    }
+
+    /// Polls the summed counters until `cond` holds; returns that snapshot. Fails with the
+    /// last snapshot after [`SETTLE_TIMEOUT`].
+    pub fn wait_total(&self, what: &str, cond: impl Fn(&CoreSnapshot) -> bool) -> CoreSnapshot {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let total = self.total();
+            if cond(&total) {
+                return total;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {SETTLE_TIMEOUT:?} waiting for {what}; stats: {total:#?}");
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops the server and asserts that every worker exited without error, in bounded time.
+    pub fn stop_cleanly(mut self) {
+        let handle = self.handle.take().expect("server already stopped");
+        if let Err(e) = stop_and_join(handle) {
+            panic!("server did not stop cleanly: {e}");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            if let Err(e) = stop_and_join(handle) {
+                eprintln!("server did not stop cleanly: {e}");
+            }
+        }
+    }
+}
+
+/// Stops and joins from a helper thread, so a worker that never exits costs a bounded wait.
+fn stop_and_join(handle: ServerHandle) -> Result<(), String> {
+    handle.stop();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(handle.join().map_err(|e| e.to_string()));
+    });
+    match rx.recv_timeout(STOP_TIMEOUT) {
+        Ok(result) => result,
+        Err(_) => Err(format!("workers still running {STOP_TIMEOUT:?} after stop")),
+    }
+}
+
+/// A client connection with read and write timeouts and TCP_NODELAY (so small writes go out
+/// as they are, which fragments what the server receives).
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// Reads exactly `n` bytes, failing the test with what was missing.
+pub fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    let mut got = 0;
+    while got < n {
+        match stream.read(&mut buf[got..]) {
+            Ok(0) => panic!("EOF after {got} of {n} bytes"),
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("read failed after {got} of {n} bytes: {e}"),
+        }
+    }
+    buf
+}
+
+/// Asserts the next read is EOF: the server closed in order and sent nothing more.
+pub fn expect_eof(stream: &mut TcpStream) {
+    let mut buf = [0u8; 4096];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("expected EOF, got {n} more bytes: {:?}", &buf[..n.min(64)]),
+        Err(e) => panic!("expected EOF, got {e}"),
+    }
+}
+
+/// Reads until the server's close shows (EOF or a reset) and returns whatever came before.
+/// Fails if the connection is still open after [`IO_TIMEOUT`].
+pub fn expect_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return seen,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return seen
+            }
+            Err(e) => panic!("expected the server to close the connection, got {e}"),
+        }
+    }
+}
+
+/// A `Len32` frame: 4-byte big-endian length, then the payload.
+pub fn len32(payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Sends one `Len32` frame and checks that the echo is the same frame.
+pub fn try_echo_len32(stream: &mut TcpStream, payload: &[u8]) -> Result<(), String> {
+    let frame = len32(payload);
+    stream
+        .write_all(&frame)
+        .map_err(|e| format!("write of a {}-byte frame: {e}", payload.len()))?;
+    let mut back = vec![0; frame.len()];
+    stream
+        .read_exact(&mut back)
+        .map_err(|e| format!("echo of a {}-byte frame: {e}", payload.len()))?;
+    match first_difference(&back, &frame) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "echo of a {}-byte frame differs at byte {i}",
+            payload.len()
+        )),
+    }
+}
+
+/// Sends one `Len32` frame and asserts the echo is the same frame.
+pub fn echo_len32(stream: &mut TcpStream, payload: &[u8]) {
+    if let Err(e) = try_echo_len32(stream, payload) {
+        panic!("{e}");
+    }
+}
+
+/// Closes the client's sending side.
+pub fn shutdown_write(stream: &TcpStream) {
+    stream.shutdown(Shutdown::Write).expect("shutdown(Write)");
+}
+
+/// Index of the first byte where `a` and `b` differ.
+pub fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+    a.iter().zip(b).position(|(x, y)| x != y)
+}
+
+/// Open descriptors of this process (the server runs in-process, so its sockets, rings and
+/// eventfds count too).
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .count()
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; fails the test if that is below `need`.
+/// Returns the new soft limit.
+pub fn raise_nofile(need: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass, which outlives the call.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) },
+        0,
+        "getrlimit: {}",
+        io::Error::last_os_error()
+    );
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads the struct we pass, which outlives the call.
+        assert_eq!(
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) },
+            0,
+            "setrlimit: {}",
+            io::Error::last_os_error()
+        );
+    }
+    assert!(
+        lim.rlim_cur >= need,
+        "RLIMIT_NOFILE hard limit {} is below the {need} descriptors this test needs \
+         (raise it with `ulimit -Hn`)",
+        lim.rlim_max
+    );
+    lim.rlim_cur
+}
+
+/// The base seed of the tests' PRNGs: `RINGWIRE_TEST_SEED` when set (to replay a failure),
+/// else a fixed value. Printed so a failure can be replayed.
+pub fn base_seed() -> u64 {
+    let seed = std::env::var("RINGWIRE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5EED_1234_ABCD_0001);
+    println!("seed {seed} (set RINGWIRE_TEST_SEED to replay)");
+    seed
+}
+
+/// SplitMix64: small, fast, and good enough to pick sizes and fill payloads.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        debug_assert!(lo <= hi);
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+
+    /// True with probability `1 / n`.
+    pub fn one_in(&mut self, n: u64) -> bool {
+        self.next_u64() % n == 0
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = vec![0; n];
+        self.fill(&mut v);
+        v
+    }
+}
