@@ -85,6 +85,11 @@ pub enum ServerError {
         /// What the kernel said.
         source: io::Error,
     },
+    /// The io_uring driver was forced (builder or `RINGWIRE_DRIVER`) where it cannot work.
+    DriverUnavailable {
+        /// What the probe found.
+        reason: String,
+    },
     /// A driver could not be set up (other than io_uring being unavailable).
     Setup {
         /// The step that failed.
@@ -123,6 +128,9 @@ impl fmt::Display for ServerError {
                 errno_of(source),
                 uring_hint(step, source)
             ),
+            ServerError::DriverUnavailable { reason } => {
+                write!(f, "io_uring driver forced but unavailable: {reason}")
+            }
             ServerError::Setup { step, source } => {
                 write!(f, "driver setup failed: {step}: {}", errno_of(source))
             }
@@ -158,6 +166,7 @@ impl From<ServerError> for io::Error {
             | ServerError::Worker { source, .. }
             | ServerError::Spawn(source) => source.kind(),
             ServerError::WorkerPanicked { .. } => io::ErrorKind::Other,
+            ServerError::DriverUnavailable { .. } => io::ErrorKind::Unsupported,
         };
         io::Error::new(kind, e)
     }

@@ -101,7 +101,8 @@ impl ServerHandle {
         &self.latency
     }
 
-    /// What the server runs on, e.g. `io_uring driver (...)`.
+    /// What the server runs on, e.g. `io_uring driver (...)`, or `epoll driver (...); io_uring
+    /// unavailable: <why>` after a fallback.
     pub fn driver(&self) -> &str {
         &self.driver
     }
@@ -304,9 +305,7 @@ fn choose_driver(config: &Config) -> Result<(DriverKind, Option<String>), Server
         (DriverKind::IoUring, Ok(())) | (DriverKind::Auto, Ok(())) => {
             Ok((DriverKind::IoUring, None))
         }
-        (DriverKind::IoUring, Err(why)) => Err(ServerError::Config(format!(
-            "io_uring driver forced but unavailable: {why}"
-        ))),
+        (DriverKind::IoUring, Err(reason)) => Err(ServerError::DriverUnavailable { reason }),
         (DriverKind::Auto, Err(why)) => Ok((DriverKind::Epoll, Some(why))),
     }
 }
@@ -394,7 +393,7 @@ where
             }
         }
     }
-    let handle = ServerHandle {
+    let mut handle = ServerHandle {
         local_addr,
         stats,
         stopper: Stopper {
@@ -410,9 +409,11 @@ where
         drop(handle);
         return Err(e);
     }
-    let why = fallback.map_or_else(String::new, |why| format!(" (io_uring unavailable: {why})"));
+    if let Some(why) = fallback {
+        handle.driver = format!("{}; io_uring unavailable: {why}", handle.driver);
+    }
     log::info!(
-        "ringwire: {}{why} on {} core(s) (CPUs {:?}), {} {}",
+        "ringwire: {} on {} core(s) (CPUs {:?}), {} {}",
         handle.driver,
         config.cpus.len(),
         config.cpus,
