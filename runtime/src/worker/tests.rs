@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::*;
+use crate::driver::Sink;
 use crate::codec::{CodecError, Decoded};
 use crate::timer::Millis;
 

@@ -1,0 +1,230 @@
+//! The core's side of the driver boundary: what it does with each event a driver reports.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+use super::{is_reset, Conn, Phase, Worker};
+use crate::codec::Codec;
+use crate::driver::{Ops, Sink};
+use crate::error::{IoOp, SessionError};
+use crate::handler::Handler;
+use crate::session::{CloseReason, Session};
+use crate::sys;
+
+impl<C, H, F, O> Sink<O> for Worker<C, H, F>
+where
+    C: Codec + Clone,
+    H: Handler<C>,
+    F: Fn() -> H,
+    O: Ops,
+{
+    fn turn_started(&mut self) {
+        self.now = self.clock.now();
+        if let Some(r) = &mut self.recorders {
+            r.turn_began = Instant::now();
+        }
+    }
+
+    fn accepted(&mut self, ops: &mut O, fd: RawFd) {
+        if self.closed_all || self.conns.len() >= self.cfg.max_sessions {
+            self.stats.rejected.add(1);
+            sys::close(fd);
+            return;
+        }
+        let Some(slot) = self.insert(fd, Phase::Open) else {
+            sys::close(fd);
+            return;
+        };
+        self.stats.accepted.add(1);
+        ops.open(slot, fd);
+        self.reschedule(slot);
+        self.dispatch(ops, slot, "on_open", |h, s| h.on_open(s));
+    }
+
+    fn connected(&mut self, ops: &mut O, slot: u32, result: io::Result<()>) {
+        let Some(conn) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
+        if conn.phase != Phase::Connecting {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                conn.phase = Phase::Open;
+                conn.last_rx = self.now;
+                self.stats.connected.add(1);
+                self.dispatch(ops, slot, "on_open", |h, s| h.on_open(s));
+            }
+            Err(error) => {
+                self.stats.connect_errors.add(1);
+                let session = conn.state.id;
+                let error = SessionError::Io {
+                    session,
+                    op: IoOp::Connect,
+                    error,
+                };
+                self.fail(ops, slot, error, CloseReason::IoError);
+            }
+        }
+    }
+
+    fn accept_failed(&mut self, _ops: &mut O, error: &io::Error) {
+        log::warn!(
+            "ringwire: core {}: accept failed: {error}; backing off",
+            self.cfg.core
+        );
+    }
+
+    fn received(&mut self, ops: &mut O, slot: u32, data: &[u8]) {
+        let Some(conn) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
+        if conn.phase != Phase::Open {
+            return;
+        }
+        let stats = &*self.stats;
+        stats.bytes_in.add(data.len() as u64);
+        stats.recvs.add(1);
+        conn.last_rx = self.now;
+        let Conn {
+            codec,
+            handler,
+            reader,
+            state,
+            ..
+        } = conn;
+        let max_frame = self.cfg.max_frame;
+        let connects = &mut self.connects;
+        let mut handling = self.recorders.as_mut().map(|r| &mut r.handling);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            reader.feed(
+                codec,
+                data,
+                max_frame,
+                &mut self.pool,
+                |codec, pool, frame| {
+                    let mut session = Session {
+                        codec,
+                        state: &mut *state,
+                        pool,
+                        stats,
+                        connects: &mut *connects,
+                    };
+                    match handling.as_deref_mut() {
+                        Some(rec) => {
+                            let start = Instant::now();
+                            handler.on_message(&mut session, frame);
+                            rec.record_since(start);
+                        }
+                        None => handler.on_message(&mut session, frame),
+                    }
+                    !session.state.close_requested
+                },
+            )
+        }));
+        match result {
+            Ok(Ok(fed)) => {
+                stats.frames_in.add(fed.frames as u64);
+                if fed.copied > 0 {
+                    stats.tail_copies.add(1);
+                    stats.tail_bytes.add(fed.copied as u64);
+                }
+                self.after_callback(ops, slot);
+            }
+            Ok(Err(error)) => {
+                stats.codec_errors.add(1);
+                let session = self.conns[slot as usize].state.id;
+                self.reject_input(ops, slot, SessionError::Codec { session, error });
+            }
+            Err(payload) => self.panicked(ops, slot, "on_message", payload),
+        }
+    }
+
+    fn read_closed(&mut self, ops: &mut O, slot: u32, error: Option<io::Error>) {
+        let Some(conn) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
+        match error {
+            None => {
+                if conn.phase == Phase::Open {
+                    conn.phase = Phase::Flushing(CloseReason::PeerClosed);
+                    conn.reader.release(&mut self.pool);
+                }
+                self.maybe_finish_flush(ops, slot);
+            }
+            Some(e) if is_reset(&e) => self.begin_close(ops, slot, CloseReason::Reset),
+            Some(error) => {
+                let session = conn.state.id;
+                let error = SessionError::Io {
+                    session,
+                    op: IoOp::Recv,
+                    error,
+                };
+                self.fail(ops, slot, error, CloseReason::IoError);
+            }
+        }
+    }
+
+    fn sent(&mut self, ops: &mut O, slot: u32, result: io::Result<usize>) {
+        let Some(conn) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
+        conn.writing = false;
+        let session = conn.state.id;
+        let error = match result {
+            Ok(n) if n > 0 => {
+                self.stats.bytes_out.add(n as u64);
+                if conn.state.out.complete(n, &mut self.pool) {
+                    self.stats.partial_writes.add(1);
+                }
+                conn.write_progress = self.now;
+                if conn.state.paused && conn.state.out.len() <= self.cfg.low_water {
+                    conn.state.paused = false;
+                    // Time spent paused is not the peer's idleness or slowness.
+                    conn.last_rx = self.now;
+                    conn.frame_started = self.now;
+                    ops.resume_recv(slot);
+                }
+                if conn.state.out.has_unsent() && !conn.dirty {
+                    // Eligible to write again at the end of this turn.
+                    conn.dirty = true;
+                    self.dirty.push(slot);
+                }
+                self.maybe_finish_flush(ops, slot);
+                return;
+            }
+            Ok(_) => io::Error::new(io::ErrorKind::WriteZero, "send wrote nothing"),
+            Err(e) if is_reset(&e) => return self.begin_close(ops, slot, CloseReason::Reset),
+            Err(e) => e,
+        };
+        let error = SessionError::Io {
+            session,
+            op: IoOp::Send,
+            error,
+        };
+        self.fail(ops, slot, error, CloseReason::IoError);
+    }
+
+    fn closed(&mut self, _ops: &mut O, slot: u32) {
+        if !self.conns.contains(slot as usize) {
+            debug_assert!(false, "closed an unknown slot {slot}");
+            return;
+        }
+        let mut conn = self.conns.remove(slot as usize);
+        conn.state.out.release(&mut self.pool);
+        conn.reader.release(&mut self.pool);
+        self.stats.closed.add(1);
+        // Dropping the handler runs user code: keep a panic there inside this session.
+        if catch_unwind(AssertUnwindSafe(move || drop(conn))).is_err() {
+            self.stats.panics.add(1);
+        }
+    }
+
+    fn woken(&mut self, ops: &mut O) {
+        if let Some(deadline) = self.control.stop_requested() {
+            self.begin_drain(ops, deadline);
+        }
+    }
+}
