@@ -24,6 +24,8 @@ pub mod probe;
 pub mod session;
 pub mod stats;
 
+#[doc(hidden)]
+pub mod bench_support;
 mod buf_ring;
 mod driver;
 mod listener;

@@ -4,8 +4,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::*;
-use crate::driver::Sink;
 use crate::codec::{CodecError, Decoded};
+use crate::driver::Sink;
 use crate::timer::Millis;
 
 /// What the core asked the driver to do.

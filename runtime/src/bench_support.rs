@@ -1,0 +1,58 @@
+//! Entry points for ringwire's micro-benchmarks into engine internals that are not public API
+//! (user_data encoding, the timer heap, provided-buffer recycling). Not for other uses; hidden
+//! from the docs and exempt from semver.
+
+use std::io;
+
+use crate::buf_ring::BufRing;
+use crate::ring::Ring;
+use crate::timer::Timers;
+use crate::user_data::{Op, UserData};
+
+/// Encodes a receive's user_data and decodes its fields again.
+#[inline]
+pub fn user_data_round_trip(slot: u32, generation: u32) -> (bool, u32, u32) {
+    let ud = UserData::from_raw(UserData::new(Op::Recv, slot, generation).raw());
+    (ud.op() == Some(Op::Recv), ud.slot(), ud.generation())
+}
+
+/// The per-core deadline heap.
+#[derive(Default)]
+pub struct TimerHeap(Timers);
+
+impl TimerHeap {
+    /// Schedules `slot` at `at` (milliseconds).
+    #[inline]
+    pub fn schedule(&mut self, at: u64, slot: u32) {
+        self.0.schedule(at, slot, slot as u64);
+    }
+
+    /// Pops one entry due at `now`.
+    #[inline]
+    pub fn pop_due(&mut self, now: u64) -> Option<u32> {
+        self.0.pop_due(now).map(|(_, slot, _)| slot)
+    }
+}
+
+/// A ring with a registered provided-buffer ring, to time giving buffers back.
+pub struct ProvidedBuffers {
+    bufs: BufRing,
+    _ring: Ring,
+}
+
+impl ProvidedBuffers {
+    /// A small ring and `count` buffers of `size` bytes.
+    pub fn new(count: u32, size: u32) -> io::Result<Self> {
+        let ring = Ring::new(8, 16)?;
+        let bufs = BufRing::new(&ring, 0, count, size)?;
+        Ok(ProvidedBuffers { bufs, _ring: ring })
+    }
+
+    /// Reads buffer `bid` as a completion would, then gives it back to the kernel.
+    #[inline]
+    pub fn recycle(&mut self, bid: u16, len: usize) -> u8 {
+        let first = self.bufs.get(bid, len).first().copied().unwrap_or(0);
+        self.bufs.give_back(bid);
+        first
+    }
+}
