@@ -5,6 +5,7 @@
 //! message). Each session has at most one current timer entry, at its earliest deadline; when
 //! it fires, the session's timestamps decide what is due, and the next entry is scheduled.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::{Phase, Worker};
 use crate::codec::Codec;
 use crate::driver::Ops;
+use crate::error::panic_message;
 use crate::handler::Handler;
 use crate::session::CloseReason;
 use crate::timer::Millis;
@@ -117,7 +119,14 @@ where
         if now >= self.next_core_tick {
             if let Some(tick) = &self.cfg.core_tick {
                 self.next_core_tick = now + tick.period;
-                (tick.hook)(self.cfg.core);
+                let (hook, core) = (&tick.hook, self.cfg.core);
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| hook(core))) {
+                    self.stats.panics.add(1);
+                    log::error!(
+                        "ringwire: core tick hook panicked: {}",
+                        panic_message(&*payload)
+                    );
+                }
             }
         }
         if self.drain_until.is_some_and(|at| now >= at) && !self.closed_all {
