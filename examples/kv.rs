@@ -1,0 +1,166 @@
+//! A Redis-protocol (RESP2) key-value server: enough of Redis that `redis-cli` works and
+//! `redis-benchmark -t ping,set,get,incr,mset` runs unmodified, pipelining included. The
+//! commands are listed in `kv/service.rs`. On SIGINT or SIGTERM it drains (stops accepting,
+//! serves its sessions until their peers close, at most `--drain-ms`) and exits 0.
+//!
+//! Every core serves every key: the store is shared by the cores, behind sharded locks with
+//! short critical sections (see `kv/store.rs`), so a value set through any connection is seen
+//! by a GET on any other as soon as the SET's reply is sent. `--store per-core` gives each core
+//! a store of its own instead: no sharing, so values are NOT visible across cores; it exists
+//! only to measure what the sharing costs (see docs/PROTOCOLS.md).
+//!
+//! ```text
+//! cargo run --release --example kv -- --addr 127.0.0.1:6379 --cores 2
+//! redis-benchmark -p 6379 -t ping,set,get,incr,mset -P 16 -q
+//! ```
+
+#[path = "kv/service.rs"]
+mod service;
+
+use std::cell::OnceCell;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use ringwire::codec::resp::{Limits, Resp};
+use ringwire::Server;
+use service::{Kv, Store};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    /// One store shared by every core (the correct one).
+    Shared,
+    /// A store per core: values are not visible across cores. For measuring sharing's cost.
+    PerCore,
+}
+
+/// ringwire RESP key-value server.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    addr: SocketAddr,
+    /// Number of cores (workers pinned to CPUs 0..N).
+    #[arg(long, default_value_t = 1, conflicts_with = "cpus")]
+    cores: usize,
+    /// Explicit CPU list, e.g. 0,2,4.
+    #[arg(long, value_delimiter = ',')]
+    cpus: Option<Vec<usize>>,
+    /// Largest request accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_frame: usize,
+    /// Longest bulk string accepted, in bytes.
+    #[arg(long, default_value_t = 512 << 20)]
+    max_bulk: usize,
+    /// Most arguments in one request.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_args: usize,
+    /// Provided receive buffers per core (a power of two).
+    #[arg(long, default_value_t = 1024)]
+    buffers: u32,
+    /// Size of each provided receive buffer, in bytes.
+    #[arg(long, default_value_t = 8192)]
+    buf_size: u32,
+    /// Most sessions per core; more are accepted and closed at once.
+    #[arg(long, default_value_t = 65536)]
+    max_conns: usize,
+    /// Close sessions that receive nothing for this long.
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
+    /// Shards of the shared store (rounded up to a power of two).
+    #[arg(long, default_value_t = 256)]
+    shards: usize,
+    /// Which store: shared by the cores, or one per core (measurement only).
+    #[arg(long, value_enum, default_value = "shared")]
+    store: StoreKind,
+    /// On SIGINT/SIGTERM, serve open sessions for at most this long before closing them.
+    #[arg(long, default_value_t = 10_000)]
+    drain_ms: u64,
+}
+
+thread_local! {
+    /// This core's store, with `--store per-core`.
+    static CORE_STORE: OnceCell<Arc<Store>> = const { OnceCell::new() };
+}
+
+fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
+    let codec = Resp::with_limits(Limits {
+        max_bulk: args.max_bulk,
+        max_args: args.max_args,
+        ..Limits::default()
+    });
+    let shared = Arc::new(Store::new(args.shards));
+    let sweep = shared.clone();
+    let (kind, shards) = (args.store, args.shards);
+    let factory = move || match kind {
+        StoreKind::Shared => Kv::new(shared.clone()),
+        StoreKind::PerCore => {
+            Kv::new(CORE_STORE.with(|s| s.get_or_init(|| Arc::new(Store::new(shards))).clone()))
+        }
+    };
+    let mut server = Server::new(codec, factory)
+        .bind(args.addr)
+        .max_frame(args.max_frame)
+        .buffers(args.buffers, args.buf_size)
+        .max_sessions(args.max_conns)
+        // Expired keys that nobody touches are swept a shard at a time.
+        .on_core_tick(Duration::from_millis(100), move |_| {
+            sweep.sweep_next();
+        });
+    if let Some(t) = args.idle_timeout_ms {
+        server = server.idle_timeout(Duration::from_millis(t));
+    }
+    server = match &args.cpus {
+        Some(cpus) => server.cpus(cpus.iter().copied()),
+        None => server.cores(args.cores),
+    };
+    let handle = server.start()?;
+    println!(
+        "ringwire kv listening on {} on {} core(s), {:?} store",
+        handle.local_addr(),
+        handle.core_stats().len(),
+        args.store
+    );
+    let stopper = handle.stopper();
+    let drain = Duration::from_millis(args.drain_ms);
+    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(ringwire::ServerError::Spawn)?;
+    std::thread::spawn(move || {
+        let mut signals = signals.forever();
+        if let Some(sig) = signals.next() {
+            eprintln!("ringwire kv: signal {sig}: draining for at most {drain:?}");
+            stopper.shutdown(drain);
+        }
+        if signals.next().is_some() {
+            eprintln!("ringwire kv: second signal: stopping now");
+            stopper.stop();
+        }
+    });
+    let counters = handle.core_stats().to_vec();
+    let result = handle.join();
+    let mut total = ringwire::CoreSnapshot::default();
+    for core in &counters {
+        total.merge(&core.snapshot());
+    }
+    eprintln!(
+        "ringwire kv: stopped after {} sessions, {} commands, {} replies in {} writes",
+        total.accepted, total.frames_in, total.frames_out, total.writes
+    );
+    result
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    match serve(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringwire kv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
