@@ -151,6 +151,16 @@ where
         self
     }
 
+    /// How long a session closed from our side (the handler's `close`, a codec error) lingers
+    /// before its descriptor closes: its sending side is shut down (the peer reads the last
+    /// reply, then EOF) and input is read and dropped until the peer's EOF, at most this long.
+    /// Closing while the peer still sends would reset the connection and could destroy the
+    /// last reply. Default 2 s; `None` closes at once.
+    pub fn linger(mut self, linger: Option<Duration>) -> Self {
+        self.config.linger = linger;
+        self
+    }
+
     /// Runs `hook(worker_index)` on each worker thread every `period`, between loop turns:
     /// per-core housekeeping, such as refreshing a cached `Date` header in a thread local.
     pub fn on_core_tick(

@@ -46,6 +46,10 @@ pub struct Config {
     pub high_water: usize,
     /// Output bytes at or below which a paused session is read from again.
     pub low_water: usize,
+    /// How long a session closed from our side (handler close, codec error) lingers: its
+    /// sending side is shut down and input is read and dropped until the peer's EOF, at most
+    /// this long, so that the last reply is not destroyed by a reset. `None`: close at once.
+    pub linger: Option<Duration>,
     /// The I/O driver (default: io_uring where it works, else epoll).
     pub driver: DriverKind,
     /// Record per-core histograms of handling time (frame decoded to reply encoded) and of
@@ -75,6 +79,7 @@ impl Default for Config {
             write_timeout: None,
             high_water: 1 << 20,
             low_water: 256 << 10,
+            linger: Some(Duration::from_secs(2)),
             driver: DriverKind::Auto,
             record_latency: false,
         }

@@ -68,6 +68,11 @@ pub(crate) fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "peer is not an IP socket"))
 }
 
+/// Shuts down the sending side of a socket: the peer reads EOF after what was sent.
+pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    socket2::SockRef::from(&borrow(&fd)).shutdown(std::net::Shutdown::Write)
+}
+
 /// Sets TCP_NODELAY on `fd`.
 pub(crate) fn set_nodelay(fd: RawFd, on: bool) -> io::Result<()> {
     socket2::SockRef::from(&borrow(&fd)).set_tcp_nodelay(on)

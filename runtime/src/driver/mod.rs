@@ -35,6 +35,10 @@ pub(crate) trait Ops {
     /// [`Sink::closed`] is reported for `slot`.
     unsafe fn send(&mut self, slot: u32, iov: &[libc::iovec]);
 
+    /// Shuts down the sending side of `slot` (the peer reads EOF after the data written so
+    /// far); receiving goes on.
+    fn shutdown_write(&mut self, slot: u32);
+
     /// Stops all I/O of `slot`, closes its descriptor and reports [`Sink::closed`].
     fn close(&mut self, slot: u32);
 

@@ -98,7 +98,11 @@ where
             .filter(|_| !conn.state.out.is_empty())
             .map(|d| conn.write_progress + d);
         let tick = Some(conn.next_tick).filter(|&at| at != Millis::MAX);
-        [idle, read, write, tick].into_iter().flatten().min()
+        let linger = matches!(conn.phase, Phase::Lingering(_)).then_some(conn.linger_until);
+        [idle, read, write, tick, linger]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Schedules the session's timer if its earliest deadline is before the current entry.
@@ -156,7 +160,9 @@ where
         let reading = conn.phase == Phase::Open && !conn.state.paused;
         let expired =
             |timeout: Option<Millis>, since: Millis| timeout.is_some_and(|d| now >= since + d);
-        let reason = if reading && expired(t.idle, conn.last_rx) {
+        let reason = if let Phase::Lingering(reason) = conn.phase {
+            (now >= conn.linger_until).then_some(reason)
+        } else if reading && expired(t.idle, conn.last_rx) {
             Some(CloseReason::IdleTimeout)
         } else if reading && conn.reader.buffered() > 0 && expired(t.read, conn.frame_started) {
             Some(CloseReason::ReadTimeout)

@@ -146,6 +146,12 @@ where
         let Some(conn) = self.conns.get_mut(slot as usize) else {
             return;
         };
+        if error.is_none() {
+            conn.peer_eof = true;
+        }
+        if let Phase::Lingering(reason) = conn.phase {
+            return self.begin_close(ops, slot, reason);
+        }
         match error {
             None => {
                 if conn.phase == Phase::Open {

@@ -41,6 +41,11 @@ pub(crate) enum Phase {
     /// No more input will be handled (the peer sent EOF, or the handler closed): write what is
     /// pending, then close with the reason.
     Flushing(CloseReason),
+    /// Output is written and our side is shut down (FIN sent); input is read and dropped until
+    /// the peer's EOF or the linger deadline, then the session closes with the reason. Closing
+    /// while the peer still sends would reset the connection and could destroy the last reply
+    /// (an error response) before the peer reads it.
+    Lingering(CloseReason),
     /// Handed to the driver to close; waiting for it to report the slot closed.
     Closing,
     /// An outbound session whose connect is in flight; no callback has run yet.
@@ -67,6 +72,10 @@ struct Conn<C, H> {
     timer_at: Millis,
     had_tail: bool,
     had_output: bool,
+    /// The peer's EOF arrived.
+    peer_eof: bool,
+    /// End of lingering, when `Lingering`.
+    linger_until: Millis,
 }
 
 /// Per-core settings of the core, from the server's configuration.
@@ -82,6 +91,9 @@ pub(crate) struct WorkerConfig {
     pub(crate) nodelay: bool,
     /// Outbound connections to open when the worker starts: target and count.
     pub(crate) connect: Option<(SocketAddr, usize)>,
+    /// How long a session closed from our side lingers for the peer's EOF (`None`: closes at
+    /// once).
+    pub(crate) linger: Option<Millis>,
     /// Where to publish handling-time and turn-time histograms, if recording.
     pub(crate) latency: Option<CoreLatency>,
 }
@@ -311,6 +323,8 @@ where
             timer_at: Millis::MAX,
             had_tail: false,
             had_output: false,
+            peer_eof: false,
+            linger_until: Millis::MAX,
         });
         Some(slot as u32)
     }
@@ -428,10 +442,25 @@ where
         let Some(conn) = self.conns.get(slot as usize) else {
             return;
         };
-        if let Phase::Flushing(reason) = conn.phase {
-            if conn.state.out.is_empty() && !conn.writing {
-                self.begin_close(ops, slot, reason);
+        let Phase::Flushing(reason) = conn.phase else {
+            return;
+        };
+        if !conn.state.out.is_empty() || conn.writing {
+            return;
+        }
+        match self.cfg.linger {
+            Some(linger) if !conn.peer_eof && reason != CloseReason::PeerClosed => {
+                let conn = &mut self.conns[slot as usize];
+                conn.phase = Phase::Lingering(reason);
+                conn.linger_until = self.now + linger;
+                if conn.state.paused {
+                    conn.state.paused = false;
+                    ops.resume_recv(slot);
+                }
+                ops.shutdown_write(slot);
+                self.reschedule(slot);
             }
+            _ => self.begin_close(ops, slot, reason),
         }
     }
 

@@ -15,6 +15,7 @@ enum Cmd {
     Connect(u32, std::net::SocketAddr),
     Send(u32, Vec<u8>, usize),
     Close(u32),
+    ShutdownWrite(u32),
     Pause(u32),
     Resume(u32),
     StopAccepting,
@@ -54,6 +55,10 @@ impl Ops for FakeOps {
 
     fn close(&mut self, slot: u32) {
         self.cmds.push(Cmd::Close(slot));
+    }
+
+    fn shutdown_write(&mut self, slot: u32) {
+        self.cmds.push(Cmd::ShutdownWrite(slot));
     }
 
     fn pause_recv(&mut self, slot: u32) {
@@ -158,6 +163,7 @@ fn worker_with(timeouts: Timeouts) -> (TestWorker, Log, Arc<CoreStats>, Arc<Cont
         nodelay: true,
         connect: None,
         latency: None,
+        linger: None,
     };
     let control = Arc::new(Control::new());
     let w = Worker::new(
@@ -501,4 +507,58 @@ fn drain_serves_sessions_until_the_deadline_then_closes_them() {
     w.woken(&mut ops);
     assert_eq!(ops.take(), [Cmd::Close(0), Cmd::Close(1)]);
     assert_eq!(log.borrow().last().unwrap(), "close Shutdown");
+}
+
+#[test]
+fn a_close_from_our_side_lingers_for_the_peers_eof() {
+    let (mut w, log, _, _) = worker();
+    w.cfg.linger = Some(100);
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    w.accepted(&mut ops, 11);
+    ops.take();
+    w.received(&mut ops, 0, b"bye");
+    w.received(&mut ops, 1, b"!malformed");
+    w.end_turn(&mut ops);
+    ops.take();
+    w.sent(&mut ops, 0, Ok(2));
+    w.sent(&mut ops, 1, Ok(3));
+    assert_eq!(
+        ops.take(),
+        [Cmd::ShutdownWrite(0), Cmd::ShutdownWrite(1)],
+        "FIN first, no reset"
+    );
+    w.received(&mut ops, 0, b"more input is dropped");
+    w.end_turn(&mut ops);
+    assert_eq!(ops.take(), []);
+    w.read_closed(&mut ops, 0, None);
+    assert_eq!(
+        ops.take(),
+        [Cmd::Close(0)],
+        "the peer's EOF ends the linger"
+    );
+    assert_eq!(log.borrow().last().unwrap(), "close Local");
+    at(&mut w, &mut ops, 99);
+    assert_eq!(ops.take(), []);
+    at(&mut w, &mut ops, 100);
+    assert_eq!(
+        ops.take(),
+        [Cmd::Close(1)],
+        "the linger deadline ends it otherwise"
+    );
+    assert_eq!(log.borrow().last().unwrap(), "close CodecError");
+}
+
+#[test]
+fn a_peer_that_closed_first_is_not_lingered_for() {
+    let (mut w, _, _, _) = worker();
+    w.cfg.linger = Some(100);
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    w.received(&mut ops, 0, b"x");
+    w.read_closed(&mut ops, 0, None);
+    w.end_turn(&mut ops);
+    ops.take();
+    w.sent(&mut ops, 0, Ok(1));
+    assert_eq!(ops.take(), [Cmd::Close(0)]);
 }

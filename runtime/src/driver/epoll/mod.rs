@@ -474,6 +474,10 @@ impl Ops for EpollOps {
         self.write(slot, iov);
     }
 
+    fn shutdown_write(&mut self, slot: u32) {
+        let _ = sys::shutdown_write(self.slots[slot as usize].fd);
+    }
+
     fn close(&mut self, slot: u32) {
         let s = &mut self.slots[slot as usize];
         if s.life != Life::Open {

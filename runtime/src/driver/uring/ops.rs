@@ -68,6 +68,10 @@ impl Ops for UringOps {
         unsafe { self.push(&entry) };
     }
 
+    fn shutdown_write(&mut self, slot: u32) {
+        let _ = crate::sys::shutdown_write(self.slots[slot as usize].fd);
+    }
+
     fn close(&mut self, slot: u32) {
         let io = &mut self.slots[slot as usize];
         let generation = io.generation;
