@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace, building what the tests need first.
+# Runs every test of the workspace, once per I/O driver, installing and building what the
+# tests need first (the protocol tests drive redis-cli, redis-benchmark, curl and wrk).
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/install-test-deps.sh
+
 # The tests raise RLIMIT_NOFILE themselves up to the hard limit; make sure that is high.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# Release mode: the suite pushes hundreds of thousands of messages through the engine.
-cargo test --workspace --release "$@"
+# Release mode: the suite pushes hundreds of thousands of messages through the engine. Every
+# integration test prints the driver it ran on; the io_uring run also builds and runs the unit
+# tests, doc tests and examples, which do not depend on the driver.
+echo "== io_uring driver"
+RINGWIRE_DRIVER=uring cargo test --workspace --release "$@"
+echo "== epoll driver"
+RINGWIRE_DRIVER=epoll cargo test --workspace --release --tests "$@"
