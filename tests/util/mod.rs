@@ -345,3 +345,153 @@ impl Rng {
         v
     }
 }
+
+impl Running {
+    /// Waits at most `limit` for every worker to exit, without asking them to stop (for a
+    /// server already draining: [`Running::stop_cleanly`] would cut the drain short); returns
+    /// how long the wait took, or why it failed.
+    pub fn join_within(mut self, limit: Duration) -> Result<Duration, String> {
+        let handle = self.handle.take().expect("server already stopped");
+        let started = Instant::now();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = tx.send(handle.join().map_err(|e| e.to_string()));
+        });
+        match rx.recv_timeout(limit) {
+            Ok(result) => result.map(|()| started.elapsed()),
+            Err(_) => Err(format!(
+                "workers still running {limit:?} after the join began"
+            )),
+        }
+    }
+}
+
+/// Resident memory of this process in bytes: resident pages from `/proc/self/statm` times the
+/// page size. The server runs in-process, so its buffers count here.
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected /proc/self/statm: {statm:?}"));
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    assert!(page > 0, "sysconf(_SC_PAGESIZE) failed");
+    pages * page as u64
+}
+
+/// An endless byte stream, a function of (seed, offset), for streams too long to keep in
+/// memory. Every 8-byte word is a hash of its index, so a byte that comes back duplicated,
+/// dropped, reordered or from another connection's stream (another seed) is caught.
+#[derive(Clone, Copy, Debug)]
+pub struct Pattern {
+    seed: u64,
+}
+
+impl Pattern {
+    pub fn new(seed: u64) -> Self {
+        Pattern { seed }
+    }
+
+    fn word(&self, index: u64) -> [u8; 8] {
+        Rng::new(self.seed ^ index.wrapping_mul(0xA076_1D64_78BD_642F))
+            .next_u64()
+            .to_le_bytes()
+    }
+
+    /// Fills `buf` with the stream's bytes from `offset` on.
+    pub fn fill(&self, offset: u64, buf: &mut [u8]) {
+        let mut pos = offset;
+        let mut i = 0;
+        while i < buf.len() {
+            let word = self.word(pos / 8);
+            let start = (pos % 8) as usize;
+            let n = (8 - start).min(buf.len() - i);
+            buf[i..i + n].copy_from_slice(&word[start..start + n]);
+            i += n;
+            pos += n as u64;
+        }
+    }
+
+    /// The stream offset of the first byte of `buf` that is not the stream's byte at
+    /// `offset + index`, if any.
+    pub fn first_mismatch(&self, offset: u64, buf: &[u8]) -> Option<u64> {
+        let mut pos = offset;
+        let mut i = 0;
+        while i < buf.len() {
+            let word = self.word(pos / 8);
+            let start = (pos % 8) as usize;
+            let n = (8 - start).min(buf.len() - i);
+            if buf[i..i + n] != word[start..start + n] {
+                let j = (0..n).find(|&j| buf[i + j] != word[start + j]).unwrap_or(0);
+                return Some(pos + j as u64);
+            }
+            i += n;
+            pos += n as u64;
+        }
+        None
+    }
+}
+
+/// Reads the bytes `from..to` of `pattern`'s stream from `stream` (through `buf`) and checks
+/// each against the pattern; the error says where the stream went wrong.
+pub fn read_pattern(
+    stream: &mut TcpStream,
+    pattern: Pattern,
+    from: u64,
+    to: u64,
+    buf: &mut [u8],
+) -> Result<(), String> {
+    let mut at = from;
+    while at < to {
+        let want = buf.len().min((to - at) as usize);
+        let n = match stream.read(&mut buf[..want]) {
+            Ok(0) => return Err(format!("EOF at byte {at}, expected {to}")),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("read failed at byte {at} of {to}: {e}")),
+        };
+        if let Some(bad) = pattern.first_mismatch(at, &buf[..n]) {
+            return Err(format!("byte {bad} differs from what was sent"));
+        }
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Connects until the connection is refused (every listener closed), for at most `within`.
+/// Returns how many attempts were accepted (into a backlog) before the first refusal; each of
+/// those is closed at once. Fails on any other error, or if nothing was refused in time.
+pub fn wait_refused(addr: SocketAddr, within: Duration) -> Result<usize, String> {
+    let deadline = Instant::now() + within;
+    let mut accepted = 0;
+    loop {
+        match TcpStream::connect_timeout(&addr, IO_TIMEOUT) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Ok(accepted),
+            // A connect racing the listener's close is reset rather than refused.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(accepted),
+            Err(e) => return Err(format!("connect to {addr}: {e}, expected it to be refused")),
+            Ok(stream) => {
+                accepted += 1;
+                drop(stream);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{addr} still accepts connections {within:?} later ({accepted} accepted)"
+            ));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sets its flag when dropped: a helper thread told to stop by the flag stops even when the
+/// test panics (a scoped thread that never stops would hang the test instead of failing it).
+pub struct SetOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -131,6 +131,14 @@ where
                     stats.tail_copies.add(1);
                     stats.tail_bytes.add(fed.copied as u64);
                 }
+                if fed.frames > 0 {
+                    // Frames completed: an incomplete one left behind is a new frame, whose
+                    // read timeout starts now.
+                    let conn = &mut self.conns[slot as usize];
+                    if conn.reader.buffered() > 0 {
+                        conn.frame_started = self.now;
+                    }
+                }
                 self.after_callback(ops, slot);
             }
             Ok(Err(error)) => {

@@ -453,6 +453,25 @@ fn read_timeout_closes_a_frame_that_never_completes() {
 }
 
 #[test]
+fn read_timeout_restarts_with_each_new_frame() {
+    let (mut w, _, _, _) = worker_with(timeouts(None, Some(100), None));
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    ops.take();
+    w.now = 10;
+    w.received(&mut ops, 0, b"[a");
+    w.now = 90;
+    // Completes the frame and starts the next one.
+    w.received(&mut ops, 0, b"b][c");
+    w.end_turn(&mut ops);
+    ops.take();
+    at(&mut w, &mut ops, 110);
+    assert_eq!(ops.take(), [], "the frame started at 90 has until 190");
+    at(&mut w, &mut ops, 190);
+    assert_eq!(ops.take(), [Cmd::Close(0)]);
+}
+
+#[test]
 fn write_timeout_closes_output_that_makes_no_progress() {
     let (mut w, log, _, _) = worker_with(timeouts(None, None, Some(100)));
     let mut ops = FakeOps::default();
