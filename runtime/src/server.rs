@@ -242,9 +242,9 @@ where
         nodelay: config.nodelay,
         connect: config.connect,
         latency: latency.clone(),
-        linger: config.linger.map(|d| (d.as_millis() as u64).max(1)),
+        linger: config.linger.map(|d| (d.as_micros() as u64).max(1)),
         core_tick: hooks.on_core_tick.as_ref().map(|(period, hook)| CoreTick {
-            period: (period.as_millis() as u64).max(1),
+            period: (period.as_micros() as u64).max(1),
             hook: hook.clone(),
         }),
     };

@@ -148,12 +148,19 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 ///
 /// Every iovec must describe readable memory that stays valid for the call.
 pub(crate) unsafe fn sendmsg(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
-    // SAFETY: all-zero is a valid msghdr (no name, no control data).
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = iov.len() as _;
-    // SAFETY: `msg` points to `iov`, valid per this function's contract.
-    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+    let n = if let [one] = iov {
+        // One buffer: plain send, which spares the kernel copying a msghdr and an iovec array.
+        // SAFETY: the iovec describes readable memory, valid per this function's contract.
+        unsafe { libc::send(fd, one.iov_base, one.iov_len, flags) }
+    } else {
+        // SAFETY: all-zero is a valid msghdr (no name, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iov.len() as _;
+        // SAFETY: `msg` points to `iov`, valid per this function's contract.
+        unsafe { libc::sendmsg(fd, &msg, flags) }
+    };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {

@@ -1,4 +1,5 @@
 //! Deadlines of one core: a min-heap of (deadline, slot, session sequence), checked lazily.
+//! Time is in microseconds since the core started.
 //!
 //! Invariant: a session has at most one *current* entry, the one whose deadline equals the
 //! session's `timer_at`; any other entry for it is stale and is dropped when it surfaces. Nothing
@@ -9,10 +10,10 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-/// Milliseconds since the core started: the timers' clock, read once per loop turn.
-pub(crate) type Millis = u64;
+/// Microseconds since the core started: the timers' clock, read once per loop turn.
+pub(crate) type Micros = u64;
 
-/// A per-core clock with millisecond ticks.
+/// A per-core clock with microsecond ticks.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Clock {
     base: Instant,
@@ -25,23 +26,23 @@ impl Clock {
         }
     }
 
-    pub(crate) fn now(&self) -> Millis {
-        self.base.elapsed().as_millis() as Millis
+    pub(crate) fn now(&self) -> Micros {
+        self.base.elapsed().as_micros() as Micros
     }
 
-    /// Milliseconds from `now` to `at` as a wait bound (zero if past).
-    pub(crate) fn until(&self, now: Millis, at: Millis) -> Duration {
-        Duration::from_millis(at.saturating_sub(now))
+    /// Microseconds from `now` to `at` as a wait bound (zero if past).
+    pub(crate) fn until(&self, now: Micros, at: Micros) -> Duration {
+        Duration::from_micros(at.saturating_sub(now))
     }
 
     /// The tick of an instant (clamped to the clock's start).
-    pub(crate) fn at(&self, instant: Instant) -> Millis {
-        instant.saturating_duration_since(self.base).as_millis() as Millis
+    pub(crate) fn at(&self, instant: Instant) -> Micros {
+        instant.saturating_duration_since(self.base).as_micros() as Micros
     }
 }
 
 /// An entry: when, which slot, and which session (its sequence, unique on the core).
-type Entry = Reverse<(Millis, u32, u64)>;
+type Entry = Reverse<(Micros, u32, u64)>;
 
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
@@ -55,17 +56,17 @@ impl Timers {
         }
     }
 
-    pub(crate) fn schedule(&mut self, at: Millis, slot: u32, seq: u64) {
+    pub(crate) fn schedule(&mut self, at: Micros, slot: u32, seq: u64) {
         self.heap.push(Reverse((at, slot, seq)));
     }
 
     /// The earliest deadline, stale or not.
-    pub(crate) fn next(&self) -> Option<Millis> {
+    pub(crate) fn next(&self) -> Option<Micros> {
         self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
 
     /// Removes and returns an entry due at `now`, if any.
-    pub(crate) fn pop_due(&mut self, now: Millis) -> Option<(Millis, u32, u64)> {
+    pub(crate) fn pop_due(&mut self, now: Micros) -> Option<(Micros, u32, u64)> {
         match self.heap.peek() {
             Some(Reverse((at, _, _))) if *at <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,

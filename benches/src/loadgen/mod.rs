@@ -74,9 +74,11 @@ pub struct RunArgs {
     /// counts from each message's intended send time.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Open loop: how often each connection sends what has come due, in milliseconds.
-    #[arg(long, default_value_t = 1)]
-    pub tick_ms: u64,
+    /// Open loop: how often each connection sends what has come due, in microseconds. The
+    /// engine puts the ticks of one period on one grid, so a core's connections send together:
+    /// one wake-up per tick for all of them.
+    #[arg(long, default_value_t = 250)]
+    pub tick_us: u64,
     /// Open loop: how long to wait for the window's last echoes after it ends, in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub drain_ms: u64,

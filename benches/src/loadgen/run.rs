@@ -117,12 +117,12 @@ pub fn run(args: &RunArgs) -> ExitCode {
             args.connections
         );
     }
-    let tick = Duration::from_millis(args.tick_ms.max(1));
     let schedule = match args.rate {
-        Some(rate) => Schedule::Open {
-            interval_ns: 1e9 * connections as f64 / rate,
-            tick,
-        },
+        Some(rate) => {
+            let interval_ns = 1e9 * connections as f64 / rate;
+            let tick = Duration::from_micros(args.tick_us.max(1));
+            Schedule::Open { interval_ns, tick }
+        }
         None => Schedule::Closed { depth: args.depth },
     };
     let warm_end = Duration::from_secs_f64(args.warmup);

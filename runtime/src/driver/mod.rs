@@ -59,6 +59,9 @@ pub(crate) trait Ops {
 pub(crate) trait Sink<O: Ops> {
     /// The driver is back from waiting and about to report this turn's completions.
     fn turn_started(&mut self);
+    /// The core has work for the end of the turn (sends, connects) that events reported before
+    /// the wait created: the driver must not block.
+    fn has_pending_work(&self) -> bool;
     /// The connect of outbound session `slot` completed.
     fn connected(&mut self, ops: &mut O, slot: u32, result: io::Result<()>);
     /// A connection was accepted; the core opens a session or closes `fd`.

@@ -16,11 +16,11 @@ use crate::driver::Ops;
 use crate::error::panic_message;
 use crate::handler::Handler;
 use crate::session::CloseReason;
-use crate::timer::Millis;
+use crate::timer::Micros;
 
 /// A per-core housekeeping callback and its period.
 pub(crate) struct CoreTick {
-    pub(crate) period: Millis,
+    pub(crate) period: Micros,
     pub(crate) hook: Arc<dyn Fn(usize) + Send + Sync>,
 }
 
@@ -63,6 +63,13 @@ impl Control {
     }
 }
 
+/// The first multiple of `period` after `now`. Ticks sit on a grid of the core's clock, so the
+/// sessions of a core that tick at the same period tick in the same loop turn: one wake-up for
+/// all of them, not one each.
+pub(super) fn next_on_grid(now: Micros, period: Micros) -> Micros {
+    (now / period + 1) * period
+}
+
 impl<C, H, F> Worker<C, H, F>
 where
     C: Codec + Clone,
@@ -79,12 +86,12 @@ where
         .into_iter()
         .flatten()
         .min()
-        .filter(|&at| at != Millis::MAX)?;
+        .filter(|&at| at != Micros::MAX)?;
         Some(self.clock.until(self.clock.now(), next))
     }
 
     /// The session's earliest deadline, from its timestamps.
-    fn next_deadline(&self, slot: u32) -> Option<Millis> {
+    fn next_deadline(&self, slot: u32) -> Option<Micros> {
         let conn = self.conns.get(slot as usize)?;
         let t = conn.state.timeouts;
         let reading = conn.phase == Phase::Open && !conn.state.paused;
@@ -97,7 +104,7 @@ where
             .write
             .filter(|_| !conn.state.out.is_empty())
             .map(|d| conn.write_progress + d);
-        let tick = Some(conn.next_tick).filter(|&at| at != Millis::MAX);
+        let tick = Some(conn.next_tick).filter(|&at| at != Micros::MAX);
         let linger = matches!(conn.phase, Phase::Lingering(_)).then_some(conn.linger_until);
         [idle, read, write, tick, linger]
             .into_iter()
@@ -144,7 +151,7 @@ where
             if conn.seq != seq || conn.timer_at != at {
                 continue; // Stale: the session is gone, or rescheduled earlier.
             }
-            conn.timer_at = Millis::MAX;
+            conn.timer_at = Micros::MAX;
             self.check_timers(ops, slot);
         }
     }
@@ -159,7 +166,7 @@ where
         let t = conn.state.timeouts;
         let reading = conn.phase == Phase::Open && !conn.state.paused;
         let expired =
-            |timeout: Option<Millis>, since: Millis| timeout.is_some_and(|d| now >= since + d);
+            |timeout: Option<Micros>, since: Micros| timeout.is_some_and(|d| now >= since + d);
         let reason = if let Phase::Lingering(reason) = conn.phase {
             (now >= conn.linger_until).then_some(reason)
         } else if reading && expired(t.idle, conn.last_rx) {
@@ -176,7 +183,7 @@ where
             return;
         }
         if now >= conn.next_tick {
-            conn.next_tick = t.tick.map_or(Millis::MAX, |d| now + d);
+            conn.next_tick = t.tick.map_or(Micros::MAX, |d| next_on_grid(now, d));
             self.stats.ticks.add(1);
             self.dispatch(ops, slot, "on_tick", |h, s| h.on_tick(s));
         }

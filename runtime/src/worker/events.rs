@@ -27,6 +27,10 @@ where
         }
     }
 
+    fn has_pending_work(&self) -> bool {
+        !self.dirty.is_empty() || !self.connects.is_empty()
+    }
+
     fn accepted(&mut self, ops: &mut O, fd: RawFd) {
         if self.closed_all || self.conns.len() >= self.cfg.max_sessions {
             self.stats.rejected.add(1);

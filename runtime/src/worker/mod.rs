@@ -26,7 +26,7 @@ use crate::pool::BufPool;
 use crate::session::{CloseReason, Session, SessionId, SessionState, Timeouts, MAX_IOV};
 use crate::stats::CoreStats;
 use crate::sys;
-use crate::timer::{Clock, Millis, Timers};
+use crate::timer::{Clock, Micros, Timers};
 
 mod deadline;
 mod events;
@@ -64,18 +64,18 @@ struct Conn<C, H> {
     dirty: bool,
     /// Timer bookkeeping: timestamps of the turns that did things, compared lazily.
     seq: u64,
-    last_rx: Millis,
-    frame_started: Millis,
-    write_progress: Millis,
-    next_tick: Millis,
-    /// Deadline of the session's current timer entry (`Millis::MAX`: none).
-    timer_at: Millis,
+    last_rx: Micros,
+    frame_started: Micros,
+    write_progress: Micros,
+    next_tick: Micros,
+    /// Deadline of the session's current timer entry (`Micros::MAX`: none).
+    timer_at: Micros,
     had_tail: bool,
     had_output: bool,
     /// The peer's EOF arrived.
     peer_eof: bool,
     /// End of lingering, when `Lingering`.
-    linger_until: Millis,
+    linger_until: Micros,
 }
 
 /// Per-core settings of the core, from the server's configuration.
@@ -93,7 +93,7 @@ pub(crate) struct WorkerConfig {
     pub(crate) connect: Option<(SocketAddr, usize)>,
     /// How long a session closed from our side lingers for the peer's EOF (`None`: closes at
     /// once).
-    pub(crate) linger: Option<Millis>,
+    pub(crate) linger: Option<Micros>,
     /// Where to publish handling-time and turn-time histograms, if recording.
     pub(crate) latency: Option<CoreLatency>,
 }
@@ -129,11 +129,11 @@ pub(crate) struct Worker<C, H, F> {
     next_seq: u64,
     clock: Clock,
     /// The current turn's time.
-    now: Millis,
+    now: Micros,
     timers: Timers,
-    next_core_tick: Millis,
+    next_core_tick: Micros,
     /// Draining for shutdown until this deadline.
-    drain_until: Option<Millis>,
+    drain_until: Option<Micros>,
     /// Every session was closed at the drain deadline; new ones are refused.
     closed_all: bool,
     /// Outbound connections requested by handlers (or the client's start), opened at turn end.
@@ -167,7 +167,7 @@ where
             turn: l.turn.recorder(LATENCY_PUBLISH),
             turn_began: Instant::now(),
         });
-        let next_core_tick = cfg.core_tick.as_ref().map_or(Millis::MAX, |t| t.period);
+        let next_core_tick = cfg.core_tick.as_ref().map_or(Micros::MAX, |t| t.period);
         Worker {
             // Never grows past this: the slab's storage does not move.
             conns: Slab::with_capacity(cfg.max_sessions),
@@ -319,12 +319,12 @@ where
             last_rx: now,
             frame_started: now,
             write_progress: now,
-            next_tick: Millis::MAX,
-            timer_at: Millis::MAX,
+            next_tick: Micros::MAX,
+            timer_at: Micros::MAX,
             had_tail: false,
             had_output: false,
             peer_eof: false,
-            linger_until: Millis::MAX,
+            linger_until: Micros::MAX,
         });
         Some(slot as u32)
     }
@@ -419,7 +419,7 @@ where
                 .state
                 .timeouts
                 .tick
-                .map_or(Millis::MAX, |t| self.now + t);
+                .map_or(Micros::MAX, |t| deadline::next_on_grid(self.now, t));
         }
         if has_tail && !conn.had_tail {
             conn.frame_started = self.now;

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use super::*;
 use crate::codec::{CodecError, Decoded};
 use crate::driver::Sink;
-use crate::timer::Millis;
+use crate::timer::Micros;
 
 /// What the core asked the driver to do.
 #[derive(Debug, PartialEq, Eq)]
@@ -401,7 +401,7 @@ fn timeouts(idle: Option<u64>, read: Option<u64>, write: Option<u64>) -> Timeout
 }
 
 /// Runs the core's timers as if the turn happened at `now`.
-fn at(w: &mut TestWorker, ops: &mut FakeOps, now: Millis) {
+fn at(w: &mut TestWorker, ops: &mut FakeOps, now: Micros) {
     w.now = now;
     w.fire_timers(ops);
     w.end_turn(ops);
@@ -491,18 +491,41 @@ fn write_timeout_closes_output_that_makes_no_progress() {
 }
 
 #[test]
+fn ticks_of_the_same_period_fall_on_one_grid() {
+    let (mut w, _, stats, _) = worker();
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    w.accepted(&mut ops, 11);
+    w.now = 3_000;
+    w.received(&mut ops, 0, b"tick");
+    w.now = 7_000;
+    w.received(&mut ops, 1, b"tick");
+    w.end_turn(&mut ops);
+    ops.take();
+    at(&mut w, &mut ops, 9_999);
+    assert_eq!(ops.take(), []);
+    at(&mut w, &mut ops, 10_000);
+    assert_eq!(
+        ops.take(),
+        [send(0, b"T", 1), send(1, b"T", 1)],
+        "both tick in one turn"
+    );
+    assert_eq!(stats.snapshot().ticks, 2);
+}
+
+#[test]
 fn tick_fires_at_the_period_the_handler_set() {
     let (mut w, _, stats, _) = worker();
     let mut ops = FakeOps::default();
     w.accepted(&mut ops, 10);
     w.received(&mut ops, 0, b"tick");
     ops.take();
-    at(&mut w, &mut ops, 9);
+    at(&mut w, &mut ops, 9_999);
     assert_eq!(ops.take(), []);
-    at(&mut w, &mut ops, 10);
+    at(&mut w, &mut ops, 10_000);
     assert_eq!(ops.take(), [send(0, b"T", 1)]);
     w.sent(&mut ops, 0, Ok(1));
-    at(&mut w, &mut ops, 20);
+    at(&mut w, &mut ops, 20_000);
     assert_eq!(ops.take(), [send(0, b"T", 1)]);
     assert_eq!(stats.snapshot().ticks, 2);
 }
