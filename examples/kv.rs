@@ -14,6 +14,7 @@
 //! redis-benchmark -p 6379 -t ping,set,get,incr,mset -P 16 -q
 //! ```
 
+mod common;
 #[path = "kv/service.rs"]
 mod service;
 
@@ -24,11 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use common::{serve_until_signalled, ServerArgs};
 use ringwire::codec::resp::{Limits, Resp};
 use ringwire::Server;
 use service::{Kv, Store};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum StoreKind {
@@ -45,12 +45,6 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:6379")]
     addr: SocketAddr,
-    /// Number of cores (workers pinned to CPUs 0..N).
-    #[arg(long, default_value_t = 1, conflicts_with = "cpus")]
-    cores: usize,
-    /// Explicit CPU list, e.g. 0,2,4.
-    #[arg(long, value_delimiter = ',')]
-    cpus: Option<Vec<usize>>,
     /// Largest request accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_frame: usize,
@@ -60,27 +54,14 @@ struct Args {
     /// Most arguments in one request.
     #[arg(long, default_value_t = 1 << 20)]
     max_args: usize,
-    /// Provided receive buffers per core (a power of two).
-    #[arg(long, default_value_t = 1024)]
-    buffers: u32,
-    /// Size of each provided receive buffer, in bytes.
-    #[arg(long, default_value_t = 8192)]
-    buf_size: u32,
-    /// Most sessions per core; more are accepted and closed at once.
-    #[arg(long, default_value_t = 65536)]
-    max_conns: usize,
-    /// Close sessions that receive nothing for this long.
-    #[arg(long)]
-    idle_timeout_ms: Option<u64>,
     /// Shards of the shared store (rounded up to a power of two).
     #[arg(long, default_value_t = 256)]
     shards: usize,
     /// Which store: shared by the cores, or one per core (measurement only).
     #[arg(long, value_enum, default_value = "shared")]
     store: StoreKind,
-    /// On SIGINT/SIGTERM, serve open sessions for at most this long before closing them.
-    #[arg(long, default_value_t = 10_000)]
-    drain_ms: u64,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 thread_local! {
@@ -103,54 +84,26 @@ fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
             Kv::new(CORE_STORE.with(|s| s.get_or_init(|| Arc::new(Store::new(shards))).clone()))
         }
     };
-    let mut server = Server::new(codec, factory)
+    let server = Server::new(codec, factory)
         .bind(args.addr)
         .max_frame(args.max_frame)
-        .buffers(args.buffers, args.buf_size)
-        .max_sessions(args.max_conns)
         // Expired keys that nobody touches are swept a shard at a time.
         .on_core_tick(Duration::from_millis(100), move |_| {
             sweep.sweep_next();
         });
-    if let Some(t) = args.idle_timeout_ms {
-        server = server.idle_timeout(Duration::from_millis(t));
-    }
-    server = match &args.cpus {
-        Some(cpus) => server.cpus(cpus.iter().copied()),
-        None => server.cores(args.cores),
-    };
-    let handle = server.start()?;
+    let handle = args.server.apply(server).start()?;
     println!(
         "ringwire kv listening on {} on {} core(s), {:?} store",
         handle.local_addr(),
         handle.core_stats().len(),
         args.store
     );
-    let stopper = handle.stopper();
-    let drain = Duration::from_millis(args.drain_ms);
-    let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(ringwire::ServerError::Spawn)?;
-    std::thread::spawn(move || {
-        let mut signals = signals.forever();
-        if let Some(sig) = signals.next() {
-            eprintln!("ringwire kv: signal {sig}: draining for at most {drain:?}");
-            stopper.shutdown(drain);
-        }
-        if signals.next().is_some() {
-            eprintln!("ringwire kv: second signal: stopping now");
-            stopper.stop();
-        }
-    });
-    let counters = handle.core_stats().to_vec();
-    let result = handle.join();
-    let mut total = ringwire::CoreSnapshot::default();
-    for core in &counters {
-        total.merge(&core.snapshot());
-    }
+    let total = serve_until_signalled("ringwire kv", handle, args.server.drain(), || {})?;
     eprintln!(
         "ringwire kv: stopped after {} sessions, {} commands, {} replies in {} writes",
         total.accepted, total.frames_in, total.frames_out, total.writes
     );
-    result
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -1,10 +1,9 @@
 //! The `Client` builder: outbound connections on per-core loops.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
-use ringwire_runtime::{Codec, Config, DriverKind, Handler, Hooks, ServerError, ServerHandle};
+use crate::settings::engine_settings;
+use ringwire_runtime::{Codec, Config, Handler, Hooks, ServerError, ServerHandle};
 
 /// A running client: the same handle as a server's (counters, stop, join); its
 /// [`local_addr`](ServerHandle::local_addr) is the target.
@@ -70,6 +69,8 @@ where
         }
     }
 
+    engine_settings!();
+
     /// The address to connect to.
     pub fn connect(mut self, addr: SocketAddr) -> Self {
         self.config.addr = addr;
@@ -79,78 +80,6 @@ where
     /// Connections each core opens when it starts.
     pub fn connections(mut self, per_core: usize) -> Self {
         self.connections = per_core;
-        self
-    }
-
-    /// Runs `n` workers, pinned to CPUs `0..n`.
-    pub fn cores(mut self, n: usize) -> Self {
-        self.config.cpus = (0..n).collect();
-        self
-    }
-
-    /// Runs one worker per listed CPU, pinned to it.
-    pub fn cpus(mut self, cpus: impl IntoIterator<Item = usize>) -> Self {
-        self.config.cpus = cpus.into_iter().collect();
-        self
-    }
-
-    /// Pin workers to their CPUs (default: yes).
-    pub fn pin(mut self, pin: bool) -> Self {
-        self.config.pin = pin;
-        self
-    }
-
-    /// Largest frame the codec accepts.
-    pub fn max_frame(mut self, bytes: usize) -> Self {
-        self.config.max_frame = bytes;
-        self
-    }
-
-    /// Provided receive buffers per core: `count` (a power of two) of `size` bytes each.
-    pub fn buffers(mut self, count: u32, size: u32) -> Self {
-        self.config.buf_count = count;
-        self.config.buf_size = size;
-        self
-    }
-
-    /// Submission queue entries of each core's ring (a power of two).
-    pub fn ring_entries(mut self, entries: u32) -> Self {
-        self.config.ring_entries = entries;
-        self
-    }
-
-    /// TCP_NODELAY on the connections (default: on).
-    pub fn nodelay(mut self, on: bool) -> Self {
-        self.config.nodelay = on;
-        self
-    }
-
-    /// Backpressure water marks, as for servers.
-    pub fn water_marks(mut self, high: usize, low: usize) -> Self {
-        self.config.high_water = high;
-        self.config.low_water = low;
-        self
-    }
-
-    /// Runs `hook(worker_index)` on each worker thread every `period`.
-    pub fn on_core_tick(
-        mut self,
-        period: Duration,
-        hook: impl Fn(usize) + Send + Sync + 'static,
-    ) -> Self {
-        self.hooks.on_core_tick = Some((period, Arc::new(hook)));
-        self
-    }
-
-    /// Runs `hook(worker_index)` on each worker thread before it starts.
-    pub fn on_worker_start(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
-        self.hooks.on_worker_start = Some(Arc::new(hook));
-        self
-    }
-
-    /// The I/O driver, as for servers.
-    pub fn driver(mut self, kind: DriverKind) -> Self {
-        self.config.driver = kind;
         self
     }
 

@@ -34,6 +34,7 @@ pub mod codec;
 pub mod handlers;
 pub mod report;
 mod server;
+mod settings;
 
 pub use client::{Client, ClientHandle};
 pub use codec::Codec;

@@ -23,24 +23,6 @@ const OPENERS: usize = 8;
 const CYCLES: usize = 250;
 const CHURNERS: usize = 4;
 
-/// Waits until the process's descriptor count is back to `baseline`.
-fn wait_fds(baseline: usize, what: &str) {
-    let deadline = Instant::now() + util::SETTLE_TIMEOUT;
-    loop {
-        let now = util::fd_count();
-        if now == baseline {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "{what}: {now} descriptors open {:?} later, {baseline} before",
-                util::SETTLE_TIMEOUT
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn open_many(addr: SocketAddr) -> Vec<TcpStream> {
     thread::scope(|s| {
         let openers: Vec<_> = (0..OPENERS)
@@ -103,7 +85,7 @@ fn thousands_of_connections_come_and_go_without_leaks() {
          the server does not hold one per session"
     );
     drop(conns);
-    wait_fds(baseline, "after closing the held connections");
+    util::wait_fds(baseline, "after closing the held connections");
     let s = server.wait_total("every held session closed", |s| s.closed == HELD as u64);
     println!("held phase: {:?}, {s:?}", started.elapsed());
     assert_eq!(s.accepted, HELD as u64, "{s:#?}");
@@ -119,7 +101,7 @@ fn thousands_of_connections_come_and_go_without_leaks() {
         }
     });
     let total = (HELD + CHURNERS * CYCLES) as u64;
-    wait_fds(baseline, "after churning");
+    util::wait_fds(baseline, "after churning");
     let s = server.wait_total("every churned session closed", |s| s.closed == total);
     println!("churn phase: {:?}, {s:?}", started.elapsed());
     assert_eq!(s.accepted, total, "{s:#?}");
@@ -133,5 +115,5 @@ fn thousands_of_connections_come_and_go_without_leaks() {
 
     // 3. A stopped server gives back its listener, ring and wake-up descriptors too.
     server.stop_cleanly();
-    wait_fds(before_server, "after the server stopped");
+    util::wait_fds(before_server, "after the server stopped");
 }

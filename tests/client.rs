@@ -8,6 +8,8 @@ use ringwire::codec::Len32;
 use ringwire::handlers::Echo;
 use ringwire::{Client, CloseReason, Handler, IoOp, Server, Session, SessionError};
 
+mod util;
+
 /// Sends `rounds` numbered frames one after another, checking each echo, then closes.
 struct PingPong {
     rounds: u32,
@@ -46,7 +48,7 @@ fn wait_for(what: &str, deadline: Duration, mut ready: impl FnMut() -> bool) {
 
 #[test]
 fn client_connections_exchange_frames_with_a_server() {
-    let server = Server::new(Len32, || Echo).start().unwrap();
+    let server = util::start(Server::new(Len32, || Echo).bind(util::any_port()));
     let done = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let (d, e) = (done.clone(), errors.clone());
@@ -149,12 +151,12 @@ impl Handler<Len32> for Fan {
 
 #[test]
 fn a_server_session_connects_out_from_its_own_core() {
-    let backend = Server::new(Len32, || Echo).start().unwrap();
+    let backend = util::start(Server::new(Len32, || Echo).bind(util::any_port()));
     let addr = backend.local_addr();
     let done = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
     let (d, e) = (done.clone(), errors.clone());
-    let front = Server::new(Len32, move || Fan {
+    let front = util::start(Server::new(Len32, move || Fan {
         backend: addr,
         inner: PingPong {
             rounds: 10,
@@ -162,9 +164,7 @@ fn a_server_session_connects_out_from_its_own_core() {
             done: d.clone(),
             errors: e.clone(),
         },
-    })
-    .start()
-    .unwrap();
+    }));
     let mut conn = std::net::TcpStream::connect(front.local_addr()).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();

@@ -7,6 +7,7 @@
 //! Also here: the stable replay of the HTTP fuzz target over the committed corpus.
 
 mod protocols;
+mod util;
 
 #[allow(dead_code)]
 #[path = "../examples/http/service.rs"]
@@ -20,9 +21,10 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use protocols::{run, Output, Running};
+use protocols::{run, Output};
 use ringwire::codec::http::{self, Http, Limits};
 use ringwire::Server;
+use util::Running;
 use web::Web;
 
 const CURL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,11 +38,11 @@ fn http_server(cores: usize) -> Running {
         max_body: MAX_BODY,
     };
     let server = Server::new(Http::with_limits(limits), Web::default)
-        .bind(protocols::any_port())
+        .bind(util::any_port())
         .cores(cores)
         .max_frame(limits.max_head)
         .on_core_tick(Duration::from_millis(500), |_| http::refresh_date());
-    protocols::start(server)
+    util::start(server)
 }
 
 fn url(server: &Running, path: &str) -> String {
@@ -136,7 +138,7 @@ fn curl_gets_statuses_and_bodies() {
         allow.stdout
     );
     assert_eq!(server.total().codec_errors, 0);
-    server.stop();
+    server.stop_cleanly();
 }
 
 #[test]
@@ -165,7 +167,7 @@ fn curl_reuses_kept_alive_connections() {
         2,
         "{total:?}"
     );
-    server.stop();
+    server.stop_cleanly();
 }
 
 #[test]
@@ -201,7 +203,7 @@ fn curl_speaks_http_1_0() {
             .accepted,
         3
     );
-    server.stop();
+    server.stop_cleanly();
 }
 
 #[test]
@@ -248,7 +250,7 @@ fn curl_uploads_are_read_and_discarded() {
     }
     let out = curl(&["-X", "PUT", "--data-binary", "", &u]).success();
     assert_eq!(out.stdout, "discarded 0 bytes\n");
-    server.stop();
+    server.stop_cleanly();
 }
 
 /// Each rejection: its status, `Connection: close`, and a closed connection; a kept-alive
@@ -257,7 +259,7 @@ fn curl_uploads_are_read_and_discarded() {
 fn curl_error_paths_close_only_their_connection() {
     let server = http_server(1);
     let u = url(&server, "/");
-    let mut bystander = protocols::connect(server.addr());
+    let mut bystander = util::connect(server.addr());
     let check_bystander = |bystander: &mut TcpStream| {
         bystander
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -324,14 +326,14 @@ fn curl_error_paths_close_only_their_connection() {
         });
         check_bystander(&mut bystander);
     }
-    server.stop();
+    server.stop_cleanly();
 }
 
 /// A chunked body that passes the limit mid-stream: 413 when its chunk is announced.
 #[test]
 fn chunked_body_over_the_limit_is_refused() {
     let server = http_server(1);
-    let mut s = protocols::connect(server.addr());
+    let mut s = util::connect(server.addr());
     let mut wire = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     let chunk = vec![b'z'; 40_000];
     for _ in 0..2 {
@@ -340,26 +342,26 @@ fn chunked_body_over_the_limit_is_refused() {
         wire.extend_from_slice(b"\r\n");
     }
     s.write_all(&wire).unwrap();
-    let reply = String::from_utf8_lossy(&protocols::expect_closed(&mut s)).into_owned();
+    let reply = String::from_utf8_lossy(&util::expect_closed(&mut s)).into_owned();
     assert!(
         reply.starts_with("HTTP/1.1 413 Content Too Large\r\n"),
         "{reply}"
     );
-    server.stop();
+    server.stop_cleanly();
 }
 
 /// Reads one response with a Content-Length body.
 fn read_response(s: &mut TcpStream) -> String {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
-        head.extend_from_slice(&protocols::read_n(s, 1));
+        head.extend_from_slice(&util::read_n(s, 1));
     }
     let head = String::from_utf8(head).unwrap();
     let len: usize = head
         .lines()
         .find_map(|l| l.strip_prefix("Content-Length: "))
         .map_or(0, |v| v.trim().parse().unwrap());
-    let body = protocols::read_n(s, len);
+    let body = util::read_n(s, len);
     head + &String::from_utf8_lossy(&body)
 }
 
@@ -368,7 +370,7 @@ fn read_response(s: &mut TcpStream) -> String {
 #[test]
 fn pipelined_requests_are_answered_in_order_and_together() {
     let server = http_server(1);
-    let mut s = protocols::connect(server.addr());
+    let mut s = util::connect(server.addr());
     let wire = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\
                  GET /nope HTTP/1.1\r\nHost: x\r\n\r\n\
                  POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\
@@ -376,7 +378,7 @@ fn pipelined_requests_are_answered_in_order_and_together() {
                  GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n\
                  GET /never HTTP/1.1\r\nHost: x\r\n\r\n";
     s.write_all(wire).unwrap();
-    let all = String::from_utf8(protocols::expect_closed(&mut s)).unwrap();
+    let all = String::from_utf8(util::expect_closed(&mut s)).unwrap();
     let statuses: Vec<&str> = all.matches("HTTP/1.1 ").map(|_| "").collect();
     assert_eq!(statuses.len(), 5, "{all}");
     let order: Vec<usize> = [
@@ -400,13 +402,13 @@ fn pipelined_requests_are_answered_in_order_and_together() {
     let total = server.wait_total("the connection to close", |t| t.closed == 1);
     assert_eq!(total.frames_out, 5);
     assert_eq!(total.writes, 1, "five responses, one write: {total:?}");
-    server.stop();
+    server.stop_cleanly();
 }
 
 #[test]
 fn date_header_is_current() {
     let server = http_server(1);
-    let mut s = protocols::connect(server.addr());
+    let mut s = util::connect(server.addr());
     for _ in 0..3 {
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let reply = read_response(&mut s);
@@ -427,7 +429,7 @@ fn date_header_is_current() {
         );
         std::thread::sleep(Duration::from_millis(700));
     }
-    server.stop();
+    server.stop_cleanly();
 }
 
 /// While draining, a kept-alive connection's next response says `Connection: close` and the
@@ -435,24 +437,21 @@ fn date_header_is_current() {
 #[test]
 fn draining_closes_kept_alive_connections_after_their_response() {
     let server = http_server(1);
-    let mut s = protocols::connect(server.addr());
+    let mut s = util::connect(server.addr());
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert!(!read_response(&mut s).contains("Connection: close"));
     server.stopper().shutdown(Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(50));
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let reply = String::from_utf8(protocols::expect_closed(&mut s)).unwrap();
+    let reply = String::from_utf8(util::expect_closed(&mut s)).unwrap();
     assert!(
         reply.starts_with("HTTP/1.1 200 OK") && reply.contains("\r\nConnection: close\r\n"),
         "{reply}"
     );
-    let started = std::time::Instant::now();
-    server.shutdown_within(Duration::from_secs(30));
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "drain took {:?}",
-        started.elapsed()
-    );
+    let took = server
+        .join_within(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("the drain did not end: {e}"));
+    assert!(took < Duration::from_secs(5), "drain took {took:?}");
 }
 
 fn wrk(cores: usize) {
@@ -488,7 +487,7 @@ fn wrk(cores: usize) {
         "wrk on {cores} core(s): {requests} requests\n{}",
         out.stdout
     );
-    server.stop();
+    server.stop_cleanly();
 }
 
 #[test]

@@ -61,24 +61,6 @@ impl Drop for OpenOnDrop<'_> {
     }
 }
 
-/// Waits until the process's descriptor count is back to `baseline`.
-fn wait_fds(baseline: usize, what: &str) {
-    let deadline = Instant::now() + util::SETTLE_TIMEOUT;
-    loop {
-        let now = util::fd_count();
-        if now == baseline {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "{what}: {now} descriptors open {:?} later, {baseline} before",
-                util::SETTLE_TIMEOUT
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// One opener: connects its share, waits at the gate with all of them open, echoes 8 bytes
 /// on each, and closes them. Returns an error instead of panicking before the gate.
 fn opener(addr: SocketAddr, thread_no: usize, gate: &Gate) -> Result<usize, String> {
@@ -175,7 +157,7 @@ fn connection_flood_is_served_and_leaves_no_descriptor_behind() {
         failures.len()
     );
 
-    wait_fds(baseline, "after the flood closed");
+    util::wait_fds(baseline, "after the flood closed");
     let s = server.wait_total("every session to close", |s| s.closed == CONNS as u64);
     println!("flood served and closed in {:?}; {s:?}", started.elapsed());
     assert_eq!(
@@ -195,5 +177,5 @@ fn connection_flood_is_served_and_leaves_no_descriptor_behind() {
         s.closed == CONNS as u64 + 1
     });
     server.stop_cleanly();
-    wait_fds(before_server, "after the server stopped");
+    util::wait_fds(before_server, "after the server stopped");
 }

@@ -7,6 +7,7 @@
 //! Also here: the stable replay of the RESP and Len32 fuzz targets over the committed corpus.
 
 mod protocols;
+mod util;
 
 #[allow(dead_code)]
 #[path = "../examples/kv/service.rs"]
@@ -21,9 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kv::{Kv, Store};
-use protocols::{run, Running};
+use protocols::run;
 use ringwire::codec::resp::{encode_command, Limits, Resp};
 use ringwire::Server;
+use util::Running;
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 const BENCH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -32,10 +34,10 @@ fn kv_server(cores: usize, limits: Limits) -> (Running, Arc<Store>) {
     let store = Arc::new(Store::new(64));
     let shared = store.clone();
     let server = Server::new(Resp::with_limits(limits), move || Kv::new(shared.clone()))
-        .bind(protocols::any_port())
+        .bind(util::any_port())
         .cores(cores)
         .max_frame(64 * 1024);
-    (protocols::start(server), store)
+    (util::start(server), store)
 }
 
 fn port(server: &Running) -> String {
@@ -128,7 +130,7 @@ fn redis_cli_session_covers_every_command() {
         got = &got[want.len()..];
     }
     assert_eq!(got, "", "more output than replies:\n{}", out.stdout);
-    server.stop();
+    server.stop_cleanly();
 }
 
 /// redis-cli --pipe sends its whole input at once (pipelined), then counts the replies and
@@ -182,7 +184,7 @@ fn redis_cli_pipe_mode_is_pipelined() {
         total.frames_out,
         total.writes
     );
-    server.stop();
+    server.stop_cleanly();
 }
 
 fn bench(cores: usize) {
@@ -240,7 +242,7 @@ fn bench(cores: usize) {
         total.writes,
         summaries.join("; ")
     );
-    server.stop();
+    server.stop_cleanly();
 }
 
 #[test]
@@ -272,7 +274,7 @@ fn reply(stream: &mut TcpStream) -> String {
     let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
     match text.strip_prefix('$').map(str::parse::<i64>) {
         Some(Ok(n)) if n >= 0 => {
-            let body = protocols::read_n(stream, n as usize + 2);
+            let body = util::read_n(stream, n as usize + 2);
             String::from_utf8_lossy(&body[..n as usize]).into_owned()
         }
         _ => text,
@@ -288,7 +290,7 @@ fn protocol_errors_close_only_their_connection() {
         max_inline: 64,
     };
     let (server, _) = kv_server(1, limits);
-    let mut bystander = protocols::connect(server.addr());
+    let mut bystander = util::connect(server.addr());
     request(&mut bystander, &[b"SET", b"k", b"v"]);
     assert_eq!(reply(&mut bystander), "+OK");
     let cases: &[(&[u8], &str)] = &[
@@ -306,11 +308,11 @@ fn protocol_errors_close_only_their_connection() {
         (&[b'a'; 65], "-ERR Protocol error: too big inline request"),
     ];
     for (wire, expected) in cases {
-        let mut victim = protocols::connect(server.addr());
+        let mut victim = util::connect(server.addr());
         request(&mut victim, &[b"PING"]);
         assert_eq!(reply(&mut victim), "+PONG");
         victim.write_all(wire).unwrap();
-        let rest = String::from_utf8_lossy(&protocols::expect_closed(&mut victim)).into_owned();
+        let rest = String::from_utf8_lossy(&util::expect_closed(&mut victim)).into_owned();
         assert!(
             rest.starts_with(expected),
             "{:?} got {rest:?}",
@@ -328,8 +330,8 @@ fn protocol_errors_close_only_their_connection() {
     assert_eq!(server.total().codec_errors, cases.len() as u64);
     // QUIT: +OK, then the server closes; nothing after it is answered.
     bystander.write_all(b"QUIT\r\nPING\r\n").unwrap();
-    assert_eq!(protocols::expect_closed(&mut bystander), b"+OK\r\n");
-    server.stop();
+    assert_eq!(util::expect_closed(&mut bystander), b"+OK\r\n");
+    server.stop_cleanly();
 }
 
 /// Connections landing on each core of a 2-core server: a value set through one is seen by a
@@ -341,7 +343,7 @@ fn writes_are_visible_across_cores() {
     let mut opened = 0;
     while by_core.iter().any(Vec::is_empty) {
         assert!(opened < 200, "the kernel put 200 connections on one core");
-        let stream = protocols::connect(server.addr());
+        let stream = util::connect(server.addr());
         opened += 1;
         let stats = server.wait_total("the connection to be accepted", |t| t.accepted == opened);
         let _ = stats;
@@ -366,7 +368,7 @@ fn writes_are_visible_across_cores() {
         request(reader, &[b"INCR", b"n"]);
         assert_eq!(reply(reader), format!(":{}", i + 1));
     }
-    server.stop();
+    server.stop_cleanly();
 }
 
 #[test]

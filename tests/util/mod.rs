@@ -260,6 +260,22 @@ pub fn fd_count() -> usize {
         .count()
 }
 
+/// Waits until the process's descriptor count is back to `baseline`, failing after
+/// [`SETTLE_TIMEOUT`].
+pub fn wait_fds(baseline: usize, what: &str) {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let now = fd_count();
+        if now == baseline {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: {now} descriptors open {SETTLE_TIMEOUT:?} later, {baseline} before");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Raises the soft RLIMIT_NOFILE to the hard limit; fails the test if that is below `need`.
 /// Returns the new soft limit.
 pub fn raise_nofile(need: u64) -> u64 {

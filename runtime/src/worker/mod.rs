@@ -265,9 +265,27 @@ where
         callback: &'static str,
         f: impl FnOnce(&mut H, &mut Session<'_, C>),
     ) -> bool {
-        let Some(conn) = self.conns.get_mut(slot as usize) else {
-            return true;
-        };
+        match self.call(slot, f) {
+            None => true,
+            Some(Ok(())) => {
+                self.after_callback(ops, slot);
+                true
+            }
+            Some(Err(payload)) => {
+                self.panicked(ops, slot, callback, payload);
+                false
+            }
+        }
+    }
+
+    /// Runs `f` on the session's handler with a `Session` view of it, catching a panic.
+    /// `None` if the slot is empty.
+    fn call(
+        &mut self,
+        slot: u32,
+        f: impl FnOnce(&mut H, &mut Session<'_, C>),
+    ) -> Option<std::thread::Result<()>> {
+        let conn = self.conns.get_mut(slot as usize)?;
         let mut session = Session {
             codec: &mut conn.codec,
             state: &mut conn.state,
@@ -276,16 +294,7 @@ where
             connects: &mut self.connects,
         };
         let handler = &mut conn.handler;
-        match catch_unwind(AssertUnwindSafe(|| f(handler, &mut session))) {
-            Ok(()) => {
-                self.after_callback(ops, slot);
-                true
-            }
-            Err(payload) => {
-                self.panicked(ops, slot, callback, payload);
-                false
-            }
-        }
+        Some(catch_unwind(AssertUnwindSafe(|| f(handler, &mut session))))
     }
 
     /// A new session in a free slot, with a handler from the factory; `None` (counted) if the
@@ -472,15 +481,7 @@ where
         if conn.phase == Phase::Closing {
             return;
         }
-        let mut session = Session {
-            codec: &mut conn.codec,
-            state: &mut conn.state,
-            pool: &mut self.pool,
-            stats: &self.stats,
-            connects: &mut self.connects,
-        };
-        let handler = &mut conn.handler;
-        if catch_unwind(AssertUnwindSafe(|| handler.on_error(&mut session, &error))).is_err() {
+        if let Some(Err(_)) = self.call(slot, |h, s| h.on_error(s, &error)) {
             self.stats.panics.add(1);
         }
         self.begin_close(ops, slot, reason);
@@ -508,15 +509,7 @@ where
             return;
         }
         conn.phase = Phase::Closing;
-        let mut session = Session {
-            codec: &mut conn.codec,
-            state: &mut conn.state,
-            pool: &mut self.pool,
-            stats: &self.stats,
-            connects: &mut self.connects,
-        };
-        let handler = &mut conn.handler;
-        if catch_unwind(AssertUnwindSafe(|| handler.on_close(&mut session, reason))).is_err() {
+        if let Some(Err(_)) = self.call(slot, |h, s| h.on_close(s, reason)) {
             self.stats.panics.add(1);
         }
         self.stats.closed_by[reason.index()].add(1);

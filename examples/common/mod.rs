@@ -1,0 +1,116 @@
+//! What the example servers share: the command-line flags every server takes, and serving
+//! until a signal (the first SIGINT/SIGTERM drains, a second stops at once).
+
+use std::time::Duration;
+
+use clap::Args;
+use ringwire::{Codec, CoreSnapshot, Handler, Server, ServerError, ServerHandle};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+
+/// Flags of every example server (besides `--addr` and its protocol's own).
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Number of cores (workers pinned to CPUs 0..N).
+    #[arg(long, default_value_t = 1, conflicts_with = "cpus")]
+    pub cores: usize,
+    /// Explicit CPU list, e.g. 0,2,4.
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Option<Vec<usize>>,
+    /// Submission queue entries per core.
+    #[arg(long, default_value_t = 1024)]
+    pub ring_entries: u32,
+    /// Provided receive buffers per core (a power of two).
+    #[arg(long, default_value_t = 1024)]
+    pub buffers: u32,
+    /// Size of each provided receive buffer, in bytes.
+    #[arg(long, default_value_t = 8192)]
+    pub buf_size: u32,
+    /// Most sessions per core; more are accepted and closed at once.
+    #[arg(long, default_value_t = 65536)]
+    pub max_conns: usize,
+    /// Close sessions that receive nothing for this long.
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u64>,
+    /// Close sessions whose incomplete frame is not completed within this long.
+    #[arg(long)]
+    pub read_timeout_ms: Option<u64>,
+    /// Close sessions whose pending output makes no progress for this long.
+    #[arg(long)]
+    pub write_timeout_ms: Option<u64>,
+    /// On SIGINT/SIGTERM, serve open sessions for at most this long before closing them.
+    #[arg(long, default_value_t = 10_000)]
+    pub drain_ms: u64,
+}
+
+impl ServerArgs {
+    /// Applies the flags to a server being built.
+    pub fn apply<C, H, F>(&self, server: Server<C, F>) -> Server<C, F>
+    where
+        C: Codec + Clone + Send,
+        H: Handler<C>,
+        F: Fn() -> H + Send + Sync + 'static,
+    {
+        let ms = Duration::from_millis;
+        let mut server = server
+            .ring_entries(self.ring_entries)
+            .buffers(self.buffers, self.buf_size)
+            .max_sessions(self.max_conns);
+        if let Some(t) = self.idle_timeout_ms {
+            server = server.idle_timeout(ms(t));
+        }
+        if let Some(t) = self.read_timeout_ms {
+            server = server.read_timeout(ms(t));
+        }
+        if let Some(t) = self.write_timeout_ms {
+            server = server.write_timeout(ms(t));
+        }
+        match &self.cpus {
+            Some(cpus) => server.cpus(cpus.iter().copied()),
+            None => server.cores(self.cores),
+        }
+    }
+
+    /// How long SIGINT/SIGTERM drains.
+    pub fn drain(&self) -> Duration {
+        Duration::from_millis(self.drain_ms)
+    }
+}
+
+/// Serves until the server stops: the first SIGINT or SIGTERM drains for at most `drain`, a
+/// second stops at once, SIGUSR1 calls `on_usr1`. Returns the counters summed over the cores.
+pub fn serve_until_signalled(
+    name: &str,
+    handle: ServerHandle,
+    drain: Duration,
+    on_usr1: impl Fn() + Send + 'static,
+) -> Result<CoreSnapshot, ServerError> {
+    let stopper = handle.stopper();
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(ServerError::Spawn)?;
+    let name = name.to_owned();
+    // The thread waits for signals until the process exits.
+    std::thread::spawn(move || {
+        let mut stops = 0;
+        for sig in signals.forever() {
+            if sig == SIGUSR1 {
+                on_usr1();
+                continue;
+            }
+            stops += 1;
+            if stops == 1 {
+                eprintln!("{name}: signal {sig}: draining for at most {drain:?}");
+                stopper.shutdown(drain);
+            } else {
+                eprintln!("{name}: second signal: stopping now");
+                stopper.stop();
+            }
+        }
+    });
+    let counters = handle.core_stats().to_vec();
+    handle.join()?;
+    let mut total = CoreSnapshot::default();
+    for core in &counters {
+        total.merge(&core.snapshot());
+    }
+    Ok(total)
+}

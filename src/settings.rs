@@ -1,0 +1,147 @@
+//! Settings a server and a client share: where the workers run and how each core's engine is
+//! sized, timed and observed. One definition, expanded into both builders.
+
+/// Expands to the builder methods [`Server`](crate::Server) and [`Client`](crate::Client)
+/// share; the builder has `config: Config` and `hooks: Hooks` fields.
+macro_rules! engine_settings {
+    () => {
+        /// Runs `n` workers, pinned to CPUs `0..n`.
+        pub fn cores(mut self, n: usize) -> Self {
+            self.config.cpus = (0..n).collect();
+            self
+        }
+
+        /// Runs one worker per listed CPU, pinned to it.
+        pub fn cpus(mut self, cpus: impl IntoIterator<Item = usize>) -> Self {
+            self.config.cpus = cpus.into_iter().collect();
+            self
+        }
+
+        /// Pin workers to their CPUs (default: yes).
+        pub fn pin(mut self, pin: bool) -> Self {
+            self.config.pin = pin;
+            self
+        }
+
+        /// Largest frame the codec accepts; a larger one closes its session with an error.
+        pub fn max_frame(mut self, bytes: usize) -> Self {
+            self.config.max_frame = bytes;
+            self
+        }
+
+        /// Submission queue entries of each core's ring (a power of two; default 1024).
+        pub fn ring_entries(mut self, entries: u32) -> Self {
+            self.config.ring_entries = entries;
+            self
+        }
+
+        /// Completion queue entries (a power of two; default: four times the submission queue and
+        /// at least twice the buffer count).
+        pub fn cq_entries(mut self, entries: u32) -> Self {
+            self.config.cq_entries = entries;
+            self
+        }
+
+        /// Provided receive buffers per core: `count` (a power of two) of `size` bytes each.
+        pub fn buffers(mut self, count: u32, size: u32) -> Self {
+            self.config.buf_count = count;
+            self.config.buf_size = size;
+            self
+        }
+
+        /// TCP_NODELAY on accepted connections (default: on).
+        pub fn nodelay(mut self, on: bool) -> Self {
+            self.config.nodelay = on;
+            self
+        }
+
+        /// Most sessions per core (default 65536); past it a server accepts a new connection and
+        /// closes it at once (counted as rejected), and a client's connect fails.
+        pub fn max_sessions(mut self, n: usize) -> Self {
+            self.config.max_sessions = n;
+            self
+        }
+
+        /// Closes a session that received nothing for `timeout` (default: never). A session can
+        /// change its own with [`Session::set_idle_timeout`](crate::Session::set_idle_timeout).
+        pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.config.idle_timeout = Some(timeout);
+            self
+        }
+
+        /// Closes a session whose incomplete frame is not completed within `timeout`: the slow
+        /// trickle of a frame that never ends (default: never).
+        pub fn read_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.config.read_timeout = Some(timeout);
+            self
+        }
+
+        /// Closes a session whose pending output makes no progress for `timeout`: a peer that
+        /// stopped reading (default: never).
+        pub fn write_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.config.write_timeout = Some(timeout);
+            self
+        }
+
+        /// Backpressure: above `high` bytes of pending output a session is not read from until its
+        /// output drains to `low` bytes (defaults 1 MiB and 256 KiB). A peer that sends without
+        /// reading costs the server at most about `high` plus one receive's worth of input and its
+        /// replies.
+        pub fn water_marks(mut self, high: usize, low: usize) -> Self {
+            self.config.high_water = high;
+            self.config.low_water = low;
+            self
+        }
+
+        /// How long a session closed from our side (the handler's `close`, a codec error) lingers
+        /// before its descriptor closes: its sending side is shut down (the peer reads the last
+        /// reply, then EOF) and input is read and dropped until the peer's EOF, at most this long.
+        /// Closing while the peer still sends would reset the connection and could destroy the
+        /// last reply. Default 2 s; `None` closes at once.
+        pub fn linger(mut self, linger: Option<std::time::Duration>) -> Self {
+            self.config.linger = linger;
+            self
+        }
+
+        /// Runs `hook(worker_index)` on each worker thread every `period`, between loop turns:
+        /// per-core housekeeping, such as refreshing a cached `Date` header in a thread local.
+        pub fn on_core_tick(
+            mut self,
+            period: std::time::Duration,
+            hook: impl Fn(usize) + Send + Sync + 'static,
+        ) -> Self {
+            self.hooks.on_core_tick = Some((period, std::sync::Arc::new(hook)));
+            self
+        }
+
+        /// Runs `hook(worker_index)` on each worker thread before it serves.
+        pub fn on_worker_start(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
+            self.hooks.on_worker_start = Some(std::sync::Arc::new(hook));
+            self
+        }
+
+        /// The I/O driver: io_uring where it works, else epoll (`Auto`, the default, which the
+        /// environment variable `RINGWIRE_DRIVER=auto|uring|epoll` may override), or one forced.
+        /// Forcing io_uring where it cannot work makes `start` fail with the reason.
+        pub fn driver(mut self, kind: ringwire_runtime::DriverKind) -> Self {
+            self.config.driver = kind;
+            self
+        }
+
+        /// Records per-core histograms of in-server handling time (frame decoded to replies
+        /// encoded) and of loop-turn time, read through
+        /// [`ServerHandle::latency`](crate::ServerHandle::latency) and printed with
+        /// [`report`](crate::report). Off by default (it costs two clock reads per frame).
+        pub fn record_latency(mut self, on: bool) -> Self {
+            self.config.record_latency = on;
+            self
+        }
+
+        /// The engine configuration built so far.
+        pub fn config(&self) -> &ringwire_runtime::Config {
+            &self.config
+        }
+    };
+}
+
+pub(crate) use engine_settings;
