@@ -35,6 +35,10 @@ pub struct Hooks {
     /// Runs on each worker thread every period, between loop turns: per-core housekeeping
     /// such as refreshing a cached `Date` header. Gets the worker's index.
     pub on_core_tick: Option<(Duration, WorkerHook)>,
+    /// Tests only: the worker with this index panics in the engine (outside any user callback)
+    /// at the end of its first loop turn after the flag is set.
+    #[cfg(test)]
+    pub(crate) fault: Option<(usize, Arc<std::sync::atomic::AtomicBool>)>,
 }
 
 /// Stops a server from any thread. Cheap to clone.
@@ -196,14 +200,28 @@ where
     let listener = setup.listener.take();
     match setup.driver {
         DriverKind::Epoll => match EpollDriver::new(&config, listener, wake, stats) {
-            Ok(driver) => serve(setup, driver),
+            Ok(driver) => launch(setup, driver),
             Err(e) => setup.not_ready(e),
         },
         _ => match UringDriver::new(&config, listener, wake, stats) {
-            Ok(driver) => serve(setup, driver),
+            Ok(driver) => launch(setup, driver),
             Err(e) => setup.not_ready(e),
         },
     }
+}
+
+fn launch<C, H, F, D>(setup: WorkerSetup<C, F>, driver: D) -> Result<(), ServerError>
+where
+    C: Codec + Clone,
+    H: Handler<C>,
+    F: Fn() -> H,
+    D: Driver,
+{
+    #[cfg(test)]
+    if let Some((_, trigger)) = setup.hooks.fault.clone().filter(|(i, _)| *i == setup.index) {
+        return serve(setup, tests::Faulty::new(driver, trigger));
+    }
+    serve(setup, driver)
 }
 
 /// Runs the core on `driver` until it stops.
@@ -427,3 +445,6 @@ where
     );
     Ok(handle)
 }
+
+#[cfg(test)]
+mod tests;

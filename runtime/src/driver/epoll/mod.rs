@@ -77,6 +77,19 @@ pub(crate) struct EpollDriver {
     buf: Vec<u8>,
 }
 
+impl Drop for EpollOps {
+    fn drop(&mut self) {
+        // Sessions still open here (a worker that died, or a fatal error) own their
+        // descriptors: close them so their peers see the end.
+        for s in &mut self.slots {
+            if s.life == Life::Open {
+                sys::close(s.fd);
+                s.fd = -1;
+            }
+        }
+    }
+}
+
 impl EpollDriver {
     pub(crate) fn new(
         config: &Config,

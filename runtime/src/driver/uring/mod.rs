@@ -531,6 +531,26 @@ impl UringOps {
 
 impl Drop for UringOps {
     fn drop(&mut self) {
+        // Sessions still open here (a worker that died, or a fatal ring error) own their
+        // descriptors: shut them down so their peers see the end now (the ring's operations
+        // hold the sockets until the kernel tears the ring down), and close them. A slot whose
+        // close op was submitted is left alone: the op may have run, and closing again could
+        // close a descriptor reused elsewhere.
+        for io in &mut self.slots {
+            if matches!(io.life, Life::Open | Life::Closing) {
+                // SAFETY: shutdown takes no pointers; the descriptor is open and ours.
+                let _ = sys::cvt(unsafe { libc::shutdown(io.fd, libc::SHUT_RDWR) });
+                sys::close(io.fd);
+                io.fd = -1;
+            }
+        }
+        if let Some(listener) = &self.listener {
+            // The ring's accept holds the listener open until the kernel has torn the ring
+            // down; shutting it down leaves the SO_REUSEPORT group now, so no connection is
+            // routed to a core that will never accept it.
+            // SAFETY: shutdown takes no pointers; the descriptor is open.
+            let _ = sys::cvt(unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) });
+        }
         if !self.wake_armed {
             // SAFETY: allocated by Box::into_raw in `new`; no read is in flight to write it.
             drop(unsafe { Box::from_raw(self.wake_buf) });
