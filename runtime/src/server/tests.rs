@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::codec::{CodecError, Decoded};
 use crate::session::Session;
+use crate::worker::tests::Bytes;
 
 /// Wraps a driver; once `trigger` is set, panics at the end of the next turn.
 pub(super) struct Faulty<D> {
@@ -52,31 +52,11 @@ impl<D: Driver> Driver for Faulty<D> {
     }
 }
 
-#[derive(Clone)]
-struct Raw;
-
-impl Codec for Raw {
-    type Frame<'a> = &'a [u8];
-    type Item = [u8];
-
-    fn decode<'a>(&mut self, src: &'a [u8], _: usize) -> Result<Decoded<&'a [u8]>, CodecError> {
-        Ok(match src.len() {
-            0 => Decoded::NeedMore(None),
-            n => Decoded::Frame(src, n),
-        })
-    }
-
-    fn encode(&mut self, item: &[u8], dst: &mut Vec<u8>) -> Result<(), CodecError> {
-        dst.extend_from_slice(item);
-        Ok(())
-    }
-}
-
 struct Echo;
 
-impl Handler<Raw> for Echo {
-    fn on_message(&mut self, session: &mut Session<'_, Raw>, frame: &[u8]) {
-        session.write(frame);
+impl Handler<Bytes> for Echo {
+    fn on_message(&mut self, session: &mut Session<'_, Bytes>, frame: &[u8]) {
+        session.write(frame); // no frame here starts with `!` or `[`
     }
 }
 
@@ -113,7 +93,7 @@ fn worker_death(driver: DriverKind) {
         fault: Some((1, trigger.clone())),
         ..Hooks::default()
     };
-    let handle = start(config, Raw, || Echo, hooks).expect("server starts");
+    let handle = start(config, Bytes, || Echo, hooks).expect("server starts");
     let addr = handle.local_addr();
 
     // One live connection on each core (the kernel picks the core by hashing the ports).

@@ -518,4 +518,4 @@ where
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

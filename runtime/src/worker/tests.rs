@@ -76,7 +76,7 @@ impl Ops for FakeOps {
 
 /// Bytes through as they come; `!` is malformed.
 #[derive(Clone)]
-struct Bytes;
+pub(crate) struct Bytes;
 
 impl Codec for Bytes {
     type Frame<'a> = &'a [u8];
