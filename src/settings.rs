@@ -84,9 +84,11 @@ macro_rules! engine_settings {
         }
 
         /// Backpressure: above `high` bytes of pending output a session is not read from until its
-        /// output drains to `low` bytes (defaults 1 MiB and 256 KiB). A peer that sends without
-        /// reading costs the server at most about `high` plus one receive's worth of input and its
-        /// replies.
+        /// output drains to `low` bytes (defaults 1 MiB and 256 KiB). Decoding stops at the
+        /// frame whose replies pass `high`; input received after it is held undecoded until the
+        /// output drains. A peer that sends without reading costs the server at most `high` plus
+        /// one frame's replies, plus the input the kernel delivered before reading stopped (at
+        /// most the buffer ring's size on io_uring, one 64 KiB read on epoll).
         pub fn water_marks(mut self, high: usize, low: usize) -> Self {
             self.config.high_water = high;
             self.config.low_water = low;

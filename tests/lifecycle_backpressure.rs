@@ -322,3 +322,83 @@ fn peer_that_stops_reading_is_closed_by_the_write_timeout() {
     assert_eq!(util::read_n(&mut fresh, 13), b"still serving");
     server.stop_cleanly();
 }
+
+/// Replies to each len32 frame (a 4-byte sequence number) with `AMP_REPLY` bytes that start
+/// with the same number, and records the most output it ever saw pending.
+struct Amplifier {
+    max_pending: std::sync::Arc<AtomicU64>,
+}
+
+const AMP_REPLY: usize = 16 << 10;
+const AMP_HIGH: usize = 256 << 10;
+
+impl ringwire::Handler<ringwire::codec::Len32> for Amplifier {
+    fn on_message(
+        &mut self,
+        session: &mut ringwire::Session<'_, ringwire::codec::Len32>,
+        frame: &[u8],
+    ) {
+        let mut reply = [0xab_u8; AMP_REPLY];
+        reply[..4].copy_from_slice(&frame[..4]);
+        session.send(&reply).unwrap();
+        self.max_pending
+            .fetch_max(session.pending_output() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Small requests with large replies, sent without reading: decoding stops as soon as the
+/// output passes the high-water mark (the rest of the receive is held, not decoded), so the
+/// pending output never exceeds the mark by more than one reply; every reply still arrives,
+/// in order, including those for requests held when the client half-closed.
+#[test]
+fn amplifying_requests_stop_decoding_at_the_high_water_mark() {
+    let _serial = serial();
+    const FRAMES: u32 = 8192;
+    let max_pending = std::sync::Arc::new(AtomicU64::new(0));
+    let factory = {
+        let max_pending = max_pending.clone();
+        move || Amplifier {
+            max_pending: max_pending.clone(),
+        }
+    };
+    let server = util::start(
+        ringwire::Server::new(ringwire::codec::Len32, factory)
+            .bind(util::any_port())
+            .water_marks(AMP_HIGH, AMP_HIGH / 4),
+    );
+    for half_close in [false, true] {
+        let mut stream = util::connect(server.addr());
+        let mut requests = Vec::with_capacity(FRAMES as usize * 8);
+        for seq in 0..FRAMES {
+            requests.extend_from_slice(&util::len32(&seq.to_be_bytes()));
+        }
+        // 64 KiB: the kernel takes it all before the client reads anything.
+        stream.write_all(&requests).unwrap();
+        if half_close {
+            util::shutdown_write(&stream);
+        }
+        let frame = 4 + AMP_REPLY;
+        for seq in 0..FRAMES {
+            let got = util::read_n(&mut stream, frame);
+            assert_eq!(
+                &got[..4],
+                &(AMP_REPLY as u32).to_be_bytes(),
+                "reply {seq}'s header"
+            );
+            assert_eq!(&got[4..8], &seq.to_be_bytes(), "reply {seq} out of order");
+            assert!(got[8..].iter().all(|&b| b == 0xab), "reply {seq}'s body");
+        }
+        if half_close {
+            util::expect_eof(&mut stream);
+        }
+    }
+    let s = server.total();
+    let max = max_pending.load(Ordering::Relaxed);
+    println!("most output pending: {max} bytes (high-water mark {AMP_HIGH}); {s:?}");
+    assert!(s.backpressure_pauses >= 1, "{s:#?}");
+    assert!(
+        max <= (AMP_HIGH + 4 + AMP_REPLY) as u64,
+        "pending output reached {max} bytes, past the high-water mark {AMP_HIGH} plus one reply"
+    );
+    server.stop_cleanly();
+}

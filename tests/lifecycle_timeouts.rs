@@ -117,8 +117,10 @@ fn slowloris_connections_are_closed_by_idle_and_read_timeouts() {
         }
 
         let s1 = server.wait_total("every slowloris connection to time out", |s| {
+            // A reason is counted when the close begins, `closed` when the slot is freed.
             s.closed_for(CloseReason::IdleTimeout) >= SILENT as u64
                 && s.closed_for(CloseReason::ReadTimeout) >= TRICKLERS as u64
+                && s.closed >= (SILENT + TRICKLERS) as u64
         });
         let elapsed = started.elapsed();
         stop_trickle.store(true, Ordering::Relaxed);

@@ -95,6 +95,32 @@ pub struct Fed {
     pub copied: usize,
     /// The callback asked to stop; the rest of the input was dropped.
     pub stopped: bool,
+    /// The callback asked to pause; the rest of the input is held, undecoded, for
+    /// [`FrameReader::resume`].
+    pub paused: bool,
+}
+
+/// What the frame callback of [`FrameReader::feed`] wants next. A `bool` converts: `true` is
+/// `Continue`, `false` is `Stop`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Decode the next frame.
+    Continue,
+    /// Decode nothing more for now (the session's output is over its high-water mark): hold
+    /// the rest of the input until [`FrameReader::resume`].
+    Pause,
+    /// The session is closing: drop the rest of the input.
+    Stop,
+}
+
+impl From<bool> for Flow {
+    fn from(go_on: bool) -> Flow {
+        if go_on {
+            Flow::Continue
+        } else {
+            Flow::Stop
+        }
+    }
 }
 
 /// Reassembles frames for one session: decodes straight from incoming bytes, and keeps only an
@@ -104,6 +130,10 @@ pub struct FrameReader {
     tail: Vec<u8>,
     /// Total bytes the frame in `tail` needs, when the codec said.
     need: Option<usize>,
+    /// Input not decoded because the callback paused (whole frames, then perhaps the start of
+    /// one), plus what arrived while paused; decoded first, in order, by `resume`. Bounded by
+    /// what the kernel delivers between a pause and the stop of reading (see `hold`).
+    held: Vec<u8>,
 }
 
 impl FrameReader {
@@ -117,16 +147,69 @@ impl FrameReader {
         self.tail.len()
     }
 
-    /// Gives the tail buffer back to `pool`.
+    /// Bytes of input held back by a pause, not yet decoded.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Gives the tail buffer and any held input back to `pool`.
     pub fn release(&mut self, pool: &mut BufPool) {
+        pool.give(std::mem::take(&mut self.tail));
+        pool.give(std::mem::take(&mut self.held));
+        self.need = None;
+    }
+
+    /// Keeps `data`, undecoded, behind what is already held: for input that arrives while
+    /// reading is paused. The engine stops reading when it pauses, so this holds at most what
+    /// the kernel had already delivered by then.
+    pub fn hold(&mut self, data: &[u8], pool: &mut BufPool) {
+        if self.held.is_empty() {
+            pool.give(std::mem::take(&mut self.held));
+            self.held = pool.take(data.len());
+        }
+        self.held.extend_from_slice(data);
+    }
+
+    /// Decodes the input held by a pause, as [`feed`](FrameReader::feed) would have: the same
+    /// callback, and it may pause again.
+    pub fn resume<C, F, R>(
+        &mut self,
+        codec: &mut C,
+        max_frame: usize,
+        pool: &mut BufPool,
+        on_frame: F,
+    ) -> Result<Fed, CodecError>
+    where
+        C: Codec,
+        F: FnMut(&mut C, &mut BufPool, C::Frame<'_>) -> R,
+        R: Into<Flow>,
+    {
+        let held = std::mem::take(&mut self.held);
+        let fed = self.feed(codec, &held, max_frame, pool, on_frame);
+        pool.give(held);
+        fed
+    }
+
+    /// Moves what is left of the tail (from `pos`) and of `data` into `held`.
+    fn pause(&mut self, pos: usize, data: &[u8], pool: &mut BufPool) {
+        debug_assert!(self.held.is_empty());
+        let rest = &self.tail[pos.min(self.tail.len())..];
+        if !rest.is_empty() || !data.is_empty() {
+            let mut held = pool.take(rest.len() + data.len());
+            held.extend_from_slice(rest);
+            held.extend_from_slice(data);
+            self.held = held;
+        }
         pool.give(std::mem::take(&mut self.tail));
         self.need = None;
     }
 
     /// Decodes every whole frame in the tail plus `data`, calling `on_frame` for each with the
-    /// codec and the pool lent back. `on_frame` returns `false` to stop (the session is
-    /// closing); the remaining input is then dropped.
-    pub fn feed<C, F>(
+    /// codec and the pool lent back. `on_frame` returns a [`Flow`] (or a `bool`): to go on, to
+    /// pause (the rest of the input is held for [`resume`](FrameReader::resume)), or to stop
+    /// (the session is closing; the rest of the input is dropped). While input is held, `data`
+    /// joins it undecoded.
+    pub fn feed<C, F, R>(
         &mut self,
         codec: &mut C,
         mut data: &[u8],
@@ -136,9 +219,15 @@ impl FrameReader {
     ) -> Result<Fed, CodecError>
     where
         C: Codec,
-        F: FnMut(&mut C, &mut BufPool, C::Frame<'_>) -> bool,
+        F: FnMut(&mut C, &mut BufPool, C::Frame<'_>) -> R,
+        R: Into<Flow>,
     {
         let mut fed = Fed::default();
+        if !self.held.is_empty() {
+            self.hold(data, pool);
+            fed.paused = true;
+            return Ok(fed);
+        }
         let limit = max_frame.saturating_add(FRAME_HEADROOM);
         // 1. Complete the frame held in the tail, taking only what it needs when known.
         while !self.tail.is_empty() {
@@ -159,21 +248,30 @@ impl FrameReader {
             data = &data[take..];
             let mut pos = 0;
             while pos < self.tail.len() {
-                match codec.decode(&self.tail[pos..], max_frame)? {
+                let flow = match codec.decode(&self.tail[pos..], max_frame)? {
                     Decoded::Frame(frame, used) => {
                         debug_assert!(used > 0 && used <= self.tail.len() - pos);
                         pos += used.max(1);
                         fed.frames += 1;
-                        fed.stopped = !on_frame(codec, pool, frame);
+                        on_frame(codec, pool, frame).into()
                     }
                     Decoded::NeedMore(total) => {
                         self.need = total;
                         break;
                     }
-                }
-                if fed.stopped {
-                    self.release(pool);
-                    return Ok(fed);
+                };
+                match flow {
+                    Flow::Continue => {}
+                    Flow::Pause => {
+                        fed.paused = true;
+                        self.pause(pos, data, pool);
+                        return Ok(fed);
+                    }
+                    Flow::Stop => {
+                        fed.stopped = true;
+                        self.release(pool);
+                        return Ok(fed);
+                    }
                 }
             }
             self.tail.drain(..pos);
@@ -199,9 +297,17 @@ impl FrameReader {
                     debug_assert!(used > 0 && used <= data.len() - pos);
                     pos += used.max(1);
                     fed.frames += 1;
-                    if !on_frame(codec, pool, frame) {
-                        fed.stopped = true;
-                        return Ok(fed);
+                    match on_frame(codec, pool, frame).into() {
+                        Flow::Continue => {}
+                        Flow::Pause => {
+                            fed.paused = true;
+                            self.pause(0, &data[pos..], pool);
+                            return Ok(fed);
+                        }
+                        Flow::Stop => {
+                            fed.stopped = true;
+                            return Ok(fed);
+                        }
                     }
                 }
                 Decoded::NeedMore(total) => {

@@ -5,12 +5,12 @@ use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use super::{is_reset, Conn, Phase, Worker};
+use super::{is_reset, Phase, Worker};
 use crate::codec::Codec;
 use crate::driver::{Ops, Sink};
 use crate::error::{IoOp, SessionError};
 use crate::handler::Handler;
-use crate::session::{CloseReason, Session};
+use crate::session::CloseReason;
 use crate::sys;
 
 impl<C, H, F, O> Sink<O> for Worker<C, H, F>
@@ -88,70 +88,15 @@ where
         if conn.phase != Phase::Open {
             return;
         }
-        let stats = &*self.stats;
-        stats.bytes_in.add(data.len() as u64);
-        stats.recvs.add(1);
+        self.stats.bytes_in.add(data.len() as u64);
+        self.stats.recvs.add(1);
         conn.last_rx = self.now;
-        let Conn {
-            codec,
-            handler,
-            reader,
-            state,
-            ..
-        } = conn;
-        let max_frame = self.cfg.max_frame;
-        let connects = &mut self.connects;
-        let mut handling = self.recorders.as_mut().map(|r| &mut r.handling);
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            reader.feed(
-                codec,
-                data,
-                max_frame,
-                &mut self.pool,
-                |codec, pool, frame| {
-                    let mut session = Session {
-                        codec,
-                        state: &mut *state,
-                        pool,
-                        stats,
-                        connects: &mut *connects,
-                    };
-                    match handling.as_deref_mut() {
-                        Some(rec) => {
-                            let start = Instant::now();
-                            handler.on_message(&mut session, frame);
-                            rec.record_since(start);
-                        }
-                        None => handler.on_message(&mut session, frame),
-                    }
-                    !session.state.close_requested
-                },
-            )
-        }));
-        match result {
-            Ok(Ok(fed)) => {
-                stats.frames_in.add(fed.frames as u64);
-                if fed.copied > 0 {
-                    stats.tail_copies.add(1);
-                    stats.tail_bytes.add(fed.copied as u64);
-                }
-                if fed.frames > 0 {
-                    // Frames completed: an incomplete one left behind is a new frame, whose
-                    // read timeout starts now.
-                    let conn = &mut self.conns[slot as usize];
-                    if conn.reader.buffered() > 0 {
-                        conn.frame_started = self.now;
-                    }
-                }
-                self.after_callback(ops, slot);
-            }
-            Ok(Err(error)) => {
-                stats.codec_errors.add(1);
-                let session = self.conns[slot as usize].state.id;
-                self.reject_input(ops, slot, SessionError::Codec { session, error });
-            }
-            Err(payload) => self.panicked(ops, slot, "on_message", payload),
+        if conn.state.paused {
+            // Delivered before reading stopped: decoded when reading resumes.
+            conn.reader.hold(data, &mut self.pool);
+            return;
         }
+        self.decode(ops, slot, Some(data));
     }
 
     fn read_closed(&mut self, ops: &mut O, slot: u32, error: Option<io::Error>) {
@@ -165,13 +110,9 @@ where
             return self.begin_close(ops, slot, reason);
         }
         match error {
-            None => {
-                if conn.phase == Phase::Open {
-                    conn.phase = Phase::Flushing(CloseReason::PeerClosed);
-                    conn.reader.release(&mut self.pool);
-                }
-                self.maybe_finish_flush(ops, slot);
-            }
+            // Input held back by backpressure is decoded first; `resume_reading` then finishes.
+            None if conn.phase == Phase::Open && conn.reader.held() > 0 => {}
+            None => self.peer_finished(ops, slot),
             Some(e) if is_reset(&e) => self.begin_close(ops, slot, CloseReason::Reset),
             Some(error) => {
                 let session = conn.state.id;
@@ -198,17 +139,13 @@ where
                     self.stats.partial_writes.add(1);
                 }
                 conn.write_progress = self.now;
-                if conn.state.paused && conn.state.out.len() <= self.cfg.low_water {
-                    conn.state.paused = false;
-                    // Time spent paused is not the peer's idleness or slowness.
-                    conn.last_rx = self.now;
-                    conn.frame_started = self.now;
-                    ops.resume_recv(slot);
-                }
                 if conn.state.out.has_unsent() && !conn.dirty {
                     // Eligible to write again at the end of this turn.
                     conn.dirty = true;
                     self.dirty.push(slot);
+                }
+                if conn.state.paused && conn.state.out.len() <= self.cfg.low_water {
+                    self.resume_reading(ops, slot);
                 }
                 self.maybe_finish_flush(ops, slot);
                 return;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::codec::{Codec, FrameReader};
+use crate::codec::{Codec, Flow, FrameReader};
 use crate::driver::{Driver, Ops};
 use crate::error::{panic_message, SessionError};
 use crate::handler::Handler;
@@ -295,6 +295,120 @@ where
         };
         let handler = &mut conn.handler;
         Some(catch_unwind(AssertUnwindSafe(|| f(handler, &mut session))))
+    }
+
+    /// Decodes a session's input and hands each frame to `on_message`: `data` just received,
+    /// or (`None`) the input held while reading was paused. Decoding pauses as soon as the
+    /// session's output passes the high-water mark, holding the rest of the input, so one
+    /// receive cannot queue more than one frame's replies beyond the mark.
+    fn decode<O: Ops>(&mut self, ops: &mut O, slot: u32, data: Option<&[u8]>) {
+        let Some(conn) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
+        let stats = &*self.stats;
+        let Conn {
+            codec,
+            handler,
+            reader,
+            state,
+            ..
+        } = conn;
+        let (max_frame, high_water) = (self.cfg.max_frame, self.cfg.high_water);
+        let connects = &mut self.connects;
+        let pool = &mut self.pool;
+        let mut handling = self.recorders.as_mut().map(|r| &mut r.handling);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let on_frame = |codec: &mut C, pool: &mut BufPool, frame: C::Frame<'_>| {
+                let mut session = Session {
+                    codec,
+                    state: &mut *state,
+                    pool,
+                    stats,
+                    connects: &mut *connects,
+                };
+                match handling.as_deref_mut() {
+                    Some(rec) => {
+                        let start = Instant::now();
+                        handler.on_message(&mut session, frame);
+                        rec.record_since(start);
+                    }
+                    None => handler.on_message(&mut session, frame),
+                }
+                if session.state.close_requested {
+                    Flow::Stop
+                } else if session.state.out.len() > high_water {
+                    Flow::Pause
+                } else {
+                    Flow::Continue
+                }
+            };
+            match data {
+                Some(data) => reader.feed(codec, data, max_frame, pool, on_frame),
+                None => reader.resume(codec, max_frame, pool, on_frame),
+            }
+        }));
+        match result {
+            Ok(Ok(fed)) => {
+                stats.frames_in.add(fed.frames as u64);
+                if fed.copied > 0 {
+                    stats.tail_copies.add(1);
+                    stats.tail_bytes.add(fed.copied as u64);
+                }
+                if fed.frames > 0 {
+                    // Frames completed: an incomplete one left behind is a new frame, whose
+                    // read timeout starts now.
+                    let conn = &mut self.conns[slot as usize];
+                    if conn.reader.buffered() > 0 {
+                        conn.frame_started = self.now;
+                    }
+                }
+                self.after_callback(ops, slot);
+            }
+            Ok(Err(error)) => {
+                stats.codec_errors.add(1);
+                let session = self.conns[slot as usize].state.id;
+                self.reject_input(ops, slot, SessionError::Codec { session, error });
+            }
+            Err(payload) => self.panicked(ops, slot, "on_message", payload),
+        }
+    }
+
+    /// A paused session's output drained to the low-water mark: decode the input held while
+    /// paused (which may pass the high-water mark again and keep it paused), then read again,
+    /// or finish if the peer's EOF came meanwhile.
+    fn resume_reading<O: Ops>(&mut self, ops: &mut O, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        // Time spent paused is not the peer's idleness or slowness.
+        conn.last_rx = self.now;
+        conn.frame_started = self.now;
+        if conn.reader.held() > 0 {
+            self.decode(ops, slot, None);
+        }
+        let Some(conn) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
+        if conn.phase != Phase::Open
+            || !conn.state.paused
+            || conn.state.out.len() > self.cfg.high_water
+        {
+            return;
+        }
+        conn.state.paused = false;
+        if conn.peer_eof {
+            self.peer_finished(ops, slot);
+        } else {
+            ops.resume_recv(slot);
+        }
+    }
+
+    /// The peer sent EOF and all its input is handled: flush what is pending, then close.
+    fn peer_finished<O: Ops>(&mut self, ops: &mut O, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        if conn.phase == Phase::Open {
+            conn.phase = Phase::Flushing(CloseReason::PeerClosed);
+            conn.reader.release(&mut self.pool);
+        }
+        self.maybe_finish_flush(ops, slot);
     }
 
     /// A new session in a free slot, with a handler from the factory; `None` (counted) if the

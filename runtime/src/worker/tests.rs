@@ -378,17 +378,49 @@ fn output_above_high_water_pauses_reading_until_it_drains() {
         [Cmd::Pause(0)],
         "10 bytes pending > high water 8"
     );
-    // Data racing the pause is still handled, not dropped.
+    // Data racing the pause is held, not decoded (and not dropped).
     w.received(&mut ops, 0, b"ab");
     w.end_turn(&mut ops);
-    assert_eq!(ops.take(), [send(0, b"0123456789ab", 1)]);
-    w.sent(&mut ops, 0, Ok(9));
+    assert_eq!(ops.take(), [send(0, b"0123456789", 1)]);
+    w.sent(&mut ops, 0, Ok(7));
     assert_eq!(ops.take(), [], "3 bytes pending is above low water 2");
     w.end_turn(&mut ops);
-    assert_eq!(ops.take(), [send(0, b"9ab", 1)]);
-    w.sent(&mut ops, 0, Ok(3));
+    assert_eq!(ops.take(), [send(0, b"789", 1)]);
+    // At the low mark the held input is decoded, then reading resumes.
+    w.sent(&mut ops, 0, Ok(2));
     assert_eq!(ops.take(), [Cmd::Resume(0)]);
+    w.end_turn(&mut ops);
+    assert_eq!(ops.take(), [send(0, b"9ab", 1)]);
     assert_eq!(stats.snapshot().backpressure_pauses, 1);
+    assert_eq!(stats.snapshot().frames_in, 2);
+}
+
+#[test]
+fn input_held_by_a_pause_is_answered_before_the_peers_eof_closes() {
+    let (mut w, log, _, _) = worker();
+    let mut ops = FakeOps::default();
+    w.accepted(&mut ops, 10);
+    ops.take();
+    w.received(&mut ops, 0, b"0123456789");
+    w.received(&mut ops, 0, b"ab");
+    w.read_closed(&mut ops, 0, None);
+    w.end_turn(&mut ops);
+    assert_eq!(
+        ops.take(),
+        [Cmd::Pause(0), send(0, b"0123456789", 1)],
+        "the EOF waits behind the held input"
+    );
+    w.sent(&mut ops, 0, Ok(10));
+    w.end_turn(&mut ops);
+    assert_eq!(
+        ops.take(),
+        [send(0, b"ab", 1)],
+        "held input answered, no re-arm"
+    );
+    w.sent(&mut ops, 0, Ok(2));
+    assert_eq!(ops.take(), [Cmd::Close(0)]);
+    w.closed(&mut ops, 0);
+    assert_eq!(log.borrow().last().unwrap(), "close PeerClosed");
 }
 
 fn timeouts(idle: Option<u64>, read: Option<u64>, write: Option<u64>) -> Timeouts {
