@@ -2,8 +2,9 @@
 //! ring, buffer pool and session table. Nothing is shared between the cores but the read-mostly
 //! configuration, the stop flag and the stats counters.
 
+use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -13,7 +14,7 @@ use crate::codec::Codec;
 use crate::config::Config;
 use crate::driver::epoll::EpollDriver;
 use crate::driver::uring::UringDriver;
-use crate::driver::Driver;
+use crate::driver::{Driver, Ops, Sink};
 use crate::error::{panic_message, ServerError};
 use crate::handler::Handler;
 use crate::listener;
@@ -267,12 +268,23 @@ where
         }),
     };
     let deaths = stats.clone();
-    // A panic here is an engine bug (user callbacks are caught one by one). Unwinding drops the
-    // driver, which closes this core's listener, so the kernel stops routing connections here.
-    let result = catch_unwind(AssertUnwindSafe(move || {
-        let mut worker = Worker::new(cfg, codec, factory, stats, control);
-        worker.run(&mut driver)
-    }));
+    let mut worker = Worker::new(cfg, codec, factory, stats, control);
+    // A panic here is an engine bug (user callbacks are caught one by one).
+    let result = catch_unwind(AssertUnwindSafe(|| worker.run(&mut driver)));
+    if !matches!(result, Ok(Ok(()))) {
+        // Operations may still be in flight on memory the worker owns (a send's output):
+        // end them before that memory is freed, or leak it.
+        if !abandon(&mut driver) {
+            log::error!(
+                "ringwire: worker {index}: operations still in flight after it stopped; \
+                 leaking its buffers rather than freeing memory the kernel may use"
+            );
+            std::mem::forget(worker);
+        }
+    }
+    // The driver goes first: it closes the listener (the kernel stops routing connections
+    // here) and any session still open.
+    drop(driver);
     match result {
         Ok(result) => result.map_err(|source| ServerError::Worker {
             core: index,
@@ -288,6 +300,54 @@ where
             })
         }
     }
+}
+
+/// Ends a core that stopped abnormally (a panic, a fatal ring error) without its worker, whose
+/// state cannot be trusted: the driver stops accepting and closes every session, and turns
+/// until nothing is in flight, closing what it still accepts. At most about a second; returns
+/// whether the driver became quiescent.
+fn abandon<D: Driver>(driver: &mut D) -> bool {
+    /// Closes whatever reports in.
+    struct Abandon;
+
+    impl<O: Ops> Sink<O> for Abandon {
+        fn turn_started(&mut self) {}
+        fn has_pending_work(&self) -> bool {
+            false
+        }
+        fn connected(&mut self, ops: &mut O, slot: u32, _: io::Result<()>) {
+            ops.close(slot);
+        }
+        fn accepted(&mut self, _: &mut O, fd: RawFd) {
+            sys::close(fd);
+        }
+        fn accept_failed(&mut self, _: &mut O, _: &io::Error) {}
+        fn received(&mut self, ops: &mut O, slot: u32, _: &[u8]) {
+            ops.close(slot);
+        }
+        fn read_closed(&mut self, ops: &mut O, slot: u32, _: Option<io::Error>) {
+            ops.close(slot);
+        }
+        fn sent(&mut self, ops: &mut O, slot: u32, _: io::Result<usize>) {
+            ops.close(slot);
+        }
+        fn closed(&mut self, _: &mut O, _: u32) {}
+        fn woken(&mut self, _: &mut O) {}
+    }
+
+    driver.abort_all();
+    for _ in 0..100 {
+        if driver.is_quiescent() {
+            return true;
+        }
+        if driver
+            .turn(Some(Duration::from_millis(10)), &mut Abandon)
+            .is_err()
+        {
+            return false;
+        }
+    }
+    driver.is_quiescent()
 }
 
 impl<C, F> WorkerSetup<C, F> {

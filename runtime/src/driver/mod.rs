@@ -98,6 +98,10 @@ pub(crate) trait Driver {
     /// No session I/O is in flight and the listener is closed: the core may exit.
     fn is_quiescent(&self) -> bool;
 
+    /// The core stopped abnormally: stop accepting and close every session, with no core to
+    /// tell (see `server::abandon`, which then turns until quiescent).
+    fn abort_all(&mut self);
+
     /// What runs, for the start-up log line.
     fn describe(&self) -> String;
 }

@@ -12,7 +12,31 @@ use super::*;
 use crate::session::Session;
 use crate::worker::tests::Bytes;
 
-/// Wraps a driver; once `trigger` is set, panics at the end of the next turn.
+/// Fills large blocks with 0xDD when they are freed, so that a send the kernel makes from
+/// freed output shows as 0xDD on the wire instead of passing unnoticed.
+struct PoisonOnFree;
+
+// SAFETY: forwards to the system allocator; writes only inside the block being freed.
+unsafe impl std::alloc::GlobalAlloc for PoisonOnFree {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        if layout.size() >= 64 << 10 {
+            // SAFETY: `ptr` points to `layout.size()` bytes owned by the caller until freed.
+            unsafe { std::ptr::write_bytes(ptr, 0xdd, layout.size()) };
+        }
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: PoisonOnFree = PoisonOnFree;
+
+/// Wraps a driver; once `trigger` is set, panics at the end of the next turn (once).
 pub(super) struct Faulty<D> {
     inner: D,
     trigger: Arc<AtomicBool>,
@@ -37,7 +61,7 @@ impl<D: Driver> Driver for Faulty<D> {
         sink: &mut S,
     ) -> io::Result<()> {
         self.inner.turn(timeout, sink)?;
-        if self.trigger.load(Ordering::Acquire) {
+        if self.trigger.swap(false, Ordering::AcqRel) {
             panic!("injected engine fault");
         }
         Ok(())
@@ -45,6 +69,10 @@ impl<D: Driver> Driver for Faulty<D> {
 
     fn is_quiescent(&self) -> bool {
         self.inner.is_quiescent()
+    }
+
+    fn abort_all(&mut self) {
+        self.inner.abort_all();
     }
 
     fn describe(&self) -> String {
@@ -76,6 +104,21 @@ fn accepted(handle: &ServerHandle, core: usize) -> u64 {
     handle.core_stats()[core].accepted.get()
 }
 
+/// Reads until EOF or a reset; fails on anything else, a timeout included.
+fn drain(stream: &mut TcpStream, name: &str) -> Vec<u8> {
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("the dead core's {name} session did not end: {e}"),
+        }
+    }
+}
+
 fn worker_death(driver: DriverKind) {
     if driver == DriverKind::IoUring && probe::probe().is_err() {
         eprintln!("io_uring unavailable here; the epoll variant covers the death path");
@@ -96,41 +139,77 @@ fn worker_death(driver: DriverKind) {
     let handle = start(config, Bytes, || Echo, hooks).expect("server starts");
     let addr = handle.local_addr();
 
-    // One live connection on each core (the kernel picks the core by hashing the ports).
-    let mut on_core: [Option<TcpStream>; 2] = [None, None];
-    for _ in 0..256 {
-        if on_core.iter().all(Option::is_some) {
+    // A live connection on core 0, two on core 1 (the kernel picks the core by hashing the
+    // ports): one that stalls with output pending, one to wake the core.
+    let mut core0 = Vec::new();
+    let mut core1 = Vec::new();
+    for _ in 0..512 {
+        if !core0.is_empty() && core1.len() >= 2 {
             break;
         }
-        let before = [accepted(&handle, 0), accepted(&handle, 1)];
+        let before = accepted(&handle, 1);
         let mut stream = TcpStream::connect(addr).expect("connect");
         echo_once(&mut stream, b"hello").expect("echo before the fault");
-        let core = usize::from(accepted(&handle, 1) > before[1]);
-        on_core[core].get_or_insert(stream);
+        if accepted(&handle, 1) > before {
+            core1.push(stream);
+        } else {
+            core0.push(stream);
+        }
     }
-    let [Some(mut survivor), Some(mut victim)] = on_core else {
-        panic!("256 connections all landed on one core");
-    };
+    assert!(
+        !core0.is_empty() && core1.len() >= 2,
+        "512 connections did not spread over both cores"
+    );
+    let mut survivor = core0.swap_remove(0);
+    let (mut stalled, mut poker) = (core1.swap_remove(0), core1.swap_remove(0));
 
+    // The stalled peer sends without reading, so its echo is pending in the engine (and on
+    // io_uring a send is in flight) when the core dies.
+    fn pattern(i: usize) -> u8 {
+        b'a' + (i % 26) as u8 // never `!` or `[`
+    }
+    let sent: Vec<u8> = (0..(64 << 20)).map(pattern).collect();
+    let mut writer = stalled.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut written = 0;
+    while written < sent.len() {
+        match writer.write(&sent[written..]) {
+            Ok(n) => written += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) => panic!("stalled peer's write: {e}"),
+        }
+    }
+    assert!(
+        handle.core_stats()[1].backpressure_pauses.get() > 0,
+        "the stalled peer never filled its output ({written} bytes written)"
+    );
+
+    // The stalled peer starts reading as the core dies, so that a send left in flight would
+    // find room and go out.
+    let reading = std::thread::spawn(move || drain(&mut stalled, "stalled"));
     trigger.store(true, Ordering::Release);
-    victim.write_all(b"wake").expect("write to the dying core");
+    poker.write_all(b"wake").expect("write to the dying core");
     let deadline = Instant::now() + IO_TIMEOUT;
     while handle.core_stats()[1].worker_deaths.get() == 0 {
         assert!(Instant::now() < deadline, "core 1 did not die");
         std::thread::sleep(Duration::from_millis(5));
     }
 
-    // The dead core's session ends (EOF or reset), rather than hanging.
-    victim.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut buf = [0u8; 64];
-    loop {
-        match victim.read(&mut buf) {
-            Ok(0) => break,
-            Ok(_) => continue, // the echo of "wake" may have been sent before the panic
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("the dead core's session did not end: {e}"),
-        }
-    }
+    // The dead core's sessions end (EOF or reset) rather than hang, and what the stalled peer
+    // reads is its own echo: no freed memory went out.
+    drain(&mut poker, "poker");
+    let got = reading.join().expect("stalled reader");
+    let bad = got.iter().enumerate().position(|(i, &b)| b != pattern(i));
+    assert_eq!(bad, None, "the stalled peer read {} bytes", got.len());
 
     // The other core keeps its session and takes every new connection.
     echo_once(&mut survivor, b"still here").expect("survivor echoes");

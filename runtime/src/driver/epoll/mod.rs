@@ -383,6 +383,14 @@ impl Driver for EpollDriver {
         self.ops.live == 0 && self.ops.accept == Accept::Closed
     }
 
+    fn abort_all(&mut self) {
+        self.ops.stop_accepting();
+        for slot in 0..self.ops.slots.len() {
+            // Closing is idempotent: a slot already closed or free is left as it is.
+            self.ops.close(slot as u32);
+        }
+    }
+
     fn describe(&self) -> String {
         "epoll driver (level-triggered, 64 KiB read buffer per core)".to_owned()
     }

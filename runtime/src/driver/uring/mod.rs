@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::io_slot::{IoSlot, Life, Recv};
-use super::{AcceptBackoff, Driver, Sink};
+use super::{AcceptBackoff, Driver, Ops, Sink};
 use crate::buf_ring::BufRing;
 use crate::config::Config;
 use crate::error::ServerError;
@@ -253,6 +253,14 @@ impl Driver for UringDriver {
         self.ops.live == 0 && self.ops.accept == AcceptState::Closed
     }
 
+    fn abort_all(&mut self) {
+        self.ops.stop_accepting();
+        for slot in 0..self.ops.slots.len() {
+            // Closing is idempotent: a slot already closing or free is left as it is.
+            self.ops.close(slot as u32);
+        }
+    }
+
     fn describe(&self) -> String {
         format!(
             "io_uring driver (multishot accept and recv, buf ring, {:?} task run)",
@@ -312,10 +320,16 @@ impl UringOps {
             }
             batch.clear();
             self.ring.reap(&mut batch, 64);
-            if batch
-                .iter()
-                .any(|c| UserData::from_raw(c.user_data).op() == Some(Op::Wake))
-            {
+            let mut woken = false;
+            for c in &batch {
+                match UserData::from_raw(c.user_data).op() {
+                    Some(Op::Wake) => woken = true,
+                    // A connection accepted by a core that is going away: not leaked.
+                    Some(Op::Accept) if c.res >= 0 => sys::close(c.res),
+                    _ => {}
+                }
+            }
+            if woken {
                 self.wake_armed = false;
                 return;
             }
