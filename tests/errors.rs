@@ -138,3 +138,78 @@ fn handler_close_flushes_its_reply_first() {
     assert_eq!(s.closed_for(CloseReason::Local), 1, "{s:#?}");
     server.stop_cleanly();
 }
+
+/// When set, the next clone of [`ClonePanics`] panics.
+static PANIC_ON_CLONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `Len32`, whose `Clone` (user code the engine runs for every new session) can panic.
+struct ClonePanics;
+
+impl Clone for ClonePanics {
+    fn clone(&self) -> Self {
+        if PANIC_ON_CLONE.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("codec clone asked to panic");
+        }
+        ClonePanics
+    }
+}
+
+impl ringwire::Codec for ClonePanics {
+    type Frame<'a> = &'a [u8];
+    type Item = [u8];
+
+    fn decode<'a>(
+        &mut self,
+        src: &'a [u8],
+        max_frame: usize,
+    ) -> Result<ringwire::codec::Decoded<&'a [u8]>, ringwire::codec::CodecError> {
+        Len32.decode(src, max_frame)
+    }
+
+    fn encode(
+        &mut self,
+        item: &[u8],
+        dst: &mut Vec<u8>,
+    ) -> Result<(), ringwire::codec::CodecError> {
+        Len32.encode(item, dst)
+    }
+}
+
+struct EchoPanicky;
+
+impl Handler<ClonePanics> for EchoPanicky {
+    fn on_message(&mut self, session: &mut Session<'_, ClonePanics>, frame: &[u8]) {
+        session.send(frame).expect("encode echo");
+    }
+}
+
+/// A codec whose clone panics when a session opens refuses that connection only: the core
+/// survives and serves its sessions, old and new.
+#[test]
+fn codec_clone_panic_refuses_only_that_connection() {
+    let server = util::start(
+        ringwire::Server::new(ClonePanics, || EchoPanicky)
+            .bind(util::any_port())
+            .max_frame(MAX_FRAME),
+    );
+    let addr = server.addr();
+    let mut before = connect_all(addr, 4);
+    assert_all_echo(&mut before, "before");
+
+    PANIC_ON_CLONE.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut refused = util::connect(addr);
+    // The connection is accepted by the kernel, then closed by the engine without a reply.
+    let _ = refused.write_all(&util::len32(b"hello"));
+    let echoed = util::expect_closed(&mut refused);
+    assert!(echoed.is_empty(), "the refused connection was served");
+
+    let mut after = connect_all(addr, 4);
+    assert_all_echo(&mut before, "before");
+    assert_all_echo(&mut after, "after");
+    let s = server.total();
+    assert_eq!(s.panics, 1, "{s:#?}");
+    assert_eq!(s.worker_deaths, 0, "{s:#?}");
+    drop((before, after));
+    server.wait_total("every session to close", |s| s.closed == 8);
+    server.stop_cleanly();
+}

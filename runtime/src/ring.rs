@@ -161,11 +161,15 @@ impl Ring {
         match res {
             Ok(_) => Ok(()),
             // Timed out, interrupted, or completions must be reaped before more can be
-            // submitted: all mean "go and reap".
+            // submitted: all mean "go and reap". EBADR says the kernel dropped completions
+            // (it could not even queue them on its overflow list); the error state is cleared
+            // by reporting it, the loss shows in the dropped count, which the driver counts as
+            // an overflow, and the core goes on (a session that lost a completion is ended by
+            // its timeouts).
             Err(e)
                 if matches!(
                     e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::EBADR)
                 ) =>
             {
                 Ok(())

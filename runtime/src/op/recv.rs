@@ -35,17 +35,17 @@ pub(crate) enum RecvEnd {
 /// What one receive completion carries.
 #[derive(Debug)]
 pub(crate) struct RecvCqe {
-    /// Buffer id and length of received bytes.
+    /// Buffer id and length of received bytes (zero if the completion carries a buffer but
+    /// no data).
     pub(crate) data: Option<(u16, usize)>,
     /// Set when the receive is no longer armed.
     pub(crate) end: Option<RecvEnd>,
 }
 
 pub(crate) fn complete(c: &Completion) -> RecvCqe {
-    let data = match (c.res, c.buffer()) {
-        (n, Some(bid)) if n > 0 => Some((bid, n as usize)),
-        _ => None,
-    };
+    // A completion that carries a buffer hands it over whatever its result (an EOF or error
+    // may, on some kernels): it must go back to the ring even when it holds no bytes.
+    let data = c.buffer().map(|bid| (bid, c.res.max(0) as usize));
     let end = if c.more() {
         None
     } else {
@@ -107,5 +107,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(complete(&cqe(0, 0)).data.is_none());
+    }
+
+    #[test]
+    fn a_buffer_on_an_empty_completion_is_still_handed_back() {
+        let r = complete(&cqe(0, BUFFER | (9 << SHIFT)));
+        assert_eq!(r.data, Some((9, 0)));
+        assert!(matches!(r.end, Some(RecvEnd::Eof)));
     }
 }

@@ -414,12 +414,14 @@ where
     /// A new session in a free slot, with a handler from the factory; `None` (counted) if the
     /// factory panicked.
     fn insert(&mut self, fd: RawFd, phase: Phase) -> Option<u32> {
-        let handler = match catch_unwind(AssertUnwindSafe(|| (self.factory)())) {
-            Ok(h) => h,
+        // Both are user code: a panic refuses this connection only.
+        let made = catch_unwind(AssertUnwindSafe(|| (self.codec.clone(), (self.factory)())));
+        let (codec, handler) = match made {
+            Ok(made) => made,
             Err(payload) => {
                 self.stats.panics.add(1);
                 let message = panic_message(&*payload);
-                log::error!("ringwire: handler factory panicked: {message}");
+                log::error!("ringwire: codec clone or handler factory panicked: {message}");
                 return None;
             }
         };
@@ -431,7 +433,7 @@ where
         state.outbound = phase == Phase::Connecting;
         let now = self.now;
         let slot = self.conns.insert(Conn {
-            codec: self.codec.clone(),
+            codec,
             handler,
             reader: FrameReader::new(),
             state,

@@ -112,7 +112,8 @@ impl IoSlot {
             return CloseStep::Nothing;
         }
         self.life = Life::Closing;
-        if self.recv_in_flight() || self.sending || self.connecting {
+        // A pause's cancel still in flight counts too: the close must follow its completion.
+        if self.recv_in_flight() || self.sending || self.connecting || self.cancels > 0 {
             self.cancels += 1;
             CloseStep::Cancel
         } else {

@@ -74,6 +74,8 @@ pub(crate) struct UringOps {
     wake_armed: bool,
     stats: Arc<CoreStats>,
     fatal: Option<io::Error>,
+    /// The kernel's count of dropped completions when last looked at.
+    dropped_seen: u32,
 }
 
 /// The io_uring driver of one core.
@@ -123,6 +125,7 @@ impl UringDriver {
             wake_armed: false,
             stats,
             fatal: None,
+            dropped_seen: 0,
         };
         ops.arm_wake();
         Ok(UringDriver {
@@ -163,7 +166,7 @@ impl UringDriver {
             self.ops.slots[slot as usize].recv = Recv::Idle;
         }
         if let Some((bid, len)) = r.data {
-            if current && self.ops.slots[slot as usize].life == Life::Open {
+            if len > 0 && current && self.ops.slots[slot as usize].life == Life::Open {
                 sink.received(&mut self.ops, slot, self.bufs.get(bid, len));
             }
             self.bufs.give_back(bid);
@@ -238,9 +241,12 @@ impl Driver for UringDriver {
             }
             budget -= n;
         }
-        if self.ops.ring.overflowed() || self.ops.ring.dropped() > 0 {
+        let dropped = self.ops.ring.dropped();
+        if self.ops.ring.overflowed() || dropped != self.ops.dropped_seen {
             // The next enter waits for events, which flushes the kernel's overflow list; the
-            // multishot operations it ended come back without MORE and are re-armed.
+            // multishot operations it ended come back without MORE and are re-armed. (The
+            // dropped count is the kernel's running total: count its changes.)
+            self.ops.dropped_seen = dropped;
             self.ops.stats.cq_overflows.add(1);
         }
         match self.ops.fatal.take() {
