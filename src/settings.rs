@@ -95,6 +95,15 @@ macro_rules! engine_settings {
             self
         }
 
+        /// Most output a session may have pending (default 64 MiB, at least the high-water
+        /// mark). Backpressure keeps a session near the high-water mark; this catches a
+        /// handler that produces more in one callback: nothing more is encoded and the session
+        /// is closed with `CloseReason::OutputLimit`, its error going to `on_error`.
+        pub fn max_output(mut self, bytes: usize) -> Self {
+            self.config.max_output = bytes;
+            self
+        }
+
         /// How long a session closed from our side (the handler's `close`, a codec error) lingers
         /// before its descriptor closes: its sending side is shut down (the peer reads the last
         /// reply, then EOF) and input is read and dropped until the peer's EOF, at most this long.

@@ -213,3 +213,82 @@ fn codec_clone_panic_refuses_only_that_connection() {
     server.wait_total("every session to close", |s| s.closed == 8);
     server.stop_cleanly();
 }
+
+/// On `flood`, sends 64 KiB replies in one callback until the session refuses more, and
+/// records how many it took and the error `on_error` got; otherwise echoes.
+struct Flooder {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Handler<Len32> for Flooder {
+    fn on_message(&mut self, session: &mut Session<'_, Len32>, frame: &[u8]) {
+        if frame != b"flood" {
+            return session.send(frame).expect("encode echo");
+        }
+        let piece = vec![7u8; 64 << 10];
+        let mut sent = 0;
+        // Bounded: 4096 pieces are 256 MiB, far past the 1 MiB limit.
+        while sent < 4096 && session.send(&piece).is_ok() {
+            sent += 1;
+        }
+        let line = format!("sent {sent}, pending {}", session.pending_output());
+        self.seen.lock().unwrap().push(line);
+    }
+
+    fn on_error(&mut self, _: &mut Session<'_, Len32>, error: &ringwire::SessionError) {
+        self.seen.lock().unwrap().push(error.to_string());
+    }
+}
+
+/// A handler that produces more output in one callback than the session's limit gets a
+/// refusal from `send`, its session is closed with its own reason and error, and the other
+/// sessions keep echoing.
+#[test]
+fn output_over_the_limit_closes_only_its_session() {
+    const LIMIT: usize = 1 << 20;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let factory = {
+        let seen = seen.clone();
+        move || Flooder { seen: seen.clone() }
+    };
+    let server = util::start(
+        ringwire::Server::new(Len32, factory)
+            .bind(util::any_port())
+            .max_frame(MAX_FRAME)
+            .water_marks(LIMIT / 4, LIMIT / 16)
+            .max_output(LIMIT),
+    );
+    let addr = server.addr();
+    let mut others = connect_all(addr, 4);
+    assert_all_echo(&mut others, "before");
+
+    let mut bad = util::connect(addr);
+    bad.write_all(&util::len32(b"flood")).unwrap();
+    util::expect_closed(&mut bad);
+    let s = server.wait_total("the flooding session to close", |s| s.closed == 1);
+    assert_eq!(s.closed_for(CloseReason::OutputLimit), 1, "{s:#?}");
+    let seen = seen.lock().unwrap().clone();
+    println!("{seen:?}");
+    let piece = (64 << 10) + 4;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let sent: usize = seen[0]["sent ".len()..]
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        sent,
+        LIMIT / piece + 1,
+        "sends stop at the first one past the limit: {seen:?}"
+    );
+    assert!(
+        seen[1].contains("over the limit of 1048576"),
+        "on_error names the limit: {seen:?}"
+    );
+
+    assert_all_echo(&mut others, "after");
+    drop(others);
+    server.wait_total("every session to close", |s| s.closed == 5);
+    server.stop_cleanly();
+}

@@ -74,6 +74,10 @@ fn redis_cli_session_covers_every_command() {
             "ERR invalid expire time in 'set' command\n",
         ),
         (
+            "SET tmp v EX 10000000000000000",
+            "ERR invalid expire time in 'set' command\n",
+        ),
+        (
             "SET tmp v EX x",
             "ERR value is not an integer or out of range\n",
         ),
@@ -418,4 +422,28 @@ fn fuzz_len32_decode_corpus_and_mutations() {
         0x5EED_0002,
     );
     println!("len32_decode: {n} inputs");
+}
+
+/// Requests that would make the server do unbounded work or build an unbounded reply get a
+/// bounded answer, and the connection keeps serving.
+#[test]
+fn hostile_requests_get_bounded_answers() {
+    let (server, _) = kv_server(1, Limits::default());
+    let mut conn = util::connect(server.addr());
+    // A pattern that makes a backtracking matcher run for hours (or overflow its stack).
+    let mut pattern = vec![b'*'; 60_000];
+    pattern.push(b'x');
+    request(&mut conn, &[b"CONFIG", b"GET", &pattern]);
+    assert_eq!(reply(&mut conn), "*0");
+    // An MGET whose reply would be 70 MiB: refused, not built.
+    let value = vec![b'v'; 60 << 10];
+    request(&mut conn, &[b"SET", b"big", &value]);
+    assert_eq!(reply(&mut conn), "+OK");
+    let mut mget: Vec<&[u8]> = vec![b"MGET"];
+    mget.extend(std::iter::repeat_n(&b"big"[..], 1200));
+    request(&mut conn, &mget);
+    assert_eq!(reply(&mut conn), "-ERR MGET reply would exceed 64 MiB");
+    request(&mut conn, &[b"PING"]);
+    assert_eq!(reply(&mut conn), "+PONG");
+    server.stop_cleanly();
 }

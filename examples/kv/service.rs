@@ -64,6 +64,8 @@ impl Handler<Resp> for Kv {
 
 const WRONG_TYPE: Reply = Reply::error("ERR value is not an integer or out of range");
 const SYNTAX: Reply = Reply::error("ERR syntax error");
+/// Largest reply built at once: the engine's default limit on a session's pending output.
+const MAX_REPLY: usize = 64 << 20;
 
 fn wrong_arity(name: &str) -> Reply {
     Reply::Error(Cow::Owned(format!(
@@ -144,7 +146,16 @@ pub fn execute(store: &Store, cmd: Command<'_>) -> (Reply, bool) {
             Reply::Integer(a.filter(|k| store.exists(k)).count() as i64)
         }),
         b"MGET" => arity(argc >= 2, "mget", &mut |a| {
-            Reply::Array(a.map(|k| bulk_of(store.get(k))).collect())
+            let values: Vec<Reply> = a.map(|k| bulk_of(store.get(k))).collect();
+            // The reply is encoded at once: refuse one larger than the session may hold.
+            let size: usize = values
+                .iter()
+                .map(|v| 16 + if let Reply::Bulk(b) = v { b.len() } else { 0 })
+                .sum();
+            if size > MAX_REPLY {
+                return Reply::error("ERR MGET reply would exceed 64 MiB");
+            }
+            Reply::Array(values)
         }),
         b"MSET" => arity(argc >= 3 && argc % 2 == 1, "mset", &mut |a| {
             while let (Some(k), Some(v)) = (a.next(), a.next()) {
@@ -219,6 +230,9 @@ fn set(store: &Store, args: &mut Args<'_>) -> Reply {
                     .ok()
                     .filter(|&n| n > 0)
                     .and_then(|n| n.checked_mul(scale))
+                    // As Redis: the deadline must fit a signed 64-bit millisecond count, so
+                    // TTL and PTTL never report a negative time.
+                    .filter(|&ms| ms <= i64::MAX as u64 / 2)
                 {
                     Some(ms) => expiry = Expiry::After(ms),
                     None => return Reply::error("ERR invalid expire time in 'set' command"),
@@ -260,17 +274,34 @@ fn config(args: &mut Args<'_>) -> Reply {
     }
 }
 
-/// Case-insensitive glob with `*` and `?`, as CONFIG GET patterns are.
+/// Case-insensitive glob with `*` and `?`, as CONFIG GET patterns are. Iterative, with one
+/// backtrack point (the last `*`): time O(pattern x name), no recursion, whatever the pattern.
 fn glob(pattern: &[u8], name: &[u8]) -> bool {
-    match (pattern.split_first(), name.split_first()) {
-        (None, None) => true,
-        (Some((b'*', rest)), _) => {
-            glob(rest, name) || (!name.is_empty() && glob(pattern, &name[1..]))
+    let (mut p, mut n) = (0, 0);
+    // Where the last `*` was, and the name position it currently stands for up to.
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, n));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c.eq_ignore_ascii_case(&name[n]) => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                // Let the last `*` take one more byte, and retry after it.
+                Some((sp, sn)) => {
+                    star = Some((sp, sn + 1));
+                    p = sp + 1;
+                    n = sn + 1;
+                }
+                None => return false,
+            },
         }
-        (Some((b'?', p)), Some((_, n))) => glob(p, n),
-        (Some((a, p)), Some((b, n))) if a.eq_ignore_ascii_case(b) => glob(p, n),
-        _ => false,
     }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// Commands this server knows, for COMMAND COUNT.
@@ -301,4 +332,44 @@ fn info(store: &Store) -> Reply {
         store.len()
     );
     Reply::Bulk(text.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn glob_matches_as_config_get_patterns_do() {
+        for (pattern, name, expected) in [
+            ("*", "save", true),
+            ("sa*", "save", true),
+            ("SA?E", "save", true),
+            ("*only", "appendonly", true),
+            ("a*n*y", "appendonly", true),
+            ("*x*", "appendonly", false),
+            ("save?", "save", false),
+            ("", "", true),
+            ("", "save", false),
+            ("**", "", true),
+        ] {
+            assert_eq!(
+                glob(pattern.as_bytes(), name.as_bytes()),
+                expected,
+                "{pattern} {name}"
+            );
+        }
+    }
+
+    /// Patterns that make a backtracking matcher exponential (or overflow its stack) answer
+    /// at once.
+    #[test]
+    fn glob_is_bounded_on_hostile_patterns() {
+        let stars = vec![b'*'; 100_000];
+        let mut no_match = stars.clone();
+        no_match.push(b'x');
+        assert!(!glob(&no_match, b"appendonly"));
+        assert!(glob(&stars, b"appendonly"));
+        let alternating: Vec<u8> = b"*a".repeat(50).into_iter().chain(*b"b").collect();
+        assert!(!glob(&alternating, &[b'a'; 200]));
+    }
 }

@@ -46,6 +46,10 @@ pub struct Config {
     pub high_water: usize,
     /// Output bytes at or below which a paused session is read from again.
     pub low_water: usize,
+    /// Most output bytes a session may have pending: a handler that produces more (many
+    /// replies in one callback, or in on_open or on_tick, which backpressure cannot pause) has
+    /// its session closed with `CloseReason::OutputLimit`.
+    pub max_output: usize,
     /// How long a session closed from our side (handler close, codec error) lingers: its
     /// sending side is shut down and input is read and dropped until the peer's EOF, at most
     /// this long, so that the last reply is not destroyed by a reset. `None`: close at once.
@@ -79,6 +83,7 @@ impl Default for Config {
             write_timeout: None,
             high_water: 1 << 20,
             low_water: 256 << 10,
+            max_output: 64 << 20,
             linger: Some(Duration::from_secs(2)),
             driver: DriverKind::Auto,
             record_latency: false,
@@ -130,6 +135,12 @@ impl Config {
             return bad(format!(
                 "low_water {} must not exceed high_water {}, which must be positive",
                 self.low_water, self.high_water
+            ));
+        }
+        if self.max_output < self.high_water {
+            return bad(format!(
+                "max_output {} must not be below high_water {}",
+                self.max_output, self.high_water
             ));
         }
         for (name, t) in [

@@ -213,6 +213,15 @@ pub enum SessionError {
         /// The panic message.
         message: String,
     },
+    /// The handler produced more pending output than the session's limit.
+    OutputLimit {
+        /// The session.
+        session: SessionId,
+        /// Bytes pending.
+        pending: usize,
+        /// The limit (`Config::max_output`).
+        limit: usize,
+    },
 }
 
 impl SessionError {
@@ -221,7 +230,8 @@ impl SessionError {
         match self {
             SessionError::Codec { session, .. }
             | SessionError::Io { session, .. }
-            | SessionError::Panic { session, .. } => *session,
+            | SessionError::Panic { session, .. }
+            | SessionError::OutputLimit { session, .. } => *session,
         }
     }
 }
@@ -238,6 +248,14 @@ impl fmt::Display for SessionError {
                 callback,
                 message,
             } => write!(f, "session {session}: {callback} panicked: {message}"),
+            SessionError::OutputLimit {
+                session,
+                pending,
+                limit,
+            } => write!(
+                f,
+                "session {session}: {pending} bytes of output pending, over the limit of {limit}"
+            ),
         }
     }
 }
@@ -247,7 +265,7 @@ impl std::error::Error for SessionError {
         match self {
             SessionError::Codec { error, .. } => Some(error),
             SessionError::Io { error, .. } => Some(error),
-            SessionError::Panic { .. } => None,
+            SessionError::Panic { .. } | SessionError::OutputLimit { .. } => None,
         }
     }
 }
@@ -258,6 +276,7 @@ impl From<SessionError> for io::Error {
             SessionError::Codec { .. } => io::ErrorKind::InvalidData,
             SessionError::Io { error, .. } => error.kind(),
             SessionError::Panic { .. } => io::ErrorKind::Other,
+            SessionError::OutputLimit { .. } => io::ErrorKind::OutOfMemory,
         };
         io::Error::new(kind, e)
     }

@@ -258,6 +258,7 @@ where
         ),
         high_water: config.high_water,
         low_water: config.low_water,
+        max_output: config.max_output,
         nodelay: config.nodelay,
         connect: config.connect,
         latency: latency.clone(),

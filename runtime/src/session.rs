@@ -77,11 +77,13 @@ pub enum CloseReason {
     ReadTimeout,
     /// Pending output made no progress within the write timeout.
     WriteTimeout,
+    /// Pending output passed the session's output limit (`Config::max_output`).
+    OutputLimit,
 }
 
 impl CloseReason {
     /// Every reason, in the order stats report them.
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::PeerClosed,
         CloseReason::Local,
         CloseReason::Reset,
@@ -92,6 +94,7 @@ impl CloseReason {
         CloseReason::IdleTimeout,
         CloseReason::ReadTimeout,
         CloseReason::WriteTimeout,
+        CloseReason::OutputLimit,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -251,6 +254,9 @@ pub(crate) struct SessionState {
     pub(crate) draining: bool,
     /// Opened by a connect rather than an accept.
     pub(crate) outbound: bool,
+    /// Most pending output allowed; past it nothing more is encoded and the core closes the
+    /// session.
+    pub(crate) output_limit: usize,
 }
 
 impl SessionState {
@@ -265,6 +271,7 @@ impl SessionState {
             paused: false,
             draining: false,
             outbound: false,
+            output_limit: usize::MAX,
         }
     }
 }
@@ -285,7 +292,15 @@ pub struct Session<'a, C: Codec> {
 impl<'a, C: Codec> Session<'a, C> {
     /// Encodes `item` into the session's output. It is written at the end of the loop turn,
     /// together with every other reply produced in the turn.
+    ///
+    /// Once the pending output is over the session's limit (`max_output`), nothing more is
+    /// encoded (an `Encode` error) and the core closes the session after the callback with
+    /// [`CloseReason::OutputLimit`]. The limit is checked before each item: a handler that
+    /// produces a huge reply should send it in pieces.
     pub fn send(&mut self, item: &C::Item) -> Result<(), CodecError> {
+        if self.state.out.len() > self.state.output_limit {
+            return Err(CodecError::Encode("session output over its limit".into()));
+        }
         let chunk = self.state.out.tail_chunk(self.pool, 0);
         let before = chunk.len();
         match self.codec.encode(item, chunk) {
@@ -302,8 +317,12 @@ impl<'a, C: Codec> Session<'a, C> {
         }
     }
 
-    /// Appends raw bytes to the output, bypassing the codec.
+    /// Appends raw bytes to the output, bypassing the codec. Dropped once the pending output
+    /// is over the session's limit, which closes it (see [`send`](Session::send)).
     pub fn write(&mut self, bytes: &[u8]) {
+        if self.state.out.len() > self.state.output_limit {
+            return;
+        }
         let chunk = self.state.out.tail_chunk(self.pool, bytes.len());
         chunk.extend_from_slice(bytes);
         self.state.out.appended(bytes.len());

@@ -388,6 +388,9 @@ impl Http {
             }
             Err(e) => return Err(self.fail(RequestError::BadRequest, httparse_error(e))),
         };
+        if has_bare_lf(&src[..len]) {
+            return Err(self.fail(RequestError::BadRequest, "bare LF as a line ending"));
+        }
         let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
         else {
             return Err(self.fail(RequestError::BadRequest, "incomplete request line"));
@@ -549,9 +552,12 @@ impl Http {
         src: &'a [u8],
         pos: usize,
     ) -> Result<Decoded<Part<'a>>, CodecError> {
-        let mut fields = [httparse::EMPTY_HEADER; 16];
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let max = self.limits.max_head;
         match httparse::parse_headers(&src[pos..], &mut fields) {
+            Ok(httparse::Status::Complete((len, _))) if has_bare_lf(&src[pos..pos + len]) => {
+                Err(self.fail(RequestError::BadRequest, "bare LF as a line ending"))
+            }
             Ok(httparse::Status::Complete((len, _))) if len <= max => {
                 self.state = State::Head;
                 self.chunked_total = 0;
@@ -571,6 +577,15 @@ impl Http {
             Err(e) => Err(self.fail(RequestError::BadRequest, httparse_error(e))),
         }
     }
+}
+
+/// A line feed not preceded by a carriage return. httparse takes it as a line ending; a proxy
+/// in front may take it as part of a field value, and the two would then frame the request
+/// differently (request smuggling). RFC 9112 allows a server to accept it; we refuse it.
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
 }
 
 fn httparse_error(e: httparse::Error) -> &'static str {

@@ -86,6 +86,7 @@ pub(crate) struct WorkerConfig {
     pub(crate) timeouts: Timeouts,
     pub(crate) high_water: usize,
     pub(crate) low_water: usize,
+    pub(crate) max_output: usize,
     pub(crate) core_tick: Option<CoreTick>,
     /// TCP_NODELAY on outbound sockets.
     pub(crate) nodelay: bool,
@@ -313,7 +314,8 @@ where
             state,
             ..
         } = conn;
-        let (max_frame, high_water) = (self.cfg.max_frame, self.cfg.high_water);
+        let (max_frame, high_water, max_output) =
+            (self.cfg.max_frame, self.cfg.high_water, self.cfg.max_output);
         let connects = &mut self.connects;
         let pool = &mut self.pool;
         let mut handling = self.recorders.as_mut().map(|r| &mut r.handling);
@@ -334,7 +336,7 @@ where
                     }
                     None => handler.on_message(&mut session, frame),
                 }
-                if session.state.close_requested {
+                if session.state.close_requested || session.state.out.len() > max_output {
                     Flow::Stop
                 } else if session.state.out.len() > high_water {
                     Flow::Pause
@@ -431,6 +433,7 @@ where
         let mut state = SessionState::new(id, fd, self.cfg.timeouts);
         state.draining = self.drain_until.is_some();
         state.outbound = phase == Phase::Connecting;
+        state.output_limit = self.cfg.max_output;
         let now = self.now;
         let slot = self.conns.insert(Conn {
             codec,
@@ -518,6 +521,15 @@ where
         };
         if conn.phase == Phase::Closing {
             return;
+        }
+        if conn.state.out.len() > self.cfg.max_output {
+            let error = SessionError::OutputLimit {
+                session: conn.state.id,
+                pending: conn.state.out.len(),
+                limit: self.cfg.max_output,
+            };
+            log::debug!("ringwire: {error}");
+            return self.fail(ops, slot, error, CloseReason::OutputLimit);
         }
         if conn.state.out.has_unsent() && !conn.dirty {
             conn.dirty = true;

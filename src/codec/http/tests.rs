@@ -127,7 +127,7 @@ fn connection_semantics_follow_the_version() {
         ),
         (b"GET / HTTP/1.0\r\n\r\n", false),
         (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
-        (b"\r\nGET / HTTP/1.0\nHost: a\n\n", false),
+        (b"\r\nGET / HTTP/1.0\r\nHost: a\r\n\r\n", false),
     ];
     for (wire, keep_alive) in cases {
         let (seen, err) = whole(wire);
@@ -190,6 +190,9 @@ fn rejections_carry_their_status() {
     );
     let cases: Vec<(&[u8], u16)> = vec![
         (b"GET / HTTP/1.1\r\nHost a\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\nHost: a\n\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: 1\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nX: a\nContent-Length: 3\r\n\r\nabc", 400),
         (b"GET  HTTP/1.1\r\n\r\n", 400),
         (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\n\r\n", 400),
