@@ -15,8 +15,10 @@ use crate::pool::BufPool;
 pub enum Decoded<F> {
     /// A whole frame, and the number of bytes of the input it took (more than zero).
     Frame(F, usize),
-    /// The input holds no whole frame yet. Carries the total number of bytes the frame will
-    /// take, once its header says so, so that the engine can reserve room once.
+    /// The input holds no whole frame yet. Carries, when the codec can tell, a number of
+    /// bytes the frame needs at least, more than the input at hand: its total size once its
+    /// header says so, so that the engine can reserve room once, or a lower bound, so that the
+    /// engine decodes again only once that much has arrived.
     NeedMore(Option<usize>),
 }
 
@@ -246,6 +248,12 @@ impl FrameReader {
             self.tail.extend_from_slice(&data[..take]);
             fed.copied += take;
             data = &data[take..];
+            if self.need.is_some_and(|total| self.tail.len() < total) && self.tail.len() <= limit {
+                // Short of what the codec said the frame needs at least: decoding again now
+                // would only say so again (and re-parse what is held).
+                debug_assert!(data.is_empty());
+                return Ok(fed);
+            }
             let mut pos = 0;
             while pos < self.tail.len() {
                 let flow = match codec.decode(&self.tail[pos..], max_frame)? {

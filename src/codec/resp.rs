@@ -147,9 +147,15 @@ impl Resp {
         }
         let body = pos;
         let max_bulk = self.limits.max_bulk;
+        // When incomplete, the frame needs at least `bound` bytes: what is parsed, plus the
+        // smallest encoding of each element still to come. Said to the engine, it decodes
+        // again only once that much has arrived, so a large array trickled in is not
+        // re-parsed from its start on every receive (quadratic).
+        let more = |bound: usize| Ok(Decoded::NeedMore((bound > src.len()).then_some(bound)));
         for i in 0..argc {
+            let rest = (argc - i - 1) * MIN_ELEMENT;
             match src.get(pos) {
-                None => return Ok(Decoded::NeedMore(None)),
+                None => return more(pos + MIN_ELEMENT + rest),
                 Some(b'$') => {}
                 Some(&other) => {
                     return Err(CodecError::Malformed(Cow::Owned(format!(
@@ -159,7 +165,7 @@ impl Resp {
                 }
             }
             let Some((len, data)) = int_line(src, pos + 1, "invalid bulk length")? else {
-                return Ok(Decoded::NeedMore(None));
+                return more(pos + MIN_ELEMENT + rest);
             };
             if len < 0 {
                 return Err(malformed("invalid bulk length"));
@@ -178,9 +184,8 @@ impl Resp {
                 });
             }
             if src.len() < end {
-                // Past the last element's header the whole frame's size is known.
-                let hint = (i + 1 == argc).then_some(end);
-                return Ok(Decoded::NeedMore(hint));
+                // Past the last element's header this is the whole frame's size.
+                return more(end + rest);
             }
             if &src[end - 2..end] != b"\r\n" {
                 return Err(malformed("bulk string not followed by CRLF"));

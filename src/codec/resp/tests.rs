@@ -96,11 +96,15 @@ fn incomplete_input_needs_more() {
     let wire = b"*2\r\n$3\r\nGET\r\n$10\r\n0123456789\r\n";
     for end in 0..wire.len() {
         match decode_one(&wire[..end]).unwrap() {
-            Decoded::NeedMore(Some(total)) => {
-                assert_eq!(total, wire.len(), "hint at {end}");
-                assert!(end >= 18, "hint given only past the last header ({end})");
+            // A lower bound that is never past the frame's end, and exact past the last
+            // element's header.
+            Decoded::NeedMore(Some(bound)) => {
+                assert!(bound > end && bound <= wire.len(), "hint {bound} at {end}");
+                if end >= 18 {
+                    assert_eq!(bound, wire.len(), "hint at {end}");
+                }
             }
-            Decoded::NeedMore(None) => assert!(end < 18, "{end}"),
+            Decoded::NeedMore(None) => assert!(end < 4, "no hint at {end}"),
             Decoded::Frame(..) => panic!("frame from {end} of {} bytes", wire.len()),
         }
     }
@@ -344,4 +348,74 @@ fn feed_all_lenient(a: &[u8], b: &[u8]) -> (Vec<Vec<Vec<u8>>>, bool) {
         }
     }
     (got, false)
+}
+
+/// Counts the decodes it forwards to `Resp`.
+#[derive(Default)]
+struct Counting {
+    inner: Resp,
+    calls: usize,
+}
+
+impl Codec for Counting {
+    type Frame<'a> = Command<'a>;
+    type Item = Reply;
+
+    fn decode<'a>(
+        &mut self,
+        src: &'a [u8],
+        max_frame: usize,
+    ) -> Result<Decoded<Command<'a>>, CodecError> {
+        self.calls += 1;
+        self.inner.decode(src, max_frame)
+    }
+
+    fn encode(&mut self, item: &Reply, dst: &mut Vec<u8>) -> Result<(), CodecError> {
+        self.inner.encode(item, dst)
+    }
+}
+
+/// A large array trickled in a few bytes at a time is decoded a number of times that grows
+/// with the logarithm of its size, not once per receive: each attempt tells the engine how
+/// much more must arrive first.
+#[test]
+fn a_trickled_array_is_not_reparsed_on_every_receive() {
+    const ARGS: usize = 20_000;
+    let mut wire = format!("*{ARGS}\r\n").into_bytes();
+    for i in 0..ARGS {
+        // Elements larger than the smallest, so the lower bound falls short of the end.
+        let arg = format!("{i:08}");
+        wire.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+    }
+    let mut codec = Counting::default();
+    let mut reader = FrameReader::new();
+    let mut pool = BufPool::default();
+    let mut frames = 0;
+    for piece in wire.chunks(3) {
+        reader
+            .feed(
+                &mut codec,
+                piece,
+                MAX,
+                &mut pool,
+                |_, _, cmd: Command<'_>| {
+                    assert_eq!(cmd.args().count(), ARGS);
+                    frames += 1;
+                    true
+                },
+            )
+            .unwrap();
+    }
+    assert_eq!(frames, 1);
+    let receives = wire.len().div_ceil(3);
+    println!(
+        "{} decodes for {receives} receives of {} bytes",
+        codec.calls,
+        wire.len()
+    );
+    assert!(
+        codec.calls < 200,
+        "{} decodes for {receives} receives",
+        codec.calls
+    );
 }
