@@ -15,10 +15,10 @@ use crate::pool::BufPool;
 pub enum Decoded<F> {
     /// A whole frame, and the number of bytes of the input it took (more than zero).
     Frame(F, usize),
-    /// The input holds no whole frame yet. Carries, when the codec can tell, a number of
-    /// bytes the frame needs at least, more than the input at hand: its total size once its
-    /// header says so, so that the engine can reserve room once, or a lower bound, so that the
-    /// engine decodes again only once that much has arrived.
+    /// The input holds no whole frame yet. Carries the total number of bytes the frame will
+    /// take, once its header says so: the engine reserves room once and does not decode again
+    /// before that much has arrived. After `NeedMore` the engine presents the same frame again,
+    /// from its start, with more bytes (a codec may keep its progress through it).
     NeedMore(Option<usize>),
 }
 

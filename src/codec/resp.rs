@@ -49,6 +49,10 @@ impl Default for Limits {
 
 /// The RESP2 server codec: frames are [`Command`]s, items are [`Reply`]s.
 ///
+/// One codec per session (the engine clones it for each). It keeps its progress through an
+/// incomplete array request, so after `NeedMore` it expects the same request again with more
+/// bytes, as the engine presents it; a request with another header is decoded from the start.
+///
 /// ```
 /// use ringwire::codec::{resp::{Reply, Resp}, Codec, Decoded};
 /// let mut resp = Resp::default();
@@ -65,12 +69,32 @@ impl Default for Limits {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Resp {
     limits: Limits,
+    /// How far the last decode got into an array request that was still incomplete.
+    partial: Option<Partial>,
+}
+
+/// Progress through an incomplete array request. After `NeedMore` the engine presents the
+/// same request again from its start, with more bytes (the `Codec` contract), so decoding
+/// resumes at the first element not yet checked instead of re-checking every element: a large
+/// array trickled in would otherwise cost time quadratic in its size.
+#[derive(Clone, Copy, Debug)]
+struct Partial {
+    argc: usize,
+    /// Where the first element starts.
+    body: usize,
+    /// Elements checked.
+    done: usize,
+    /// Where the next element starts.
+    pos: usize,
 }
 
 impl Resp {
     /// A codec with the given limits.
     pub fn with_limits(limits: Limits) -> Self {
-        Resp { limits }
+        Resp {
+            limits,
+            partial: None,
+        }
     }
 
     /// The limits in force.
@@ -124,73 +148,93 @@ fn int_line(src: &[u8], at: usize, what: &'static str) -> Result<Option<(i64, us
 impl Resp {
     /// An array of bulk strings.
     fn decode_array<'a>(
-        &self,
+        &mut self,
         src: &'a [u8],
         max_frame: usize,
     ) -> Result<Decoded<Command<'a>>, CodecError> {
-        let Some((count, mut pos)) = int_line(src, 1, "invalid multibulk length")? else {
-            return Ok(Decoded::NeedMore(None));
+        // Resume only on what is recognisably the same request (its header re-read: a few
+        // bytes), so a caller that presents another one gets it decoded from the start.
+        let same = |p: &Partial| {
+            src.len() >= p.pos
+                && matches!(int_line(src, 1, ""), Ok(Some((n, at))) if n as usize == p.argc && at == p.body)
         };
-        if count <= 0 {
-            // `*0` and `*-1` are empty requests; Redis skips them without a reply.
-            return Ok(Decoded::Frame(Command::array(&src[pos..pos], 0), pos));
-        }
-        let argc = count as usize;
-        if argc > self.limits.max_args {
-            return Err(malformed("invalid multibulk length"));
-        }
-        if argc.saturating_mul(MIN_ELEMENT) > max_frame {
-            return Err(CodecError::FrameTooLarge {
-                len: pos + argc * MIN_ELEMENT,
-                max: max_frame,
-            });
-        }
-        let body = pos;
+        let (argc, body, done, mut pos) = match self.partial.take() {
+            Some(p) if same(&p) => (p.argc, p.body, p.done, p.pos),
+            _ => {
+                let Some((count, pos)) = int_line(src, 1, "invalid multibulk length")? else {
+                    return Ok(Decoded::NeedMore(None));
+                };
+                if count <= 0 {
+                    // `*0` and `*-1` are empty requests; Redis skips them without a reply.
+                    return Ok(Decoded::Frame(Command::array(&src[pos..pos], 0), pos));
+                }
+                let argc = count as usize;
+                if argc > self.limits.max_args {
+                    return Err(malformed("invalid multibulk length"));
+                }
+                if argc.saturating_mul(MIN_ELEMENT) > max_frame {
+                    return Err(CodecError::FrameTooLarge {
+                        len: pos + argc * MIN_ELEMENT,
+                        max: max_frame,
+                    });
+                }
+                (argc, pos, 0, pos)
+            }
+        };
         let max_bulk = self.limits.max_bulk;
-        // When incomplete, the frame needs at least `bound` bytes: what is parsed, plus the
-        // smallest encoding of each element still to come. Said to the engine, it decodes
-        // again only once that much has arrived, so a large array trickled in is not
-        // re-parsed from its start on every receive (quadratic).
-        let more = |bound: usize| Ok(Decoded::NeedMore((bound > src.len()).then_some(bound)));
-        for i in 0..argc {
-            let rest = (argc - i - 1) * MIN_ELEMENT;
-            match src.get(pos) {
-                None => return more(pos + MIN_ELEMENT + rest),
-                Some(b'$') => {}
+        for i in done..argc {
+            #[cfg(test)]
+            tests::ELEMENTS_CHECKED.with(|n| n.set(n.get() + 1));
+            let incomplete = |hint| {
+                let partial = Partial {
+                    argc,
+                    body,
+                    done: i,
+                    pos,
+                };
+                (Some(partial), Ok(Decoded::NeedMore(hint)))
+            };
+            let (partial, result) = match src.get(pos) {
+                None => incomplete(None),
+                Some(b'$') => match int_line(src, pos + 1, "invalid bulk length")? {
+                    None => incomplete(None),
+                    Some((len, data)) => {
+                        if len < 0 {
+                            return Err(malformed("invalid bulk length"));
+                        }
+                        let len = len as usize;
+                        if len > max_bulk {
+                            return Err(CodecError::Malformed(Cow::Owned(format!(
+                                "bulk length {len} exceeds the limit of {max_bulk}"
+                            ))));
+                        }
+                        let end = data + len + 2;
+                        if end > max_frame {
+                            return Err(CodecError::FrameTooLarge {
+                                len: end,
+                                max: max_frame,
+                            });
+                        }
+                        if src.len() >= end {
+                            if &src[end - 2..end] != b"\r\n" {
+                                return Err(malformed("bulk string not followed by CRLF"));
+                            }
+                            pos = end;
+                            continue;
+                        }
+                        // Past the last element's header the whole frame's size is known.
+                        incomplete((i + 1 == argc).then_some(end))
+                    }
+                },
                 Some(&other) => {
                     return Err(CodecError::Malformed(Cow::Owned(format!(
                         "expected '$', got '{}'",
                         other.escape_ascii()
                     ))))
                 }
-            }
-            let Some((len, data)) = int_line(src, pos + 1, "invalid bulk length")? else {
-                return more(pos + MIN_ELEMENT + rest);
             };
-            if len < 0 {
-                return Err(malformed("invalid bulk length"));
-            }
-            let len = len as usize;
-            if len > max_bulk {
-                return Err(CodecError::Malformed(Cow::Owned(format!(
-                    "bulk length {len} exceeds the limit of {max_bulk}"
-                ))));
-            }
-            let end = data + len + 2;
-            if end > max_frame {
-                return Err(CodecError::FrameTooLarge {
-                    len: end,
-                    max: max_frame,
-                });
-            }
-            if src.len() < end {
-                // Past the last element's header this is the whole frame's size.
-                return more(end + rest);
-            }
-            if &src[end - 2..end] != b"\r\n" {
-                return Err(malformed("bulk string not followed by CRLF"));
-            }
-            pos = end;
+            self.partial = partial;
+            return result;
         }
         Ok(Decoded::Frame(Command::array(&src[body..pos], argc), pos))
     }
@@ -232,7 +276,10 @@ impl Codec for Resp {
         match src.first() {
             None => Ok(Decoded::NeedMore(None)),
             Some(b'*') => self.decode_array(src, max_frame),
-            Some(_) => self.decode_inline(src, max_frame),
+            Some(_) => {
+                self.partial = None;
+                self.decode_inline(src, max_frame)
+            }
         }
     }
 
