@@ -272,20 +272,25 @@ where
     let mut worker = Worker::new(cfg, codec, factory, stats, control);
     // A panic here is an engine bug (user callbacks are caught one by one).
     let result = catch_unwind(AssertUnwindSafe(|| worker.run(&mut driver)));
-    if !matches!(result, Ok(Ok(()))) {
-        // Operations may still be in flight on memory the worker owns (a send's output):
-        // end them before that memory is freed, or leak it.
-        if !abandon(&mut driver) {
-            log::error!(
-                "ringwire: worker {index}: operations still in flight after it stopped; \
-                 leaking its buffers rather than freeing memory the kernel may use"
-            );
-            std::mem::forget(worker);
-        }
-    }
+    // Operations may still be in flight on memory the worker owns (a send's output): after an
+    // abnormal stop, end them before that memory is freed, or leak it.
+    let leak = !matches!(result, Ok(Ok(()))) && !abandon(&mut driver);
     // The driver goes first: it closes the listener (the kernel stops routing connections
     // here) and any session still open.
     drop(driver);
+    if leak {
+        log::error!(
+            "ringwire: worker {index}: operations still in flight after it stopped; \
+             leaking its buffers rather than freeing memory the kernel may use"
+        );
+        std::mem::forget(worker);
+    } else {
+        let panics = worker.drop_sessions();
+        if panics > 0 {
+            deaths.panics.add(panics);
+            log::error!("ringwire: worker {index}: {panics} handler(s) panicked when dropped");
+        }
+    }
     match result {
         Ok(result) => result.map_err(|source| ServerError::Worker {
             core: index,

@@ -80,7 +80,17 @@ impl<D: Driver> Driver for Faulty<D> {
     }
 }
 
+/// Echoes. Its `Drop` panics on core 1's thread (the core that dies), so the test also sees
+/// that handlers dropped after a death cannot take the thread down with them.
 struct Echo;
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        if std::thread::current().name() == Some("ringwire-w1") {
+            panic!("a handler's drop panics");
+        }
+    }
+}
 
 impl Handler<Bytes> for Echo {
     fn on_message(&mut self, session: &mut Session<'_, Bytes>, frame: &[u8]) {
@@ -221,6 +231,8 @@ fn worker_death(driver: DriverKind) {
     }
     assert_eq!(accepted(&handle, 0) - before, 64);
     assert_eq!(handle.stats().total().worker_deaths, 1);
+    // The poker's and the stalled peer's handlers panicked when dropped; both were caught.
+    assert!(handle.core_stats()[1].panics.get() >= 2);
 
     handle.stop();
     match handle.join() {

@@ -375,6 +375,18 @@ where
         }
     }
 
+    /// Drops every session left (after an abnormal stop, so without `on_close`), each under
+    /// `catch_unwind`: a handler's `Drop` is user code. Returns how many panicked.
+    pub(crate) fn drop_sessions(&mut self) -> u64 {
+        let mut panics = 0;
+        for conn in self.conns.drain() {
+            if catch_unwind(AssertUnwindSafe(move || drop(conn))).is_err() {
+                panics += 1;
+            }
+        }
+        panics
+    }
+
     /// A paused session's output drained to the low-water mark: decode the input held while
     /// paused (which may pass the high-water mark again and keep it paused), then read again,
     /// or finish if the peer's EOF came meanwhile.
