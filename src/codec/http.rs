@@ -129,6 +129,9 @@ pub struct Http {
     state: State,
     /// Body bytes announced so far by the chunks of the current request.
     chunked_total: u64,
+    /// Bytes of chunk extensions so far in the current request's body (bounded by
+    /// `Limits::max_head`: they are not data, yet cost parsing).
+    chunk_extensions: usize,
     error: Option<RequestError>,
 }
 
@@ -454,6 +457,7 @@ impl Http {
             BodyKind::Chunked => State::ChunkSize { after_data: false },
         };
         self.chunked_total = 0;
+        self.chunk_extensions = 0;
         Ok(Decoded::Frame(Part::Head(request), len))
     }
 
@@ -541,6 +545,10 @@ impl Http {
         let rest = trim(&line[digits..]);
         if !rest.is_empty() && rest[0] != b';' {
             return Err(self.fail(RequestError::BadRequest, "invalid chunk size"));
+        }
+        self.chunk_extensions += line.len() - digits;
+        if self.chunk_extensions > self.limits.max_head {
+            return Err(self.fail(RequestError::BadRequest, "chunk extensions over the limit"));
         }
         let hex = std::str::from_utf8(&line[..digits]).unwrap_or("0");
         Ok(u64::from_str_radix(hex, 16).unwrap_or(0))

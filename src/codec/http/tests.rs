@@ -188,7 +188,13 @@ fn rejections_carry_their_status() {
         "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
         "X: v\r\n".repeat(MAX_HEADERS)
     );
+    // 50 one-byte chunks, each with 200 bytes of extensions: 10 KB, over the 8 KiB limit.
+    let extensions = format!(
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+        format!("1;x={}\r\na\r\n", "e".repeat(196)).repeat(50)
+    );
     let cases: Vec<(&[u8], u16)> = vec![
+        (extensions.as_bytes(), 400),
         (b"GET / HTTP/1.1\r\nHost a\r\n\r\n", 400),
         (b"GET / HTTP/1.1\nHost: a\n\n", 400),
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: 1\n\r\n", 400),
