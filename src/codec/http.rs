@@ -512,6 +512,10 @@ impl Http {
             };
         };
         let size = self.chunk_size(&window[..nl])?;
+        let extensions = window[..nl]
+            .iter()
+            .position(|b| !b.is_ascii_hexdigit())
+            .map_or(0, |digits| (nl - digits).saturating_sub(1)); // the CR is not one
         pos += nl + 1;
         if size == 0 {
             return self.decode_trailers(src, pos);
@@ -524,6 +528,7 @@ impl Http {
             return Ok(Decoded::NeedMore(None));
         }
         self.chunked_total = total;
+        self.chunk_extensions += extensions;
         match self.decode_data(&src[pos..], size, true) {
             Decoded::Frame(part, n) => Ok(Decoded::Frame(part, pos + n)),
             more => Ok(more),
@@ -546,8 +551,9 @@ impl Http {
         if !rest.is_empty() && rest[0] != b';' {
             return Err(self.fail(RequestError::BadRequest, "invalid chunk size"));
         }
-        self.chunk_extensions += line.len() - digits;
-        if self.chunk_extensions > self.limits.max_head {
+        // Counted when the chunk is taken (a line may be parsed again while its data is
+        // incomplete), checked now.
+        if self.chunk_extensions + (line.len() - digits) > self.limits.max_head {
             return Err(self.fail(RequestError::BadRequest, "chunk extensions over the limit"));
         }
         let hex = std::str::from_utf8(&line[..digits]).unwrap_or("0");
