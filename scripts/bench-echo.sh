@@ -106,20 +106,14 @@ server_pid=""
 cleanup() { [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null || true; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+. scripts/bench/servers.sh
 
 # start_server NAME CPUS FRAMING LOG: starts the server pinned to CPUS; sets server_pid, addr.
 start_server() {
-    local name=$1 cpus=$2 framing=$3 log=$4 bin envs=""
+    local name=$1 cpus=$2 framing=$3 log=$4 bin envs
     port=$((port + 1)); [ $port -gt 7900 ] && port=7301
     addr=127.0.0.1:$port
-    case $name in
-        ringwire) bin=examples/echo ;;
-        ringwire-epoll) bin=examples/echo; envs=RINGWIRE_DRIVER=epoll ;;
-        floor) bin=echo-floor ;;
-        tokio) bin=echo-tokio ;;
-        tokio-uring) bin=echo-tokio-uring ;;
-        *) echo "bench-echo: unknown server $name" >&2; exit 2 ;;
-    esac
+    server_bin "$name" || { echo "bench-echo: unknown server $name" >&2; exit 2; }
     RUST_LOG=warn taskset -c "$cpus" env $envs "$bin_dir/$bin" --addr "$addr" --cpus "$cpus" \
         --framing "$framing" > "$log" 2>&1 &
     server_pid=$!

@@ -97,9 +97,6 @@ pub struct Fed {
     pub copied: usize,
     /// The callback asked to stop; the rest of the input was dropped.
     pub stopped: bool,
-    /// The callback asked to pause; the rest of the input is held, undecoded, for
-    /// [`FrameReader::resume`].
-    pub paused: bool,
 }
 
 /// What the frame callback of [`FrameReader::feed`] wants next. A `bool` converts: `true` is
@@ -165,8 +162,7 @@ impl FrameReader {
     /// reading is paused. The engine stops reading when it pauses, so this holds at most what
     /// the kernel had already delivered by then.
     pub fn hold(&mut self, data: &[u8], pool: &mut BufPool) {
-        if self.held.is_empty() {
-            pool.give(std::mem::take(&mut self.held));
+        if self.held.capacity() == 0 {
             self.held = pool.take(data.len());
         }
         self.held.extend_from_slice(data);
@@ -227,7 +223,6 @@ impl FrameReader {
         let mut fed = Fed::default();
         if !self.held.is_empty() {
             self.hold(data, pool);
-            fed.paused = true;
             return Ok(fed);
         }
         let limit = max_frame.saturating_add(FRAME_HEADROOM);
@@ -240,17 +235,12 @@ impl FrameReader {
                 // buffer, so that the frames behind it still decode straight from `data`.
                 None => data.len().min(self.tail.len().max(HEADER_PROBE)),
             };
-            if take == 0 && !data.is_empty() {
-                // The codec's length hint was already met yet it wants more: stop trusting it.
-                self.need = None;
-                continue;
-            }
             self.tail.extend_from_slice(&data[..take]);
             fed.copied += take;
             data = &data[take..];
             if self.need.is_some_and(|total| self.tail.len() < total) && self.tail.len() <= limit {
-                // Short of what the codec said the frame needs at least: decoding again now
-                // would only say so again (and re-parse what is held).
+                // Short of the total the codec said the frame takes: decoding again now would
+                // only say so again (and re-parse what is held).
                 debug_assert!(data.is_empty());
                 return Ok(fed);
             }
@@ -271,7 +261,6 @@ impl FrameReader {
                 match flow {
                     Flow::Continue => {}
                     Flow::Pause => {
-                        fed.paused = true;
                         self.pause(pos, data, pool);
                         return Ok(fed);
                     }
@@ -308,7 +297,6 @@ impl FrameReader {
                     match on_frame(codec, pool, frame).into() {
                         Flow::Continue => {}
                         Flow::Pause => {
-                            fed.paused = true;
                             self.pause(0, &data[pos..], pool);
                             return Ok(fed);
                         }

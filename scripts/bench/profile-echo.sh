@@ -33,15 +33,8 @@ done
 bin_dir=target/release
 out=${out:-results/profile-$server-$(date +%H%M%S)}
 mkdir -p "$out"
-envs=""
-case $server in
-    ringwire) bin=examples/echo ;;
-    ringwire-epoll) bin=examples/echo; envs=RINGWIRE_DRIVER=epoll ;;
-    floor) bin=echo-floor ;;
-    tokio) bin=echo-tokio ;;
-    tokio-uring) bin=echo-tokio-uring ;;
-    *) echo "profile-echo: unknown server $server" >&2; exit 2 ;;
-esac
+. scripts/bench/servers.sh
+server_bin "$server" || { echo "profile-echo: unknown server $server" >&2; exit 2; }
 addr=127.0.0.1:7290
 RUST_LOG=warn taskset -c 0 env $envs "$bin_dir/$bin" --addr $addr --cpus 0 --framing "$framing" \
     > "$out/server.log" 2>&1 &

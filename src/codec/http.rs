@@ -511,11 +511,7 @@ impl Http {
                 Ok(Decoded::NeedMore(None))
             };
         };
-        let size = self.chunk_size(&window[..nl])?;
-        let extensions = window[..nl]
-            .iter()
-            .position(|b| !b.is_ascii_hexdigit())
-            .map_or(0, |digits| (nl - digits).saturating_sub(1)); // the CR is not one
+        let (size, extensions) = self.chunk_size(&window[..nl])?;
         pos += nl + 1;
         if size == 0 {
             return self.decode_trailers(src, pos);
@@ -535,8 +531,9 @@ impl Http {
         }
     }
 
-    /// Parses `hex-size [BWS ; extensions] CR` (the LF already cut off).
-    fn chunk_size(&mut self, line: &[u8]) -> Result<u64, CodecError> {
+    /// Parses `hex-size [BWS ; extensions] CR` (the LF already cut off): the size, and the
+    /// bytes after it (extensions), which the caller counts when it takes the chunk.
+    fn chunk_size(&mut self, line: &[u8]) -> Result<(u64, usize), CodecError> {
         let Some(line) = line.strip_suffix(b"\r") else {
             return Err(self.fail(
                 RequestError::BadRequest,
@@ -553,11 +550,12 @@ impl Http {
         }
         // Counted when the chunk is taken (a line may be parsed again while its data is
         // incomplete), checked now.
-        if self.chunk_extensions + (line.len() - digits) > self.limits.max_head {
+        let extensions = line.len() - digits;
+        if self.chunk_extensions + extensions > self.limits.max_head {
             return Err(self.fail(RequestError::BadRequest, "chunk extensions over the limit"));
         }
         let hex = std::str::from_utf8(&line[..digits]).unwrap_or("0");
-        Ok(u64::from_str_radix(hex, 16).unwrap_or(0))
+        Ok((u64::from_str_radix(hex, 16).unwrap_or(0), extensions))
     }
 
     /// The trailer section after the last chunk, up to its empty line.
