@@ -285,6 +285,75 @@ fn target(out: &mut String, what: &str, value: Option<f64>, bound: f64, at_most:
     let _ = writeln!(out, "| {what} | {shown} | {op} {bound} | {verdict} |");
 }
 
+/// The echo benchmark's targets, checked for each core count whose case ran: what, case,
+/// field, the server ringwire is compared with, the bound, and whether it is an upper bound.
+const TARGETS: &[(&str, &str, &str, &str, f64, bool)] = &[
+    (
+        "raw64 msgs/s vs tokio",
+        "raw64",
+        "msgs_per_sec",
+        "tokio",
+        1.05,
+        false,
+    ),
+    (
+        "len32-512 msgs/s vs tokio",
+        "len32-512",
+        "msgs_per_sec",
+        "tokio",
+        1.05,
+        false,
+    ),
+    (
+        "raw4k msgs/s vs tokio",
+        "raw4k",
+        "msgs_per_sec",
+        "tokio",
+        1.0,
+        false,
+    ),
+    (
+        "raw64 server CPU/msg vs tokio",
+        "raw64",
+        "server_ns_per_msg",
+        "tokio",
+        0.9,
+        true,
+    ),
+    (
+        "raw64 server CPU/msg vs floor",
+        "raw64",
+        "server_ns_per_msg",
+        "floor",
+        1.05,
+        true,
+    ),
+    (
+        "low-load p99 vs tokio",
+        "low-load",
+        "p99_us",
+        "tokio",
+        1.1,
+        true,
+    ),
+    (
+        "low-load p99 from actual send vs tokio",
+        "low-load",
+        "service_p99_us",
+        "tokio",
+        1.1,
+        true,
+    ),
+    (
+        "low-load server CPU vs tokio",
+        "low-load",
+        "server_cpu",
+        "tokio",
+        1.0,
+        true,
+    ),
+];
+
 fn targets(out: &mut String, cases: &[((String, usize), Vec<Runs<'_>>)], idle: &[Value]) {
     let find = |case: &str, cores: usize, label: &str, field: &str| -> Option<f64> {
         let (_, servers) = cases.iter().find(|((c, n), _)| c == case && *n == cores)?;
@@ -301,51 +370,11 @@ fn targets(out: &mut String, cases: &[((String, usize), Vec<Runs<'_>>)], idle: &
         "\n## Targets (medians; ratios are ringwire over the named server)\n\n| target | measured | bound | verdict |\n|---|---|---|---|"
     );
     for &n in &core_counts {
-        let at = |what: &str| format!("{what}, {n} core{}", if n == 1 { "" } else { "s" });
-        for (case, bound) in [("raw64", 1.05), ("len32-512", 1.05), ("raw4k", 1.0)] {
+        for &(what, case, field, against, bound, at_most) in TARGETS {
             if find(case, n, "ringwire", "msgs_per_sec").is_some() {
-                let what = at(&format!("{case} msgs/s vs tokio"));
-                target(
-                    out,
-                    &what,
-                    ratio(case, n, "msgs_per_sec", "tokio"),
-                    bound,
-                    false,
-                );
+                let what = format!("{what}, {n} core{}", if n == 1 { "" } else { "s" });
+                target(out, &what, ratio(case, n, field, against), bound, at_most);
             }
-        }
-        if find("raw64", n, "ringwire", "server_ns_per_msg").is_some() {
-            let field = "server_ns_per_msg";
-            let what = at("raw64 server CPU/msg vs tokio");
-            target(out, &what, ratio("raw64", n, field, "tokio"), 0.9, true);
-            let what = at("raw64 server CPU/msg vs floor");
-            target(out, &what, ratio("raw64", n, field, "floor"), 1.05, true);
-        }
-        if find("low-load", n, "ringwire", "p99_us").is_some() {
-            let what = at("low-load p99 vs tokio");
-            target(
-                out,
-                &what,
-                ratio("low-load", n, "p99_us", "tokio"),
-                1.1,
-                true,
-            );
-            let what = at("low-load p99 from actual send vs tokio");
-            target(
-                out,
-                &what,
-                ratio("low-load", n, "service_p99_us", "tokio"),
-                1.1,
-                true,
-            );
-            let what = at("low-load server CPU vs tokio");
-            target(
-                out,
-                &what,
-                ratio("low-load", n, "server_cpu", "tokio"),
-                1.0,
-                true,
-            );
         }
     }
     for line in idle {
