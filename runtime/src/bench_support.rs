@@ -4,7 +4,7 @@
 
 use std::io;
 
-use crate::buf_ring::BufRing;
+use crate::buf_ring::{BufRing, RecvBuf};
 use crate::ring::Ring;
 use crate::timer::Timers;
 use crate::user_data::{Op, UserData};
@@ -34,25 +34,40 @@ impl TimerHeap {
     }
 }
 
-/// A ring with a registered provided-buffer ring, to time giving buffers back.
+/// A ring with a registered provided-buffer ring, to time reading and giving buffers back.
+///
+/// No receive is ever armed on this ring, so the kernel never takes a buffer: the bench stands
+/// in for it, taking buffers in the order the kernel would (ring order) and giving each back
+/// once, so the ring's contents stay exactly what the kernel expects.
 pub struct ProvidedBuffers {
-    bufs: BufRing,
+    // Field order is drop order: the ring goes before the buffers it registered.
     _ring: Ring,
+    bufs: BufRing,
+    count: u16,
+    next: u16,
 }
 
 impl ProvidedBuffers {
-    /// A small ring and `count` buffers of `size` bytes.
+    /// A small ring and `count` buffers (a power of two) of `size` bytes.
     pub fn new(count: u32, size: u32) -> io::Result<Self> {
         let ring = Ring::new(8, 16)?;
         let bufs = BufRing::new(&ring, 0, count, size)?;
-        Ok(ProvidedBuffers { bufs, _ring: ring })
+        Ok(ProvidedBuffers {
+            _ring: ring,
+            bufs,
+            count: count as u16,
+            next: 0,
+        })
     }
 
-    /// Reads buffer `bid` as a completion would, then gives it back to the kernel.
+    /// Takes the buffer the kernel would fill next, reads `len` bytes of it as a completion
+    /// would, and gives it back.
     #[inline]
-    pub fn recycle(&mut self, bid: u16, len: usize) -> u8 {
-        let first = self.bufs.get(bid, len).first().copied().unwrap_or(0);
-        self.bufs.give_back(bid);
+    pub fn recycle(&mut self, len: usize) -> u8 {
+        let buf = RecvBuf::from_completion(self.next, len);
+        self.next = (self.next + 1) & (self.count - 1);
+        let first = self.bufs.read(&buf).first().copied().unwrap_or(0);
+        self.bufs.give_back(buf);
         first
     }
 }

@@ -1,8 +1,10 @@
 //! The provided-buffer ring of one core: buffers the kernel picks from when a receive
 //! completes, so an idle connection holds no read buffer.
 //!
-//! Invariant: every buffer id the kernel hands out comes back through [`BufRing::give_back`]
-//! exactly once, on every path (stale completions and errors included). The ring memory and
+//! Invariant: every buffer the kernel hands out comes back through [`BufRing::give_back`]
+//! exactly once, on every path (stale completions and errors included). The types hold it: a
+//! completion yields a [`RecvBuf`] token, which is not `Clone`, is read through the ring, and
+//! is consumed by giving it back (dropping one instead trips a debug assertion). The ring memory and
 //! the buffers are mapped anonymously and unmapped only after the ring that uses them is gone.
 
 use std::io;
@@ -12,6 +14,46 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 
 use crate::ring::Ring;
+
+/// A provided buffer the kernel filled: `len` bytes of buffer `bid`. Owned by whoever holds
+/// the token, until [`BufRing::give_back`] consumes it.
+#[derive(Debug)]
+#[must_use = "a provided buffer must go back to the ring"]
+pub(crate) struct RecvBuf {
+    bid: u16,
+    len: usize,
+}
+
+impl RecvBuf {
+    /// The token for buffer `bid` holding `len` bytes, as a receive completion reports it.
+    /// Only a completion (or a bench that stands in for the kernel) makes one.
+    pub(crate) fn from_completion(bid: u16, len: usize) -> Self {
+        RecvBuf { bid, len }
+    }
+
+    /// Bytes received into the buffer.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The buffer id and length, consuming the token without giving the buffer back (tests).
+    #[cfg(test)]
+    pub(crate) fn into_parts(self) -> (u16, usize) {
+        let parts = (self.bid, self.len);
+        std::mem::forget(self);
+        parts
+    }
+}
+
+impl Drop for RecvBuf {
+    fn drop(&mut self) {
+        debug_assert!(
+            std::thread::panicking(),
+            "provided buffer {} dropped without going back to the ring",
+            self.bid
+        );
+    }
+}
 
 pub(crate) struct BufRing {
     entries: NonNull<BufRingEntry>,
@@ -88,7 +130,9 @@ impl BufRing {
     }
 
     /// The first `len` bytes of buffer `bid`, as the kernel filled them.
-    pub(crate) fn get(&self, bid: u16, len: usize) -> &[u8] {
+    /// The bytes a receive put in `buf`.
+    pub(crate) fn read(&self, buf: &RecvBuf) -> &[u8] {
+        let (bid, len) = (buf.bid, buf.len);
         assert!(
             bid < self.count && len <= self.buf_size as usize,
             "buffer {bid} len {len} out of range"
@@ -107,7 +151,9 @@ impl BufRing {
 
     /// Returns buffer `bid` to the kernel.
     #[inline]
-    pub(crate) fn give_back(&mut self, bid: u16) {
+    pub(crate) fn give_back(&mut self, buf: RecvBuf) {
+        let bid = buf.bid;
+        std::mem::forget(buf);
         self.put(bid);
         self.publish();
     }

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -57,11 +57,11 @@ pub(crate) fn drain(
     listener: OwnedFd,
     nonblocking: bool,
     limit: usize,
-    mut take: impl FnMut(RawFd),
+    mut take: impl FnMut(OwnedFd),
 ) {
-    if sys::set_nonblocking(listener.as_raw_fd(), true).is_ok() {
+    if sys::set_nonblocking(listener.as_fd(), true).is_ok() {
         for _ in 0..limit {
-            match sys::accept(listener.as_raw_fd(), nonblocking) {
+            match sys::accept(listener.as_fd(), nonblocking) {
                 Ok(fd) => take(fd),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ECONNABORTED)) => {}
                 Err(_) => break,

@@ -275,7 +275,8 @@ fn try_multishot_accept(ring: &mut Ring) -> io::Result<bool> {
     let mut ok = false;
     for c in seen.iter().filter(|c| c.user_data == ud.raw()) {
         if c.res >= 0 {
-            crate::sys::close(c.res);
+            // SAFETY: the accept just created this descriptor for the probe, which owns it.
+            unsafe { crate::sys::close(c.res) };
             ok = c.more();
         }
     }

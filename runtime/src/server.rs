@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -14,7 +14,7 @@ use crate::codec::Codec;
 use crate::config::Config;
 use crate::driver::epoll::EpollDriver;
 use crate::driver::uring::UringDriver;
-use crate::driver::{Driver, Ops, Sink};
+use crate::driver::{Command, Core, Driver, SendBuf};
 use crate::error::{panic_message, ServerError};
 use crate::handler::Handler;
 use crate::listener;
@@ -272,24 +272,23 @@ where
     let mut worker = Worker::new(cfg, codec, factory, stats, control);
     // A panic here is an engine bug (user callbacks are caught one by one).
     let result = catch_unwind(AssertUnwindSafe(|| worker.run(&mut driver)));
-    // Operations may still be in flight on memory the worker owns (a send's output): after an
-    // abnormal stop, end them before that memory is freed, or leak it.
-    let leak = !matches!(result, Ok(Ok(()))) && !abandon(&mut driver);
+    // After an abnormal stop, end what is in flight (closing every session's socket) before
+    // the driver goes. The worker owns no memory the kernel may touch: a send in flight owns
+    // its bytes and sits in the driver, which leaks rather than frees it if the kernel may
+    // still read it.
+    if !matches!(result, Ok(Ok(()))) && !abandon(&mut driver) {
+        log::error!(
+            "ringwire: worker {index}: operations still in flight after it stopped; \
+             their buffers are leaked rather than freed"
+        );
+    }
     // The driver goes first: it closes the listener (the kernel stops routing connections
     // here) and any session still open.
     drop(driver);
-    if leak {
-        log::error!(
-            "ringwire: worker {index}: operations still in flight after it stopped; \
-             leaking its buffers rather than freeing memory the kernel may use"
-        );
-        std::mem::forget(worker);
-    } else {
-        let panics = worker.drop_sessions();
-        if panics > 0 {
-            deaths.panics.add(panics);
-            log::error!("ringwire: worker {index}: {panics} handler(s) panicked when dropped");
-        }
+    let panics = worker.drop_sessions();
+    if panics > 0 {
+        deaths.panics.add(panics);
+        log::error!("ringwire: worker {index}: {panics} handler(s) panicked when dropped");
     }
     match result {
         Ok(result) => result.map_err(|source| ServerError::Worker {
@@ -314,31 +313,37 @@ where
 /// whether the driver became quiescent.
 fn abandon<D: Driver>(driver: &mut D) -> bool {
     /// Closes whatever reports in.
-    struct Abandon;
+    #[derive(Default)]
+    struct Abandon {
+        cmds: Vec<Command>,
+    }
 
-    impl<O: Ops> Sink<O> for Abandon {
+    impl Core for Abandon {
         fn turn_started(&mut self) {}
         fn has_pending_work(&self) -> bool {
             false
         }
-        fn connected(&mut self, ops: &mut O, slot: u32, _: io::Result<()>) {
-            ops.close(slot);
+        fn connected(&mut self, slot: u32, _: io::Result<()>) {
+            self.cmds.push(Command::Close { slot });
         }
-        fn accepted(&mut self, _: &mut O, fd: RawFd) {
-            sys::close(fd);
+        fn accepted(&mut self, fd: OwnedFd) {
+            drop(fd);
         }
-        fn accept_failed(&mut self, _: &mut O, _: &io::Error) {}
-        fn received(&mut self, ops: &mut O, slot: u32, _: &[u8]) {
-            ops.close(slot);
+        fn accept_failed(&mut self, _: &io::Error) {}
+        fn received(&mut self, slot: u32, _: &[u8]) {
+            self.cmds.push(Command::Close { slot });
         }
-        fn read_closed(&mut self, ops: &mut O, slot: u32, _: Option<io::Error>) {
-            ops.close(slot);
+        fn read_closed(&mut self, slot: u32, _: Option<io::Error>) {
+            self.cmds.push(Command::Close { slot });
         }
-        fn sent(&mut self, ops: &mut O, slot: u32, _: io::Result<usize>) {
-            ops.close(slot);
+        fn sent(&mut self, slot: u32, _: Box<SendBuf>, _: io::Result<usize>) {
+            self.cmds.push(Command::Close { slot });
         }
-        fn closed(&mut self, _: &mut O, _: u32) {}
-        fn woken(&mut self, _: &mut O) {}
+        fn closed(&mut self, _: u32) {}
+        fn woken(&mut self) {}
+        fn commands(&mut self) -> &mut Vec<Command> {
+            &mut self.cmds
+        }
     }
 
     driver.abort_all();
@@ -347,7 +352,7 @@ fn abandon<D: Driver>(driver: &mut D) -> bool {
             return true;
         }
         if driver
-            .turn(Some(Duration::from_millis(10)), &mut Abandon)
+            .turn(Some(Duration::from_millis(10)), &mut Abandon::default())
             .is_err()
         {
             return false;

@@ -102,18 +102,105 @@ impl CloseReason {
     }
 }
 
-/// Pending output of one session.
-#[derive(Debug, Default)]
-pub(crate) struct Output {
-    chunks: VecDeque<Vec<u8>>,
-    /// Bytes of `chunks[0]` already written.
+/// The bytes of one send and what the kernel reads them through: the output chunks it covers
+/// (moved out of the session's output, so nothing can write or free them), and the iovecs and
+/// msghdr that point into them. Boxed, so moving the value moves no address the kernel holds.
+///
+/// It goes from the core to the driver with `Command::Send`, stays with the driver until the
+/// send's last completion, and comes back with `Core::sent`; a driver that is torn down while
+/// the kernel may still read it leaks it instead of freeing it. One per session, reused for
+/// every send: nothing is allocated per message.
+pub(crate) struct SendBuf {
+    chunks: Vec<Vec<u8>>,
+    /// Bytes of `chunks[0]` written by earlier sends.
     head: usize,
-    /// Leading chunks covered by the send in flight; frozen until it completes.
-    in_flight: usize,
+    /// Bytes this send covers.
+    len: usize,
+    iov: [libc::iovec; MAX_IOV],
+    msg: libc::msghdr,
+}
+
+impl fmt::Debug for SendBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendBuf")
+            .field("chunks", &self.chunks.len())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl SendBuf {
+    fn new() -> Box<SendBuf> {
+        Box::new(SendBuf {
+            chunks: Vec::with_capacity(MAX_IOV),
+            head: 0,
+            len: 0,
+            iov: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; MAX_IOV],
+            // SAFETY: msghdr is plain data; all-zero (no name, no control data) is valid.
+            msg: unsafe { std::mem::zeroed() },
+        })
+    }
+
+    /// The iovecs describing the bytes to send, one per chunk.
+    pub(crate) fn iovecs(&self) -> &[libc::iovec] {
+        &self.iov[..self.chunks.len()]
+    }
+
+    /// The msghdr over [`iovecs`](SendBuf::iovecs), for sendmsg. Its pointers stay valid
+    /// while this value lives and is not handed back to the core.
+    pub(crate) fn msghdr(&mut self) -> &libc::msghdr {
+        self.msg.msg_iov = self.iov.as_mut_ptr();
+        self.msg.msg_iovlen = self.chunks.len() as _;
+        &self.msg
+    }
+
+    /// Bytes this send covers.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The bytes this send covers, copied (for tests).
+    #[cfg(test)]
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        for (i, chunk) in self.chunks.iter().enumerate() {
+            v.extend_from_slice(&chunk[if i == 0 { self.head } else { 0 }..]);
+        }
+        v
+    }
+}
+
+/// Where a session's send stands: its one [`SendBuf`] is either here, or with the driver.
+#[derive(Debug)]
+enum Sending {
+    Idle(Box<SendBuf>),
+    InFlight,
+}
+
+/// Pending output of one session.
+#[derive(Debug)]
+pub(crate) struct Output {
+    /// Output not covered by the send in flight, oldest first.
+    chunks: VecDeque<Vec<u8>>,
+    /// Bytes of `chunks[0]` already written (a chunk a short send left behind).
+    head: usize,
     /// Bytes not yet written, in flight or not.
     pending: usize,
-    /// Bytes the send in flight covers.
-    in_flight_bytes: usize,
+    sending: Sending,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output {
+            chunks: VecDeque::new(),
+            head: 0,
+            pending: 0,
+            sending: Sending::Idle(SendBuf::new()),
+        }
+    }
 }
 
 impl Output {
@@ -126,14 +213,20 @@ impl Output {
         self.pending == 0
     }
 
-    /// Some output is not covered by a send in flight.
-    pub(crate) fn has_unsent(&self) -> bool {
-        self.pending > 0 && (self.in_flight == 0 || self.chunks.len() > self.in_flight)
+    /// A send is in flight: the driver holds this session's [`SendBuf`].
+    pub(crate) fn in_flight(&self) -> bool {
+        matches!(self.sending, Sending::InFlight)
     }
 
-    /// The chunk new output is appended to: never one a send in flight covers.
+    /// Some output is not covered by a send in flight.
+    pub(crate) fn has_unsent(&self) -> bool {
+        self.chunks.iter().any(|c| !c.is_empty())
+    }
+
+    /// The chunk new output is appended to (never one a send in flight covers: those have
+    /// left this queue).
     pub(crate) fn tail_chunk(&mut self, pool: &mut BufPool, want: usize) -> &mut Vec<u8> {
-        if self.chunks.len() <= self.in_flight {
+        if self.chunks.is_empty() {
             self.chunks.push_back(pool.take(want));
         }
         self.chunks.back_mut().expect("a chunk was just ensured")
@@ -144,67 +237,92 @@ impl Output {
         self.pending += n;
     }
 
-    /// Fills `iov` with the unwritten output (up to `iov.len()` chunks) and freezes those
-    /// chunks until [`Output::complete`]. Returns the number of iovecs filled.
-    pub(crate) fn prepare_send(&mut self, iov: &mut [libc::iovec]) -> usize {
-        debug_assert_eq!(self.in_flight, 0, "one send in flight at a time");
-        let mut n = 0;
-        for (i, chunk) in self.chunks.iter().enumerate().take(iov.len()) {
-            let start = if i == 0 { self.head } else { 0 };
+    /// Moves the unwritten output (up to [`MAX_IOV`] chunks) into this session's send buffer
+    /// for the driver. `None` if a send is in flight or nothing is unsent.
+    pub(crate) fn take_send(&mut self) -> Option<Box<SendBuf>> {
+        if !self.has_unsent() {
+            return None;
+        }
+        let Sending::Idle(mut send) = std::mem::replace(&mut self.sending, Sending::InFlight)
+        else {
+            return None;
+        };
+        debug_assert!(send.chunks.is_empty());
+        send.head = std::mem::take(&mut self.head);
+        send.len = 0;
+        while send.chunks.len() < MAX_IOV {
+            let Some(chunk) = self.chunks.pop_front() else {
+                break;
+            };
+            let start = if send.chunks.is_empty() { send.head } else { 0 };
             if chunk.len() == start {
+                debug_assert!(self.chunks.is_empty(), "only the tail chunk may be empty");
+                self.chunks.push_front(chunk);
                 break;
             }
-            iov[n] = libc::iovec {
+            let i = send.chunks.len();
+            send.iov[i] = libc::iovec {
                 iov_base: chunk[start..].as_ptr() as *mut libc::c_void,
                 iov_len: chunk.len() - start,
             };
-            self.in_flight_bytes += chunk.len() - start;
-            n += 1;
+            send.len += chunk.len() - start;
+            // Moving the Vec moves its handle, not its heap bytes: the iovec stays valid.
+            send.chunks.push(chunk);
         }
-        self.in_flight = n;
-        n
+        Some(send)
     }
 
-    /// The send in flight wrote `written` bytes: release what was written, unfreeze the rest.
-    /// Returns whether the send wrote less than it covered.
-    pub(crate) fn complete(&mut self, mut written: usize, pool: &mut BufPool) -> bool {
-        debug_assert!(written <= self.in_flight_bytes);
-        let partial = written < self.in_flight_bytes;
-        self.in_flight_bytes = 0;
-        written = written.min(self.pending);
+    /// The send in flight wrote `written` bytes and `send` is back: release what was written
+    /// and put the rest back in front of the queue. Returns whether the send was short.
+    pub(crate) fn complete(
+        &mut self,
+        mut send: Box<SendBuf>,
+        written: usize,
+        pool: &mut BufPool,
+    ) -> bool {
+        debug_assert!(self.in_flight() && written <= send.len);
+        let written = written.min(send.len);
+        let partial = written < send.len;
         self.pending -= written;
-        while written > 0 {
-            let front = self.chunks.front().map_or(0, |c| c.len() - self.head);
-            if written >= front {
-                written -= front;
-                self.head = 0;
-                if let Some(chunk) = self.chunks.pop_front() {
-                    pool.give(chunk);
-                }
+        let mut left = written;
+        let mut head = send.head;
+        let mut back = 0;
+        for chunk in send.chunks.drain(..) {
+            let unwritten = chunk.len() - head;
+            if left >= unwritten {
+                left -= unwritten;
+                pool.give(chunk);
+                head = 0;
             } else {
-                self.head += written;
-                written = 0;
+                // Unwritten bytes go back, in order, ahead of output produced meanwhile.
+                self.chunks.insert(back, chunk);
+                if back == 0 {
+                    self.head = head + left;
+                }
+                back += 1;
+                left = 0;
+                head = 0;
             }
         }
+        send.len = 0;
+        send.head = 0;
+        self.sending = Sending::Idle(send);
         if self.pending == 0 {
-            // Drop empty chunks left behind an exact write.
+            // Drop an empty tail chunk left behind an exact write.
             while let Some(chunk) = self.chunks.pop_front() {
                 pool.give(chunk);
             }
             self.head = 0;
         }
-        self.in_flight = 0;
         partial
     }
 
-    /// Gives every chunk back. Only once no send is in flight.
+    /// Gives every chunk not in flight back.
     pub(crate) fn release(&mut self, pool: &mut BufPool) {
         for chunk in self.chunks.drain(..) {
             pool.give(chunk);
         }
         self.head = 0;
-        self.in_flight = 0;
-        self.in_flight_bytes = 0;
         self.pending = 0;
     }
 }
@@ -355,7 +473,9 @@ impl<'a, C: Codec> Session<'a, C> {
 
     /// The peer's address (one `getpeername` call).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        sys::peer_addr(self.state.fd)
+        // SAFETY: the driver closes a session's descriptor only after the core has stopped
+        // running its callbacks (`Command::Close` follows `on_close`).
+        sys::peer_addr(unsafe { sys::borrow(self.state.fd) })
     }
 
     /// The codec of this session.
@@ -421,43 +541,56 @@ impl<'a, C: Codec> Session<'a, C> {
 mod tests {
     use super::*;
 
-    fn bytes_of(iov: &[libc::iovec]) -> Vec<u8> {
-        let mut v = Vec::new();
-        for i in iov {
-            // SAFETY: the iovecs point into live chunks of the Output under test.
-            v.extend_from_slice(unsafe {
-                std::slice::from_raw_parts(i.iov_base as *const u8, i.iov_len)
-            });
-        }
-        v
-    }
-
     #[test]
     fn partial_writes_resume_where_they_stopped() {
         let mut pool = BufPool::default();
         let mut out = Output::default();
         out.tail_chunk(&mut pool, 0).extend_from_slice(b"hello ");
         out.appended(6);
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; MAX_IOV];
-        let n = out.prepare_send(&mut iov);
-        assert_eq!(bytes_of(&iov[..n]), b"hello ");
+        let send = out.take_send().expect("output to send");
+        assert_eq!(send.to_vec(), b"hello ");
         assert!(!out.has_unsent());
+        assert!(out.take_send().is_none(), "one send in flight at a time");
         // Output produced while the send is in flight goes to a new chunk.
-        let frozen = iov[0].iov_base;
+        let frozen = send.iovecs()[0].iov_base;
         out.tail_chunk(&mut pool, 0).extend_from_slice(b"world");
         out.appended(5);
         assert!(out.has_unsent());
-        assert!(out.complete(2, &mut pool), "a short write is reported");
-        let n = out.prepare_send(&mut iov);
-        assert_eq!(n, 2, "split output goes out as one sendmsg with two iovecs");
-        assert_eq!(iov[0].iov_base as usize, frozen as usize + 2);
-        assert_eq!(bytes_of(&iov[..n]), b"llo world");
-        assert!(!out.complete(9, &mut pool));
+        assert!(
+            out.complete(send, 2, &mut pool),
+            "a short write is reported"
+        );
+        let send = out.take_send().unwrap();
+        assert_eq!(
+            send.iovecs().len(),
+            2,
+            "split output goes out as one sendmsg with two iovecs"
+        );
+        assert_eq!(send.iovecs()[0].iov_base as usize, frozen as usize + 2);
+        assert_eq!(send.to_vec(), b"llo world");
+        assert!(!out.complete(send, 9, &mut pool));
         assert!(out.is_empty());
         assert_eq!(out.chunks.len(), 0, "written chunks go back to the pool");
         assert_eq!(pool.idle(), 2);
+    }
+
+    #[test]
+    fn a_short_write_over_several_chunks_keeps_the_order() {
+        let mut pool = BufPool::default();
+        let mut out = Output::default();
+        // Three chunks, as short sends over several chunks leave them.
+        for piece in [&b"ab"[..], b"cd", b"ef"] {
+            out.chunks.push_back(piece.to_vec());
+            out.appended(2);
+        }
+        let send = out.take_send().unwrap();
+        assert_eq!(send.to_vec(), b"abcdef");
+        out.tail_chunk(&mut pool, 0).extend_from_slice(b"gh");
+        out.appended(2);
+        out.complete(send, 3, &mut pool);
+        let send = out.take_send().unwrap();
+        assert_eq!(send.to_vec(), b"defgh");
+        out.complete(send, 5, &mut pool);
+        assert!(out.is_empty() && !out.has_unsent());
     }
 }

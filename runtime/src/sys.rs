@@ -23,9 +23,15 @@ pub(crate) fn cqe_error(res: i32) -> io::Error {
     io::Error::from_raw_os_error(-res)
 }
 
-/// Closes `fd` now. Used only where no operation can still name it.
-pub(crate) fn close(fd: RawFd) {
-    // SAFETY: the caller owns `fd` and nothing else will use or close it afterwards.
+/// Closes `fd` now.
+///
+/// # Safety
+///
+/// The caller owns `fd`, no operation in flight names it, and nothing uses or closes it
+/// afterwards (the number may be reused at once). Where the type can carry this, hold an
+/// `OwnedFd` and drop it instead.
+pub(crate) unsafe fn close(fd: RawFd) {
+    // SAFETY: this function's contract.
     let res = unsafe { libc::close(fd) };
     debug_assert!(
         res == 0,
@@ -56,43 +62,65 @@ pub(crate) fn eventfd_signal(fd: &OwnedFd) -> io::Result<()> {
     }
 }
 
-fn borrow(fd: &RawFd) -> BorrowedFd<'_> {
-    // SAFETY: callers pass descriptors they keep open for the duration of the borrow.
-    unsafe { BorrowedFd::borrow_raw(*fd) }
+/// A new close-on-exec TCP socket for a connection to `addr`, with TCP_NODELAY if asked.
+pub(crate) fn tcp_socket(addr: SocketAddr, nodelay: bool) -> io::Result<OwnedFd> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(
+        domain,
+        socket2::Type::STREAM.cloexec(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_tcp_nodelay(nodelay)?;
+    Ok(OwnedFd::from(socket))
+}
+
+/// Borrows a descriptor the engine keeps open: a session's, which its driver closes only after
+/// the core has let go of the session (`Command::Close`), or a driver slot's own.
+///
+/// # Safety
+///
+/// `fd` stays open for the borrow's lifetime.
+pub(crate) unsafe fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
+    // SAFETY: this function's contract.
+    unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
 /// The address of the peer connected to `fd`.
-pub(crate) fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
-    let addr = socket2::SockRef::from(&borrow(&fd)).peer_addr()?;
+pub(crate) fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
+    let addr = socket2::SockRef::from(&fd).peer_addr()?;
     addr.as_socket()
         .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "peer is not an IP socket"))
 }
 
 /// Shuts down the sending side of a socket: the peer reads EOF after what was sent.
-pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
-    socket2::SockRef::from(&borrow(&fd)).shutdown(std::net::Shutdown::Write)
+pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+    socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write)
 }
 
 /// Sets TCP_NODELAY on `fd`.
-pub(crate) fn set_nodelay(fd: RawFd, on: bool) -> io::Result<()> {
-    socket2::SockRef::from(&borrow(&fd)).set_tcp_nodelay(on)
+pub(crate) fn set_nodelay(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    socket2::SockRef::from(&fd).set_tcp_nodelay(on)
 }
 
 /// Reads TCP_NODELAY from `fd`.
-pub(crate) fn nodelay(fd: RawFd) -> io::Result<bool> {
-    socket2::SockRef::from(&borrow(&fd)).tcp_nodelay()
+pub(crate) fn nodelay(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    socket2::SockRef::from(&fd).tcp_nodelay()
 }
 
 /// Accepts one queued connection (close-on-exec; non-blocking when asked).
-pub(crate) fn accept(listener: RawFd, nonblocking: bool) -> io::Result<RawFd> {
+pub(crate) fn accept(listener: BorrowedFd<'_>, nonblocking: bool) -> io::Result<OwnedFd> {
     let flags = libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
+    let fd = listener.as_raw_fd();
     // SAFETY: null address pointers: the kernel writes no address.
-    cvt(unsafe { libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), flags) })
+    let conn =
+        cvt(unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), flags) })?;
+    // SAFETY: `conn` was just created by accept4 and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(conn) })
 }
 
 /// Sets or clears O_NONBLOCK on `fd`.
-pub(crate) fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
-    socket2::SockRef::from(&borrow(&fd)).set_nonblocking(on)
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    socket2::SockRef::from(&fd).set_nonblocking(on)
 }
 
 /// A close-on-exec epoll instance.
@@ -132,9 +160,16 @@ pub(crate) fn epoll_wait(
 }
 
 /// One non-blocking receive into `buf`.
-pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -147,8 +182,9 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// # Safety
 ///
 /// Every iovec must describe readable memory that stays valid for the call.
-pub(crate) unsafe fn sendmsg(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+pub(crate) unsafe fn sendmsg(fd: BorrowedFd<'_>, iov: &[libc::iovec]) -> io::Result<usize> {
     let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+    let fd = fd.as_raw_fd();
     let n = if let [one] = iov {
         // One buffer: plain send, which spares the kernel copying a msghdr and an iovec array.
         // SAFETY: the iovec describes readable memory, valid per this function's contract.
@@ -169,8 +205,8 @@ pub(crate) unsafe fn sendmsg(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize
 }
 
 /// Starts a non-blocking connect of `fd` to `addr`; `Ok(true)` if it completed at once.
-pub(crate) fn connect(fd: RawFd, addr: SocketAddr) -> io::Result<bool> {
-    match socket2::SockRef::from(&borrow(&fd)).connect(&addr.into()) {
+pub(crate) fn connect(fd: BorrowedFd<'_>, addr: SocketAddr) -> io::Result<bool> {
+    match socket2::SockRef::from(&fd).connect(&addr.into()) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(false),
         Err(e) => Err(e),
@@ -178,13 +214,13 @@ pub(crate) fn connect(fd: RawFd, addr: SocketAddr) -> io::Result<bool> {
 }
 
 /// The pending error of a socket (SO_ERROR), e.g. the outcome of a non-blocking connect.
-pub(crate) fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
-    socket2::SockRef::from(&borrow(&fd)).take_error()
+pub(crate) fn take_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
+    socket2::SockRef::from(&fd).take_error()
 }
 
 /// Reads (and so resets) an eventfd's counter.
-pub(crate) fn eventfd_drain(fd: RawFd) {
+pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
     let mut value = 0u64;
     // SAFETY: the kernel writes 8 bytes into `value`.
-    let _ = unsafe { libc::read(fd, (&mut value as *mut u64).cast(), 8) };
+    let _ = unsafe { libc::read(fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
 }

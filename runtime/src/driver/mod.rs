@@ -1,99 +1,102 @@
 //! The driver boundary: how the driver-neutral core ([`crate::worker`]) and a driver that
 //! submits and completes I/O talk to each other.
 //!
-//! The core owns sessions, codecs, handlers, output and write batching; it tells the driver
-//! what to do through [`Ops`]. The driver owns the descriptors' I/O state (what is in flight,
-//! the kernel's buffers) and reports what happened through [`Sink`]. Slots are the core's slab
-//! keys; a driver keeps its own per-slot state under the same key and reports an event only for
-//! a slot it considers live. Invariant: after [`Ops::close`] the driver reports nothing more for
-//! the slot but, exactly once, [`Sink::closed`], after every operation on it has completed and
-//! its descriptor is closed; only then may the core reuse the slot.
+//! **The rule: events in, commands out, never re-entered.** A driver reports each event to the
+//! core ([`Core`]); the core reacts (runs handlers, updates sessions) and records what the
+//! driver should do as [`Command`]s in a buffer it keeps and reuses (no allocation per
+//! message). The driver applies those commands only after the event call has returned, so no
+//! driver call ever runs inside a core call, and no core call inside a driver call. The core
+//! never calls the kernel either: it only creates sockets through `sys` (which the command
+//! then hands over) and reads a session's peer address; everything that submits, completes,
+//! or closes goes through a command.
+//!
+//! Ownership crosses the boundary in the types: an accepted or connecting descriptor moves to
+//! the driver as an `OwnedFd` in [`Command::Open`] / [`Command::Connect`]; a send's bytes,
+//! iovecs and msghdr move as one [`SendBuf`] in [`Command::Send`] and come back in
+//! [`Core::sent`], so whoever holds the value is the only one that may touch the memory.
+//!
+//! Slots are the core's slab keys; a driver keeps its own per-slot state under the same key
+//! and reports an event only for a slot it considers live. Invariant: after
+//! [`Command::Close`] the driver reports nothing more for the slot but, exactly once,
+//! [`Core::closed`], after every operation on it has completed and its descriptor is closed;
+//! only then may the core reuse the slot.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
+
+pub(crate) use crate::session::SendBuf;
 
 pub(crate) mod epoll;
 pub(crate) mod uring;
 
-/// Commands from the core to the driver.
-pub(crate) trait Ops {
-    /// Takes ownership of an accepted descriptor as session `slot` and starts receiving.
-    fn open(&mut self, slot: u32, fd: RawFd);
-
-    /// Takes ownership of a new, unconnected socket as session `slot` and connects it to
-    /// `addr`; reports [`Sink::connected`], and starts receiving once connected.
-    fn connect(&mut self, slot: u32, fd: RawFd, addr: SocketAddr);
-
-    /// Writes the bytes `iov` describes; completes with [`Sink::sent`]. At most one send per
-    /// slot is in flight.
-    ///
-    /// # Safety
-    ///
-    /// The memory `iov` points to must stay valid and unmodified until [`Sink::sent`] or
-    /// [`Sink::closed`] is reported for `slot`.
-    unsafe fn send(&mut self, slot: u32, iov: &[libc::iovec]);
-
-    /// Shuts down the sending side of `slot` (the peer reads EOF after the data written so
-    /// far); receiving goes on.
-    fn shutdown_write(&mut self, slot: u32);
-
-    /// Stops all I/O of `slot`, closes its descriptor and reports [`Sink::closed`].
-    fn close(&mut self, slot: u32);
-
-    /// Stops receiving from `slot` (backpressure). Completions already racing the stop still
-    /// deliver their data.
-    fn pause_recv(&mut self, slot: u32);
-
-    /// Receives from `slot` again after [`Ops::pause_recv`].
-    fn resume_recv(&mut self, slot: u32);
-
-    /// Stops accepting: new connections are refused once every core has closed its listener.
+/// What the core asks a driver to do, applied after the event that produced it.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Take an accepted descriptor as session `slot` and start receiving.
+    Open { slot: u32, fd: OwnedFd },
+    /// Take a new, unconnected socket as session `slot` and connect it to `addr`; report
+    /// [`Core::connected`], and start receiving once connected.
+    Connect {
+        slot: u32,
+        fd: OwnedFd,
+        addr: SocketAddr,
+    },
+    /// Write the bytes `send` holds; report [`Core::sent`] with it. At most one per slot is in
+    /// flight: the core has no second `SendBuf` to give.
+    Send { slot: u32, send: Box<SendBuf> },
+    /// Shut down the sending side (the peer reads EOF after the data written so far);
+    /// receiving goes on.
+    ShutdownWrite { slot: u32 },
+    /// Stop all I/O of the slot, close its descriptor, and report [`Core::closed`].
+    Close { slot: u32 },
+    /// Stop receiving (backpressure). Completions already racing the stop still deliver data.
+    PauseRecv { slot: u32 },
+    /// Receive again after [`Command::PauseRecv`].
+    ResumeRecv { slot: u32 },
+    /// Stop accepting: new connections are refused once every core has closed its listener.
     /// Connections already queued in the listener's backlog are still reported through
-    /// [`Sink::accepted`] before the listener closes.
-    fn stop_accepting(&mut self);
+    /// [`Core::accepted`] before the listener closes.
+    StopAccepting,
 }
 
-/// Events from the driver to the core.
-pub(crate) trait Sink<O: Ops> {
+/// Events from the driver to the core. The core answers only by queueing commands.
+pub(crate) trait Core {
     /// The driver is back from waiting and about to report this turn's completions.
     fn turn_started(&mut self);
     /// The core has work for the end of the turn (sends, connects) that events reported before
     /// the wait created: the driver must not block.
     fn has_pending_work(&self) -> bool;
     /// The connect of outbound session `slot` completed.
-    fn connected(&mut self, ops: &mut O, slot: u32, result: io::Result<()>);
-    /// A connection was accepted; the core opens a session or closes `fd`.
-    fn accepted(&mut self, ops: &mut O, fd: RawFd);
+    fn connected(&mut self, slot: u32, result: io::Result<()>);
+    /// A connection was accepted; the core opens a session or drops (closes) `fd`.
+    fn accepted(&mut self, fd: OwnedFd);
     /// Accepting failed; the driver retries after a back-off.
-    fn accept_failed(&mut self, ops: &mut O, error: &io::Error);
+    fn accept_failed(&mut self, error: &io::Error);
     /// Bytes arrived for `slot`. `data` is valid during this call only.
-    fn received(&mut self, ops: &mut O, slot: u32, data: &[u8]);
+    fn received(&mut self, slot: u32, data: &[u8]);
     /// Receiving ended for `slot`: `None` for the peer's EOF, else the error.
-    fn read_closed(&mut self, ops: &mut O, slot: u32, error: Option<io::Error>);
-    /// The send of `slot` completed.
-    fn sent(&mut self, ops: &mut O, slot: u32, result: io::Result<usize>);
+    fn read_closed(&mut self, slot: u32, error: Option<io::Error>);
+    /// The send of `slot` completed; its buffer comes back.
+    fn sent(&mut self, slot: u32, send: Box<SendBuf>, result: io::Result<usize>);
     /// `slot` is closed and its slot may be reused.
-    fn closed(&mut self, ops: &mut O, slot: u32);
+    fn closed(&mut self, slot: u32);
     /// Another thread woke this core.
-    fn woken(&mut self, ops: &mut O);
+    fn woken(&mut self);
+    /// The commands queued since the driver last looked, in order. The driver drains them.
+    fn commands(&mut self) -> &mut Vec<Command>;
 }
 
 /// A per-core I/O driver.
 pub(crate) trait Driver {
-    type Ops: Ops;
-
-    /// The command side, for work the core does between turns.
-    fn ops(&mut self) -> &mut Self::Ops;
+    /// Applies (and drains) `commands`, in order.
+    fn apply(&mut self, commands: &mut Vec<Command>);
 
     /// One loop turn: submits what was queued, waits for at least one completion (at most
-    /// `timeout`), and reports every completion to `sink`.
-    fn turn<S: Sink<Self::Ops>>(
-        &mut self,
-        timeout: Option<Duration>,
-        sink: &mut S,
-    ) -> io::Result<()>;
+    /// `timeout`), and reports every completion to `core`, applying the commands each one
+    /// produced before reporting the next.
+    fn turn<C: Core>(&mut self, timeout: Option<Duration>, core: &mut C) -> io::Result<()>;
 
     /// No session I/O is in flight and the listener is closed: the core may exit.
     fn is_quiescent(&self) -> bool;

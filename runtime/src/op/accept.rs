@@ -1,7 +1,7 @@
 //! Multishot accept: one submission yields a completion per accepted connection until it ends.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use io_uring::{opcode, squeue, types};
 
@@ -21,7 +21,7 @@ pub(crate) fn multishot(listener: RawFd, ud: UserData) -> squeue::Entry {
 #[derive(Debug)]
 pub(crate) enum Accepted {
     /// A new connection's descriptor; the accept is still armed when `more`.
-    Conn { fd: RawFd, more: bool },
+    Conn { fd: OwnedFd, more: bool },
     /// The accept ended without error and must be re-armed.
     Ended,
     /// The accept failed and ended (EMFILE, ENFILE, ECANCELED, ...).
@@ -31,7 +31,9 @@ pub(crate) enum Accepted {
 pub(crate) fn complete(c: &Completion) -> Accepted {
     if c.res >= 0 {
         Accepted::Conn {
-            fd: c.res,
+            // SAFETY: a non-negative accept result is a descriptor the kernel just created for
+            // us; nobody else owns it.
+            fd: unsafe { OwnedFd::from_raw_fd(c.res) },
             more: c.more(),
         }
     } else if c.more() {

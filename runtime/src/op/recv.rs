@@ -6,6 +6,7 @@ use std::os::fd::RawFd;
 
 use io_uring::{opcode, squeue, types};
 
+use crate::buf_ring::RecvBuf;
 use crate::ring::Completion;
 use crate::sys;
 use crate::user_data::UserData;
@@ -37,7 +38,7 @@ pub(crate) enum RecvEnd {
 pub(crate) struct RecvCqe {
     /// Buffer id and length of received bytes (zero if the completion carries a buffer but
     /// no data).
-    pub(crate) data: Option<(u16, usize)>,
+    pub(crate) data: Option<RecvBuf>,
     /// Set when the receive is no longer armed.
     pub(crate) end: Option<RecvEnd>,
 }
@@ -45,7 +46,9 @@ pub(crate) struct RecvCqe {
 pub(crate) fn complete(c: &Completion) -> RecvCqe {
     // A completion that carries a buffer hands it over whatever its result (an EOF or error
     // may, on some kernels): it must go back to the ring even when it holds no bytes.
-    let data = c.buffer().map(|bid| (bid, c.res.max(0) as usize));
+    let data = c
+        .buffer()
+        .map(|bid| RecvBuf::from_completion(bid, c.res.max(0) as usize));
     let end = if c.more() {
         None
     } else {
@@ -80,14 +83,14 @@ mod tests {
     #[test]
     fn data_with_more_stays_armed() {
         let r = complete(&cqe(100, MORE | BUFFER | (7 << SHIFT)));
-        assert_eq!(r.data, Some((7, 100)));
+        assert_eq!(r.data.map(RecvBuf::into_parts), Some((7, 100)));
         assert!(r.end.is_none());
     }
 
     #[test]
     fn data_without_more_must_be_rearmed() {
         let r = complete(&cqe(5, BUFFER | (3 << SHIFT)));
-        assert_eq!(r.data, Some((3, 5)));
+        assert_eq!(r.data.map(RecvBuf::into_parts), Some((3, 5)));
         assert!(matches!(r.end, Some(RecvEnd::Stopped)));
     }
 
@@ -112,7 +115,7 @@ mod tests {
     #[test]
     fn a_buffer_on_an_empty_completion_is_still_handed_back() {
         let r = complete(&cqe(0, BUFFER | (9 << SHIFT)));
-        assert_eq!(r.data, Some((9, 0)));
+        assert_eq!(r.data.map(RecvBuf::into_parts), Some((9, 0)));
         assert!(matches!(r.end, Some(RecvEnd::Eof)));
     }
 }

@@ -49,18 +49,12 @@ impl<D> Faulty<D> {
 }
 
 impl<D: Driver> Driver for Faulty<D> {
-    type Ops = D::Ops;
-
-    fn ops(&mut self) -> &mut D::Ops {
-        self.inner.ops()
+    fn apply(&mut self, commands: &mut Vec<Command>) {
+        self.inner.apply(commands);
     }
 
-    fn turn<S: crate::driver::Sink<D::Ops>>(
-        &mut self,
-        timeout: Option<Duration>,
-        sink: &mut S,
-    ) -> io::Result<()> {
-        self.inner.turn(timeout, sink)?;
+    fn turn<K: Core>(&mut self, timeout: Option<Duration>, core: &mut K) -> io::Result<()> {
+        self.inner.turn(timeout, core)?;
         if self.trigger.swap(false, Ordering::AcqRel) {
             panic!("injected engine fault");
         }

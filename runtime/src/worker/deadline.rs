@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::{Phase, Worker};
 use crate::codec::Codec;
-use crate::driver::Ops;
+use crate::driver::Command;
 use crate::error::panic_message;
 use crate::handler::Handler;
 use crate::session::CloseReason;
@@ -125,7 +125,7 @@ where
     }
 
     /// Handles every deadline that has passed.
-    pub(super) fn fire_timers<O: Ops>(&mut self, ops: &mut O) {
+    pub(super) fn fire_timers(&mut self) {
         let now = self.now;
         if now >= self.next_core_tick {
             if let Some(tick) = &self.cfg.core_tick {
@@ -141,7 +141,7 @@ where
             }
         }
         if self.drain_until.is_some_and(|at| now >= at) && !self.closed_all {
-            self.close_all(ops);
+            self.close_all();
         }
         while let Some((at, slot, seq)) = self.timers.pop_due(now) {
             self.stats.timer_fires.add(1);
@@ -152,12 +152,12 @@ where
                 continue; // Stale: the session is gone, or rescheduled earlier.
             }
             conn.timer_at = Micros::MAX;
-            self.check_timers(ops, slot);
+            self.check_timers(slot);
         }
     }
 
     /// Closes the session if a timeout passed, runs its tick if due, and schedules the next.
-    fn check_timers<O: Ops>(&mut self, ops: &mut O, slot: u32) {
+    fn check_timers(&mut self, slot: u32) {
         let now = self.now;
         let conn = &mut self.conns[slot as usize];
         if conn.phase == Phase::Closing {
@@ -179,13 +179,13 @@ where
             None
         };
         if let Some(reason) = reason {
-            self.begin_close(ops, slot, reason);
+            self.begin_close(slot, reason);
             return;
         }
         if now >= conn.next_tick {
             conn.next_tick = t.tick.map_or(Micros::MAX, |d| next_on_grid(now, d));
             self.stats.ticks.add(1);
-            self.dispatch(ops, slot, "on_tick", |h, s| h.on_tick(s));
+            self.dispatch(slot, "on_tick", |h, s| h.on_tick(s));
         }
         if self
             .conns
@@ -198,7 +198,7 @@ where
 
     /// Starts draining: stop accepting (the driver still hands over the backlog), keep serving
     /// the sessions until their peers close, and close what is left at the deadline.
-    pub(super) fn begin_drain<O: Ops>(&mut self, ops: &mut O, deadline: Instant) {
+    pub(super) fn begin_drain(&mut self, deadline: Instant) {
         let at = self.clock.at(deadline);
         if self.drain_until.is_some_and(|current| current <= at) {
             return;
@@ -206,22 +206,22 @@ where
         let first = self.drain_until.is_none();
         self.drain_until = Some(at);
         if first {
-            ops.stop_accepting();
+            self.cmds.push(Command::StopAccepting);
             for (_, conn) in self.conns.iter_mut() {
                 conn.state.draining = true;
             }
         }
         if self.clock.now() >= at {
-            self.close_all(ops);
+            self.close_all();
         }
     }
 
     /// The drain deadline passed: close every session now.
-    fn close_all<O: Ops>(&mut self, ops: &mut O) {
+    fn close_all(&mut self) {
         self.closed_all = true;
         let slots: Vec<u32> = self.conns.iter().map(|(k, _)| k as u32).collect();
         for slot in slots {
-            self.begin_close(ops, slot, CloseReason::Shutdown);
+            self.begin_close(slot, CloseReason::Shutdown);
         }
     }
 }

@@ -1,25 +1,27 @@
 //! The core's side of the driver boundary: what it does with each event a driver reports.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::OwnedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use super::{is_reset, Phase, Worker};
 use crate::codec::Codec;
-use crate::driver::{Ops, Sink};
+use crate::driver::{Command, Core, SendBuf};
 use crate::error::{IoOp, SessionError};
 use crate::handler::Handler;
 use crate::session::CloseReason;
-use crate::sys;
 
-impl<C, H, F, O> Sink<O> for Worker<C, H, F>
+impl<C, H, F> Core for Worker<C, H, F>
 where
     C: Codec + Clone,
     H: Handler<C>,
     F: Fn() -> H,
-    O: Ops,
 {
+    fn commands(&mut self) -> &mut Vec<Command> {
+        &mut self.cmds
+    }
+
     fn turn_started(&mut self) {
         self.now = self.clock.now();
         if let Some(r) = &mut self.recorders {
@@ -31,23 +33,21 @@ where
         !self.dirty.is_empty() || !self.connects.is_empty()
     }
 
-    fn accepted(&mut self, ops: &mut O, fd: RawFd) {
+    fn accepted(&mut self, fd: OwnedFd) {
         if self.closed_all || self.conns.len() >= self.cfg.max_sessions {
             self.stats.rejected.add(1);
-            sys::close(fd);
-            return;
+            return; // Dropping `fd` closes it.
         }
-        let Some(slot) = self.insert(fd, Phase::Open) else {
-            sys::close(fd);
+        let Some(slot) = self.insert(&fd, Phase::Open) else {
             return;
         };
         self.stats.accepted.add(1);
-        ops.open(slot, fd);
+        self.cmds.push(Command::Open { slot, fd });
         self.reschedule(slot);
-        self.dispatch(ops, slot, "on_open", |h, s| h.on_open(s));
+        self.dispatch(slot, "on_open", |h, s| h.on_open(s));
     }
 
-    fn connected(&mut self, ops: &mut O, slot: u32, result: io::Result<()>) {
+    fn connected(&mut self, slot: u32, result: io::Result<()>) {
         let Some(conn) = self.conns.get_mut(slot as usize) else {
             return;
         };
@@ -59,7 +59,7 @@ where
                 conn.phase = Phase::Open;
                 conn.last_rx = self.now;
                 self.stats.connected.add(1);
-                self.dispatch(ops, slot, "on_open", |h, s| h.on_open(s));
+                self.dispatch(slot, "on_open", |h, s| h.on_open(s));
             }
             Err(error) => {
                 self.stats.connect_errors.add(1);
@@ -69,19 +69,19 @@ where
                     op: IoOp::Connect,
                     error,
                 };
-                self.fail(ops, slot, error, CloseReason::IoError);
+                self.fail(slot, error, CloseReason::IoError);
             }
         }
     }
 
-    fn accept_failed(&mut self, _ops: &mut O, error: &io::Error) {
+    fn accept_failed(&mut self, error: &io::Error) {
         log::warn!(
             "ringwire: core {}: accept failed: {error}; backing off",
             self.cfg.core
         );
     }
 
-    fn received(&mut self, ops: &mut O, slot: u32, data: &[u8]) {
+    fn received(&mut self, slot: u32, data: &[u8]) {
         let Some(conn) = self.conns.get_mut(slot as usize) else {
             return;
         };
@@ -96,10 +96,10 @@ where
             conn.reader.hold(data, &mut self.pool);
             return;
         }
-        self.decode(ops, slot, Some(data));
+        self.decode(slot, Some(data));
     }
 
-    fn read_closed(&mut self, ops: &mut O, slot: u32, error: Option<io::Error>) {
+    fn read_closed(&mut self, slot: u32, error: Option<io::Error>) {
         let Some(conn) = self.conns.get_mut(slot as usize) else {
             return;
         };
@@ -107,13 +107,13 @@ where
             conn.peer_eof = true;
         }
         if let Phase::Lingering(reason) = conn.phase {
-            return self.begin_close(ops, slot, reason);
+            return self.begin_close(slot, reason);
         }
         match error {
             // Input held back by backpressure is decoded first; `resume_reading` then finishes.
             None if conn.phase == Phase::Open && conn.reader.held() > 0 => {}
-            None => self.peer_finished(ops, slot),
-            Some(e) if is_reset(&e) => self.begin_close(ops, slot, CloseReason::Reset),
+            None => self.peer_finished(slot),
+            Some(e) if is_reset(&e) => self.begin_close(slot, CloseReason::Reset),
             Some(error) => {
                 let session = conn.state.id;
                 let error = SessionError::Io {
@@ -121,21 +121,25 @@ where
                     op: IoOp::Recv,
                     error,
                 };
-                self.fail(ops, slot, error, CloseReason::IoError);
+                self.fail(slot, error, CloseReason::IoError);
             }
         }
     }
 
-    fn sent(&mut self, ops: &mut O, slot: u32, result: io::Result<usize>) {
+    fn sent(&mut self, slot: u32, send: Box<SendBuf>, result: io::Result<usize>) {
         let Some(conn) = self.conns.get_mut(slot as usize) else {
             return;
         };
-        conn.writing = false;
         let session = conn.state.id;
+        let written = match &result {
+            Ok(n) => *n,
+            Err(_) => 0,
+        };
+        let partial = conn.state.out.complete(send, written, &mut self.pool);
         let error = match result {
             Ok(n) if n > 0 => {
                 self.stats.bytes_out.add(n as u64);
-                if conn.state.out.complete(n, &mut self.pool) {
+                if partial {
                     self.stats.partial_writes.add(1);
                 }
                 conn.write_progress = self.now;
@@ -145,13 +149,13 @@ where
                     self.dirty.push(slot);
                 }
                 if conn.state.paused && conn.state.out.len() <= self.cfg.low_water {
-                    self.resume_reading(ops, slot);
+                    self.resume_reading(slot);
                 }
-                self.maybe_finish_flush(ops, slot);
+                self.maybe_finish_flush(slot);
                 return;
             }
             Ok(_) => io::Error::new(io::ErrorKind::WriteZero, "send wrote nothing"),
-            Err(e) if is_reset(&e) => return self.begin_close(ops, slot, CloseReason::Reset),
+            Err(e) if is_reset(&e) => return self.begin_close(slot, CloseReason::Reset),
             Err(e) => e,
         };
         let error = SessionError::Io {
@@ -159,10 +163,10 @@ where
             op: IoOp::Send,
             error,
         };
-        self.fail(ops, slot, error, CloseReason::IoError);
+        self.fail(slot, error, CloseReason::IoError);
     }
 
-    fn closed(&mut self, _ops: &mut O, slot: u32) {
+    fn closed(&mut self, slot: u32) {
         if !self.conns.contains(slot as usize) {
             debug_assert!(false, "closed an unknown slot {slot}");
             return;
@@ -177,9 +181,9 @@ where
         }
     }
 
-    fn woken(&mut self, ops: &mut O) {
+    fn woken(&mut self) {
         if let Some(deadline) = self.control.stop_requested() {
-            self.begin_drain(ops, deadline);
+            self.begin_drain(deadline);
         }
     }
 }

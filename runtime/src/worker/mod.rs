@@ -1,6 +1,8 @@
 //! The driver-neutral core of one worker: the session slab, the codec pipeline, handler
-//! dispatch and write batching. It reacts to a driver's events ([`Sink`]) and tells the driver
-//! what to do ([`Ops`]); it never touches the kernel itself.
+//! dispatch and write batching. It reacts to a driver's events ([`Core`]) and answers only by
+//! queueing [`Command`]s, which the driver applies after the event (the boundary rule in
+//! `crate::driver`). It submits no I/O itself; the only system calls it makes are through
+//! `sys`: creating a socket for an outbound connection, and a session's peer address.
 //!
 //! Invariants: at most one send per session is in flight; output produced during a turn is
 //! written with one send per session at the end of the turn; a session's slot is freed only
@@ -9,21 +11,20 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::codec::{Codec, Flow, FrameReader};
-use crate::driver::{Driver, Ops};
+use crate::driver::{Command, Driver};
 use crate::error::{panic_message, SessionError};
 use crate::handler::Handler;
 use crate::latency::{LatencyHandle, Recorder};
 use crate::pool::BufPool;
-use crate::session::{CloseReason, Session, SessionId, SessionState, Timeouts, MAX_IOV};
+use crate::session::{CloseReason, Session, SessionId, SessionState, Timeouts};
 use crate::stats::CoreStats;
 use crate::sys;
 use crate::timer::{Clock, Micros, Timers};
@@ -58,8 +59,6 @@ struct Conn<C, H> {
     reader: FrameReader,
     state: SessionState,
     phase: Phase,
-    /// A send is in flight.
-    writing: bool,
     /// Listed in `dirty` for a send at the end of this turn.
     dirty: bool,
     /// Timer bookkeeping: timestamps of the turns that did things, compared lazily.
@@ -140,6 +139,8 @@ pub(crate) struct Worker<C, H, F> {
     /// Outbound connections requested by handlers (or the client's start), opened at turn end.
     connects: Vec<SocketAddr>,
     recorders: Option<Recorders>,
+    /// Commands for the driver, queued by the current event; reused, never shrunk.
+    cmds: Vec<Command>,
 }
 
 fn is_reset(e: &io::Error) -> bool {
@@ -188,6 +189,7 @@ where
             closed_all: false,
             connects: Vec::new(),
             recorders,
+            cmds: Vec::with_capacity(64),
         }
     }
 
@@ -196,12 +198,15 @@ where
         if let Some((addr, n)) = self.cfg.connect {
             self.connects.extend(std::iter::repeat_n(addr, n));
         }
-        self.end_turn(driver.ops());
+        self.end_turn();
+        driver.apply(&mut self.cmds);
         loop {
+            // (Messages from other cores will be drained here, at the top of each turn.)
             let timeout = self.wait_bound();
             driver.turn(timeout, self)?;
-            self.fire_timers(driver.ops());
-            self.end_turn(driver.ops());
+            self.fire_timers();
+            self.end_turn();
+            driver.apply(&mut self.cmds);
             if let Some(r) = &mut self.recorders {
                 let now = Instant::now();
                 r.turn.record_duration(now - r.turn_began);
@@ -216,11 +221,11 @@ where
 
     /// End of a turn: open requested connections, then one send per session with output and
     /// no send in flight.
-    pub(crate) fn end_turn<O: Ops>(&mut self, ops: &mut O) {
+    pub(crate) fn end_turn(&mut self) {
         if !self.connects.is_empty() {
             let mut connects = std::mem::take(&mut self.connects);
             for addr in connects.drain(..) {
-                self.connect(ops, addr);
+                self.connect(addr);
             }
             if self.connects.is_empty() {
                 self.connects = connects; // Keep the capacity.
@@ -232,26 +237,14 @@ where
                 continue;
             };
             conn.dirty = false;
-            if conn.writing
-                || matches!(conn.phase, Phase::Closing | Phase::Connecting)
-                || !conn.state.out.has_unsent()
-            {
+            if matches!(conn.phase, Phase::Closing | Phase::Connecting) {
                 continue;
             }
-            let mut iov = [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; MAX_IOV];
-            let n = conn.state.out.prepare_send(&mut iov);
-            if n == 0 {
-                continue;
-            }
-            conn.writing = true;
+            let Some(send) = conn.state.out.take_send() else {
+                continue; // In flight already, or nothing unsent.
+            };
             self.stats.writes.add(1);
-            // SAFETY: the iovecs point into chunks of this session's output, which stay frozen
-            // (not written, moved or freed) until `sent` or `closed` for this slot; the chunks
-            // are heap buffers, so the slab moving entries would not move them either.
-            unsafe { ops.send(slot, &iov[..n]) };
+            self.cmds.push(Command::Send { slot, send });
         }
         dirty.clear();
         self.dirty = dirty;
@@ -259,9 +252,8 @@ where
 
     /// Runs `f` on a session's handler, catching a panic, then applies what the callback did
     /// (output to write, a close request). Returns `false` if the callback panicked.
-    fn dispatch<O: Ops>(
+    fn dispatch(
         &mut self,
-        ops: &mut O,
         slot: u32,
         callback: &'static str,
         f: impl FnOnce(&mut H, &mut Session<'_, C>),
@@ -269,11 +261,11 @@ where
         match self.call(slot, f) {
             None => true,
             Some(Ok(())) => {
-                self.after_callback(ops, slot);
+                self.after_callback(slot);
                 true
             }
             Some(Err(payload)) => {
-                self.panicked(ops, slot, callback, payload);
+                self.panicked(slot, callback, payload);
                 false
             }
         }
@@ -302,7 +294,7 @@ where
     /// or (`None`) the input held while reading was paused. Decoding pauses as soon as the
     /// session's output passes the high-water mark, holding the rest of the input, so one
     /// receive cannot queue more than one frame's replies beyond the mark.
-    fn decode<O: Ops>(&mut self, ops: &mut O, slot: u32, data: Option<&[u8]>) {
+    fn decode(&mut self, slot: u32, data: Option<&[u8]>) {
         let Some(conn) = self.conns.get_mut(slot as usize) else {
             return;
         };
@@ -364,14 +356,14 @@ where
                         conn.frame_started = self.now;
                     }
                 }
-                self.after_callback(ops, slot);
+                self.after_callback(slot);
             }
             Ok(Err(error)) => {
                 stats.codec_errors.add(1);
                 let session = self.conns[slot as usize].state.id;
-                self.reject_input(ops, slot, SessionError::Codec { session, error });
+                self.reject_input(slot, SessionError::Codec { session, error });
             }
-            Err(payload) => self.panicked(ops, slot, "on_message", payload),
+            Err(payload) => self.panicked(slot, "on_message", payload),
         }
     }
 
@@ -390,13 +382,13 @@ where
     /// A paused session's output drained to the low-water mark: decode the input held while
     /// paused (which may pass the high-water mark again and keep it paused), then read again,
     /// or finish if the peer's EOF came meanwhile.
-    fn resume_reading<O: Ops>(&mut self, ops: &mut O, slot: u32) {
+    fn resume_reading(&mut self, slot: u32) {
         let conn = &mut self.conns[slot as usize];
         // Time spent paused is not the peer's idleness or slowness.
         conn.last_rx = self.now;
         conn.frame_started = self.now;
         if conn.reader.held() > 0 {
-            self.decode(ops, slot, None);
+            self.decode(slot, None);
         }
         let Some(conn) = self.conns.get_mut(slot as usize) else {
             return;
@@ -409,25 +401,25 @@ where
         }
         conn.state.paused = false;
         if conn.peer_eof {
-            self.peer_finished(ops, slot);
+            self.peer_finished(slot);
         } else {
-            ops.resume_recv(slot);
+            self.cmds.push(Command::ResumeRecv { slot });
         }
     }
 
     /// The peer sent EOF and all its input is handled: flush what is pending, then close.
-    fn peer_finished<O: Ops>(&mut self, ops: &mut O, slot: u32) {
+    fn peer_finished(&mut self, slot: u32) {
         let conn = &mut self.conns[slot as usize];
         if conn.phase == Phase::Open {
             conn.phase = Phase::Flushing(CloseReason::PeerClosed);
             conn.reader.release(&mut self.pool);
         }
-        self.maybe_finish_flush(ops, slot);
+        self.maybe_finish_flush(slot);
     }
 
     /// A new session in a free slot, with a handler from the factory; `None` (counted) if the
     /// factory panicked.
-    fn insert(&mut self, fd: RawFd, phase: Phase) -> Option<u32> {
+    fn insert(&mut self, fd: &OwnedFd, phase: Phase) -> Option<u32> {
         // Both are user code: a panic refuses this connection only.
         let made = catch_unwind(AssertUnwindSafe(|| (self.codec.clone(), (self.factory)())));
         let (codec, handler) = match made {
@@ -442,7 +434,7 @@ where
         let seq = self.next_seq;
         self.next_seq += 1;
         let id = SessionId::new(self.cfg.core, seq);
-        let mut state = SessionState::new(id, fd, self.cfg.timeouts);
+        let mut state = SessionState::new(id, fd.as_raw_fd(), self.cfg.timeouts);
         state.draining = self.drain_until.is_some();
         state.outbound = phase == Phase::Connecting;
         state.output_limit = self.cfg.max_output;
@@ -453,7 +445,6 @@ where
             reader: FrameReader::new(),
             state,
             phase,
-            writing: false,
             dirty: false,
             seq,
             last_rx: now,
@@ -470,7 +461,7 @@ where
     }
 
     /// Opens an outbound session to `addr`; its `on_open` runs once connected.
-    fn connect<O: Ops>(&mut self, ops: &mut O, addr: SocketAddr) {
+    fn connect(&mut self, addr: SocketAddr) {
         if self.closed_all || self.conns.len() >= self.cfg.max_sessions {
             self.stats.connect_errors.add(1);
             log::warn!(
@@ -479,14 +470,8 @@ where
             );
             return;
         }
-        let socket = Socket::new(
-            Domain::for_address(addr),
-            Type::STREAM.cloexec(),
-            Some(Protocol::TCP),
-        )
-        .and_then(|s| s.set_tcp_nodelay(self.cfg.nodelay).map(|()| s));
-        let fd = match socket {
-            Ok(socket) => OwnedFd::from(socket).into_raw_fd(),
+        let fd = match sys::tcp_socket(addr, self.cfg.nodelay) {
+            Ok(fd) => fd,
             Err(e) => {
                 self.stats.connect_errors.add(1);
                 log::warn!(
@@ -496,17 +481,15 @@ where
                 return;
             }
         };
-        let Some(slot) = self.insert(fd, Phase::Connecting) else {
-            sys::close(fd);
-            return;
+        let Some(slot) = self.insert(&fd, Phase::Connecting) else {
+            return; // Dropping `fd` closes it.
         };
-        ops.connect(slot, fd, addr);
+        self.cmds.push(Command::Connect { slot, fd, addr });
         self.reschedule(slot);
     }
 
-    fn panicked<O: Ops>(
+    fn panicked(
         &mut self,
-        ops: &mut O,
         slot: u32,
         callback: &'static str,
         payload: Box<dyn std::any::Any + Send>,
@@ -521,13 +504,13 @@ where
             message: panic_message(&*payload),
         };
         log::error!("ringwire: {error}");
-        self.fail(ops, slot, error, CloseReason::Panic);
+        self.fail(slot, error, CloseReason::Panic);
     }
 
     /// Lists the session for a send if it has new output, pauses reading above the high-water
     /// mark, (re)schedules its timers when a deadline may have come closer, and starts closing
     /// if asked to.
-    fn after_callback<O: Ops>(&mut self, ops: &mut O, slot: u32) {
+    fn after_callback(&mut self, slot: u32) {
         let Some(conn) = self.conns.get_mut(slot as usize) else {
             return;
         };
@@ -541,7 +524,7 @@ where
                 limit: self.cfg.max_output,
             };
             log::debug!("ringwire: {error}");
-            return self.fail(ops, slot, error, CloseReason::OutputLimit);
+            return self.fail(slot, error, CloseReason::OutputLimit);
         }
         if conn.state.out.has_unsent() && !conn.dirty {
             conn.dirty = true;
@@ -557,7 +540,7 @@ where
         {
             conn.state.paused = true;
             self.stats.backpressure_pauses.add(1);
-            ops.pause_recv(slot);
+            self.cmds.push(Command::PauseRecv { slot });
         }
         // Only transitions can bring a deadline closer; per message this is two compares.
         let has_tail = conn.reader.buffered() > 0;
@@ -583,18 +566,18 @@ where
         if reschedule {
             self.reschedule(slot);
         }
-        self.maybe_finish_flush(ops, slot);
+        self.maybe_finish_flush(slot);
     }
 
     /// A flushing session whose output is all written closes now.
-    fn maybe_finish_flush<O: Ops>(&mut self, ops: &mut O, slot: u32) {
+    fn maybe_finish_flush(&mut self, slot: u32) {
         let Some(conn) = self.conns.get(slot as usize) else {
             return;
         };
         let Phase::Flushing(reason) = conn.phase else {
             return;
         };
-        if !conn.state.out.is_empty() || conn.writing {
+        if !conn.state.out.is_empty() || conn.state.out.in_flight() {
             return;
         }
         match self.cfg.linger {
@@ -604,17 +587,17 @@ where
                 conn.linger_until = self.now + linger;
                 if conn.state.paused {
                     conn.state.paused = false;
-                    ops.resume_recv(slot);
+                    self.cmds.push(Command::ResumeRecv { slot });
                 }
-                ops.shutdown_write(slot);
+                self.cmds.push(Command::ShutdownWrite { slot });
                 self.reschedule(slot);
             }
-            _ => self.begin_close(ops, slot, reason),
+            _ => self.begin_close(slot, reason),
         }
     }
 
     /// Reports `error` to the handler, then closes the session without flushing.
-    fn fail<O: Ops>(&mut self, ops: &mut O, slot: u32, error: SessionError, reason: CloseReason) {
+    fn fail(&mut self, slot: u32, error: SessionError, reason: CloseReason) {
         let Some(conn) = self.conns.get_mut(slot as usize) else {
             return;
         };
@@ -624,24 +607,24 @@ where
         if let Some(Err(_)) = self.call(slot, |h, s| h.on_error(s, &error)) {
             self.stats.panics.add(1);
         }
-        self.begin_close(ops, slot, reason);
+        self.begin_close(slot, reason);
     }
 
     /// The peer sent input the codec rejects: `on_error` (which may reply, e.g. with a
     /// protocol error), then write what is pending, handle no more input, and close.
-    fn reject_input<O: Ops>(&mut self, ops: &mut O, slot: u32, error: SessionError) {
+    fn reject_input(&mut self, slot: u32, error: SessionError) {
         let Some(conn) = self.conns.get_mut(slot as usize) else {
             return;
         };
         conn.phase = Phase::Flushing(CloseReason::CodecError);
         conn.reader.release(&mut self.pool);
         log::debug!("ringwire: {error}");
-        self.dispatch(ops, slot, "on_error", |h, s| h.on_error(s, &error));
+        self.dispatch(slot, "on_error", |h, s| h.on_error(s, &error));
     }
 
     /// Closes the session now: `on_close`, then the driver cancels its I/O and closes the
     /// descriptor. The slot is freed when the driver reports it closed.
-    fn begin_close<O: Ops>(&mut self, ops: &mut O, slot: u32, reason: CloseReason) {
+    fn begin_close(&mut self, slot: u32, reason: CloseReason) {
         let Some(conn) = self.conns.get_mut(slot as usize) else {
             return;
         };
@@ -653,7 +636,7 @@ where
             self.stats.panics.add(1);
         }
         self.stats.closed_by[reason.index()].add(1);
-        ops.close(slot);
+        self.cmds.push(Command::Close { slot });
     }
 }
 

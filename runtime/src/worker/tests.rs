@@ -5,8 +5,9 @@ use std::rc::Rc;
 
 use super::*;
 use crate::codec::{CodecError, Decoded};
-use crate::driver::Sink;
+use crate::driver::Core;
 use crate::timer::Micros;
+use std::os::fd::{AsRawFd, RawFd};
 
 /// What the core asked the driver to do.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,56 +22,90 @@ enum Cmd {
     StopAccepting,
 }
 
+/// A stand-in driver: reports synthetic events to the core, then records the commands each
+/// produced, as a driver would apply them. It keeps the buffer of each send "in flight" until
+/// the test reports the send complete.
 #[derive(Default)]
 struct FakeOps {
     cmds: Vec<Cmd>,
+    /// The label the test gave each accepted descriptor, by its real number.
+    labels: std::collections::HashMap<RawFd, RawFd>,
+    sends: std::collections::HashMap<u32, Box<crate::driver::SendBuf>>,
 }
 
 impl FakeOps {
     fn take(&mut self) -> Vec<Cmd> {
         std::mem::take(&mut self.cmds)
     }
-}
 
-impl Ops for FakeOps {
-    fn open(&mut self, slot: u32, fd: RawFd) {
-        self.cmds.push(Cmd::Open(slot, fd));
-    }
-
-    fn connect(&mut self, slot: u32, fd: RawFd, addr: std::net::SocketAddr) {
-        sys::close(fd);
-        self.cmds.push(Cmd::Connect(slot, addr));
-    }
-
-    unsafe fn send(&mut self, slot: u32, iov: &[libc::iovec]) {
-        let mut bytes = Vec::new();
-        for v in iov {
-            // SAFETY: the core keeps the iovecs' memory frozen until `sent`; we copy it now.
-            bytes.extend_from_slice(unsafe {
-                std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len)
+    /// Applies the core's queued commands by recording them.
+    fn collect(&mut self, w: &mut TestWorker) {
+        for cmd in w.commands().drain(..) {
+            self.cmds.push(match cmd {
+                Command::Open { slot, fd } => {
+                    Cmd::Open(slot, self.labels.remove(&fd.as_raw_fd()).unwrap_or(-1))
+                }
+                Command::Connect { slot, addr, .. } => Cmd::Connect(slot, addr),
+                Command::Send { slot, send } => {
+                    let cmd = Cmd::Send(slot, send.to_vec(), send.iovecs().len());
+                    assert!(
+                        self.sends.insert(slot, send).is_none(),
+                        "two sends in flight"
+                    );
+                    cmd
+                }
+                Command::Close { slot } => Cmd::Close(slot),
+                Command::ShutdownWrite { slot } => Cmd::ShutdownWrite(slot),
+                Command::PauseRecv { slot } => Cmd::Pause(slot),
+                Command::ResumeRecv { slot } => Cmd::Resume(slot),
+                Command::StopAccepting => Cmd::StopAccepting,
             });
         }
-        self.cmds.push(Cmd::Send(slot, bytes, iov.len()));
     }
 
-    fn close(&mut self, slot: u32) {
-        self.cmds.push(Cmd::Close(slot));
+    /// A connection accepted; `label` names it in the `Open` command.
+    fn accepted(&mut self, w: &mut TestWorker, label: RawFd) {
+        let fd: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        self.labels.insert(fd.as_raw_fd(), label);
+        w.accepted(fd);
+        self.collect(w);
     }
 
-    fn shutdown_write(&mut self, slot: u32) {
-        self.cmds.push(Cmd::ShutdownWrite(slot));
+    fn received(&mut self, w: &mut TestWorker, slot: u32, data: &[u8]) {
+        w.received(slot, data);
+        self.collect(w);
     }
 
-    fn pause_recv(&mut self, slot: u32) {
-        self.cmds.push(Cmd::Pause(slot));
+    fn read_closed(&mut self, w: &mut TestWorker, slot: u32, error: Option<io::Error>) {
+        w.read_closed(slot, error);
+        self.collect(w);
     }
 
-    fn resume_recv(&mut self, slot: u32) {
-        self.cmds.push(Cmd::Resume(slot));
+    fn sent(&mut self, w: &mut TestWorker, slot: u32, result: io::Result<usize>) {
+        let send = self.sends.remove(&slot).expect("a send in flight");
+        w.sent(slot, send, result);
+        self.collect(w);
     }
 
-    fn stop_accepting(&mut self) {
-        self.cmds.push(Cmd::StopAccepting);
+    fn closed(&mut self, w: &mut TestWorker, slot: u32) {
+        self.sends.remove(&slot);
+        w.closed(slot);
+        self.collect(w);
+    }
+
+    fn woken(&mut self, w: &mut TestWorker) {
+        w.woken();
+        self.collect(w);
+    }
+
+    fn end_turn(&mut self, w: &mut TestWorker) {
+        w.end_turn();
+        self.collect(w);
+    }
+
+    fn fire_timers(&mut self, w: &mut TestWorker) {
+        w.fire_timers();
+        self.collect(w);
     }
 }
 
@@ -189,25 +224,25 @@ fn send(slot: u32, bytes: &[u8], iovecs: usize) -> Cmd {
 fn replies_of_a_turn_go_out_in_one_send_and_partial_writes_resume() {
     let (mut w, _, stats, _) = worker();
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
+    ops.accepted(&mut w, 10);
     assert_eq!(ops.take(), [Cmd::Open(0, 10)]);
-    w.received(&mut ops, 0, b"ab");
-    w.received(&mut ops, 0, b"cd");
+    ops.received(&mut w, 0, b"ab");
+    ops.received(&mut w, 0, b"cd");
     assert_eq!(ops.take(), [], "nothing is written before the turn ends");
-    w.end_turn(&mut ops);
+    ops.end_turn(&mut w);
     assert_eq!(ops.take(), [send(0, b"abcd", 1)]);
-    w.received(&mut ops, 0, b"ef");
-    w.end_turn(&mut ops);
+    ops.received(&mut w, 0, b"ef");
+    ops.end_turn(&mut w);
     assert_eq!(ops.take(), [], "one send in flight at a time");
-    w.sent(&mut ops, 0, Ok(2));
-    w.end_turn(&mut ops);
+    ops.sent(&mut w, 0, Ok(2));
+    ops.end_turn(&mut w);
     assert_eq!(
         ops.take(),
         [send(0, b"cdef", 2)],
         "the rest goes out as one sendmsg"
     );
-    w.sent(&mut ops, 0, Ok(4));
-    w.end_turn(&mut ops);
+    ops.sent(&mut w, 0, Ok(4));
+    ops.end_turn(&mut w);
     assert_eq!(ops.take(), []);
     let s = stats.snapshot();
     assert_eq!(
@@ -220,18 +255,18 @@ fn replies_of_a_turn_go_out_in_one_send_and_partial_writes_resume() {
 fn eof_flushes_pending_output_then_closes() {
     let (mut w, log, stats, _) = worker();
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
-    w.received(&mut ops, 0, b"xyz");
-    w.end_turn(&mut ops);
+    ops.accepted(&mut w, 10);
+    ops.received(&mut w, 0, b"xyz");
+    ops.end_turn(&mut w);
     ops.take();
-    w.read_closed(&mut ops, 0, None);
+    ops.read_closed(&mut w, 0, None);
     assert_eq!(ops.take(), [], "output still in flight: no close yet");
-    w.sent(&mut ops, 0, Ok(3));
+    ops.sent(&mut w, 0, Ok(3));
     assert_eq!(ops.take(), [Cmd::Close(0)]);
-    w.received(&mut ops, 0, b"late");
-    w.end_turn(&mut ops);
+    ops.received(&mut w, 0, b"late");
+    ops.end_turn(&mut w);
     assert_eq!(ops.take(), [], "nothing is handled after close");
-    w.closed(&mut ops, 0);
+    ops.closed(&mut w, 0);
     assert!(w.conns.is_empty());
     assert_eq!(log.borrow().last().unwrap(), "close PeerClosed");
     assert_eq!(stats.snapshot().closed_for(CloseReason::PeerClosed), 1);
@@ -242,12 +277,12 @@ fn eof_flushes_pending_output_then_closes() {
 fn handler_close_flushes_its_reply_first() {
     let (mut w, log, _, _) = worker();
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
+    ops.accepted(&mut w, 10);
     ops.take();
-    w.received(&mut ops, 0, b"bye");
-    w.end_turn(&mut ops);
+    ops.received(&mut w, 0, b"bye");
+    ops.end_turn(&mut w);
     assert_eq!(ops.take(), [send(0, b"ok", 1)]);
-    w.sent(&mut ops, 0, Ok(2));
+    ops.sent(&mut w, 0, Ok(2));
     assert_eq!(ops.take(), [Cmd::Close(0)]);
     assert_eq!(log.borrow().last().unwrap(), "close Local");
 }
@@ -256,12 +291,12 @@ fn handler_close_flushes_its_reply_first() {
 fn a_panic_closes_only_its_session() {
     let (mut w, log, stats, _) = worker();
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
-    w.accepted(&mut ops, 11);
+    ops.accepted(&mut w, 10);
+    ops.accepted(&mut w, 11);
     ops.take();
-    w.received(&mut ops, 1, b"boom");
-    w.received(&mut ops, 0, b"fine");
-    w.end_turn(&mut ops);
+    ops.received(&mut w, 1, b"boom");
+    ops.received(&mut w, 0, b"fine");
+    ops.end_turn(&mut w);
     assert_eq!(ops.take(), [Cmd::Close(1), send(0, b"fine", 1)]);
     assert_eq!(stats.snapshot().panics, 1);
     assert_eq!(stats.snapshot().closed_for(CloseReason::Panic), 1);
@@ -277,13 +312,13 @@ fn a_panic_closes_only_its_session() {
 fn malformed_input_gets_its_error_reply_then_close() {
     let (mut w, log, stats, _) = worker();
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
+    ops.accepted(&mut w, 10);
     ops.take();
-    w.received(&mut ops, 0, b"!x");
-    w.end_turn(&mut ops);
+    ops.received(&mut w, 0, b"!x");
+    ops.end_turn(&mut w);
     assert_eq!(ops.take(), [send(0, b"ERR", 1)]);
-    w.received(&mut ops, 0, b"ignored");
-    w.sent(&mut ops, 0, Ok(3));
+    ops.received(&mut w, 0, b"ignored");
+    ops.sent(&mut w, 0, Ok(3));
     assert_eq!(ops.take(), [Cmd::Close(0)]);
     assert_eq!(stats.snapshot().codec_errors, 1);
     assert_eq!(log.borrow().last().unwrap(), "close CodecError");
@@ -293,11 +328,11 @@ fn malformed_input_gets_its_error_reply_then_close() {
 fn reset_during_send_closes_cleanly() {
     let (mut w, log, _, _) = worker();
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
-    w.received(&mut ops, 0, b"a");
-    w.end_turn(&mut ops);
+    ops.accepted(&mut w, 10);
+    ops.received(&mut w, 0, b"a");
+    ops.end_turn(&mut w);
     ops.take();
-    w.sent(&mut ops, 0, Err(io::Error::from_raw_os_error(libc::EPIPE)));
+    ops.sent(&mut w, 0, Err(io::Error::from_raw_os_error(libc::EPIPE)));
     assert_eq!(ops.take(), [Cmd::Close(0)]);
     assert_eq!(log.borrow().last().unwrap(), "close Reset");
 }
@@ -307,27 +342,27 @@ fn session_limit_rejects_and_freed_slots_are_reused() {
     let (mut w, log, stats, _) = worker();
     let mut ops = FakeOps::default();
     for fd in 100..104 {
-        w.accepted(&mut ops, fd);
+        ops.accepted(&mut w, fd);
     }
     // The fifth is over the limit of 4: closed at once (so it must be a real descriptor).
-    w.accepted(&mut ops, dev_null());
+    ops.accepted(&mut w, dev_null());
     assert_eq!(stats.snapshot().rejected, 1);
     assert_eq!(ops.take().len(), 4);
-    w.read_closed(
-        &mut ops,
+    ops.read_closed(
+        &mut w,
         2,
         Some(io::Error::from_raw_os_error(libc::ECONNRESET)),
     );
     assert_eq!(ops.take(), [Cmd::Close(2)]);
-    w.accepted(&mut ops, dev_null());
+    ops.accepted(&mut w, dev_null());
     assert_eq!(
         ops.take(),
         [],
         "slot 2 is not reused before the driver reports it closed"
     );
     assert_eq!(stats.snapshot().rejected, 2);
-    w.closed(&mut ops, 2);
-    w.accepted(&mut ops, 201);
+    ops.closed(&mut w, 2);
+    ops.accepted(&mut w, 201);
     assert_eq!(ops.take(), [Cmd::Open(2, 201)]);
     let opens: Vec<_> = log
         .borrow()
@@ -346,23 +381,23 @@ fn session_limit_rejects_and_freed_slots_are_reused() {
 fn stop_closes_every_session_and_stops_accepting() {
     let (mut w, _, stats, control) = worker();
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
-    w.accepted(&mut ops, 11);
+    ops.accepted(&mut w, 10);
+    ops.accepted(&mut w, 11);
     ops.take();
-    w.woken(&mut ops);
+    ops.woken(&mut w);
     assert_eq!(
         ops.take(),
         [],
         "a wake-up without a stop request does nothing"
     );
     control.request_stop(std::time::Duration::ZERO);
-    w.woken(&mut ops);
+    ops.woken(&mut w);
     assert_eq!(
         ops.take(),
         [Cmd::StopAccepting, Cmd::Close(0), Cmd::Close(1)]
     );
-    w.closed(&mut ops, 0);
-    w.closed(&mut ops, 1);
+    ops.closed(&mut w, 0);
+    ops.closed(&mut w, 1);
     assert!(w.conns.is_empty());
     assert_eq!(stats.snapshot().closed_for(CloseReason::Shutdown), 2);
 }
@@ -371,26 +406,26 @@ fn stop_closes_every_session_and_stops_accepting() {
 fn output_above_high_water_pauses_reading_until_it_drains() {
     let (mut w, _, stats, _) = worker();
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
+    ops.accepted(&mut w, 10);
     ops.take();
-    w.received(&mut ops, 0, b"0123456789");
+    ops.received(&mut w, 0, b"0123456789");
     assert_eq!(
         ops.take(),
         [Cmd::Pause(0)],
         "10 bytes pending > high water 8"
     );
     // Data racing the pause is held, not decoded (and not dropped).
-    w.received(&mut ops, 0, b"ab");
-    w.end_turn(&mut ops);
+    ops.received(&mut w, 0, b"ab");
+    ops.end_turn(&mut w);
     assert_eq!(ops.take(), [send(0, b"0123456789", 1)]);
-    w.sent(&mut ops, 0, Ok(7));
+    ops.sent(&mut w, 0, Ok(7));
     assert_eq!(ops.take(), [], "3 bytes pending is above low water 2");
-    w.end_turn(&mut ops);
+    ops.end_turn(&mut w);
     assert_eq!(ops.take(), [send(0, b"789", 1)]);
     // At the low mark the held input is decoded, then reading resumes.
-    w.sent(&mut ops, 0, Ok(2));
+    ops.sent(&mut w, 0, Ok(2));
     assert_eq!(ops.take(), [Cmd::Resume(0)]);
-    w.end_turn(&mut ops);
+    ops.end_turn(&mut w);
     assert_eq!(ops.take(), [send(0, b"9ab", 1)]);
     assert_eq!(stats.snapshot().backpressure_pauses, 1);
     assert_eq!(stats.snapshot().frames_in, 2);
@@ -400,27 +435,27 @@ fn output_above_high_water_pauses_reading_until_it_drains() {
 fn input_held_by_a_pause_is_answered_before_the_peers_eof_closes() {
     let (mut w, log, _, _) = worker();
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
+    ops.accepted(&mut w, 10);
     ops.take();
-    w.received(&mut ops, 0, b"0123456789");
-    w.received(&mut ops, 0, b"ab");
-    w.read_closed(&mut ops, 0, None);
-    w.end_turn(&mut ops);
+    ops.received(&mut w, 0, b"0123456789");
+    ops.received(&mut w, 0, b"ab");
+    ops.read_closed(&mut w, 0, None);
+    ops.end_turn(&mut w);
     assert_eq!(
         ops.take(),
         [Cmd::Pause(0), send(0, b"0123456789", 1)],
         "the EOF waits behind the held input"
     );
-    w.sent(&mut ops, 0, Ok(10));
-    w.end_turn(&mut ops);
+    ops.sent(&mut w, 0, Ok(10));
+    ops.end_turn(&mut w);
     assert_eq!(
         ops.take(),
         [send(0, b"ab", 1)],
         "held input answered, no re-arm"
     );
-    w.sent(&mut ops, 0, Ok(2));
+    ops.sent(&mut w, 0, Ok(2));
     assert_eq!(ops.take(), [Cmd::Close(0)]);
-    w.closed(&mut ops, 0);
+    ops.closed(&mut w, 0);
     assert_eq!(log.borrow().last().unwrap(), "close PeerClosed");
 }
 
@@ -436,20 +471,20 @@ fn timeouts(idle: Option<u64>, read: Option<u64>, write: Option<u64>) -> Timeout
 /// Runs the core's timers as if the turn happened at `now`.
 fn at(w: &mut TestWorker, ops: &mut FakeOps, now: Micros) {
     w.now = now;
-    w.fire_timers(ops);
-    w.end_turn(ops);
+    ops.fire_timers(w);
+    ops.end_turn(w);
 }
 
 #[test]
 fn idle_timeout_counts_from_the_last_receive() {
     let (mut w, log, stats, _) = worker_with(timeouts(Some(100), None, None));
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
+    ops.accepted(&mut w, 10);
     w.now = 50;
-    w.received(&mut ops, 0, b"x");
-    w.end_turn(&mut ops);
+    ops.received(&mut w, 0, b"x");
+    ops.end_turn(&mut w);
     w.now = 60;
-    w.sent(&mut ops, 0, Ok(1));
+    ops.sent(&mut w, 0, Ok(1));
     ops.take();
     at(&mut w, &mut ops, 100);
     assert!(
@@ -468,12 +503,12 @@ fn idle_timeout_counts_from_the_last_receive() {
 fn read_timeout_closes_a_frame_that_never_completes() {
     let (mut w, log, _, _) = worker_with(timeouts(Some(1000), Some(100), None));
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
+    ops.accepted(&mut w, 10);
     ops.take();
     w.now = 10;
-    w.received(&mut ops, 0, b"[ab");
+    ops.received(&mut w, 0, b"[ab");
     w.now = 90;
-    w.received(&mut ops, 0, b"c");
+    ops.received(&mut w, 0, b"c");
     at(&mut w, &mut ops, 109);
     assert_eq!(
         ops.take(),
@@ -489,14 +524,14 @@ fn read_timeout_closes_a_frame_that_never_completes() {
 fn read_timeout_restarts_with_each_new_frame() {
     let (mut w, _, _, _) = worker_with(timeouts(None, Some(100), None));
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
+    ops.accepted(&mut w, 10);
     ops.take();
     w.now = 10;
-    w.received(&mut ops, 0, b"[a");
+    ops.received(&mut w, 0, b"[a");
     w.now = 90;
     // Completes the frame and starts the next one.
-    w.received(&mut ops, 0, b"b][c");
-    w.end_turn(&mut ops);
+    ops.received(&mut w, 0, b"b][c");
+    ops.end_turn(&mut w);
     ops.take();
     at(&mut w, &mut ops, 110);
     assert_eq!(ops.take(), [], "the frame started at 90 has until 190");
@@ -508,13 +543,13 @@ fn read_timeout_restarts_with_each_new_frame() {
 fn write_timeout_closes_output_that_makes_no_progress() {
     let (mut w, log, _, _) = worker_with(timeouts(None, None, Some(100)));
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
-    w.received(&mut ops, 0, b"abcdef");
-    w.end_turn(&mut ops);
+    ops.accepted(&mut w, 10);
+    ops.received(&mut w, 0, b"abcdef");
+    ops.end_turn(&mut w);
     ops.take();
     w.now = 80;
-    w.sent(&mut ops, 0, Ok(2));
-    w.end_turn(&mut ops);
+    ops.sent(&mut w, 0, Ok(2));
+    ops.end_turn(&mut w);
     ops.take();
     at(&mut w, &mut ops, 179);
     assert_eq!(ops.take(), [], "progress at 80 moved the deadline to 180");
@@ -527,13 +562,13 @@ fn write_timeout_closes_output_that_makes_no_progress() {
 fn ticks_of_the_same_period_fall_on_one_grid() {
     let (mut w, _, stats, _) = worker();
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
-    w.accepted(&mut ops, 11);
+    ops.accepted(&mut w, 10);
+    ops.accepted(&mut w, 11);
     w.now = 3_000;
-    w.received(&mut ops, 0, b"tick");
+    ops.received(&mut w, 0, b"tick");
     w.now = 7_000;
-    w.received(&mut ops, 1, b"tick");
-    w.end_turn(&mut ops);
+    ops.received(&mut w, 1, b"tick");
+    ops.end_turn(&mut w);
     ops.take();
     at(&mut w, &mut ops, 9_999);
     assert_eq!(ops.take(), []);
@@ -550,14 +585,14 @@ fn ticks_of_the_same_period_fall_on_one_grid() {
 fn tick_fires_at_the_period_the_handler_set() {
     let (mut w, _, stats, _) = worker();
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
-    w.received(&mut ops, 0, b"tick");
+    ops.accepted(&mut w, 10);
+    ops.received(&mut w, 0, b"tick");
     ops.take();
     at(&mut w, &mut ops, 9_999);
     assert_eq!(ops.take(), []);
     at(&mut w, &mut ops, 10_000);
     assert_eq!(ops.take(), [send(0, b"T", 1)]);
-    w.sent(&mut ops, 0, Ok(1));
+    ops.sent(&mut w, 0, Ok(1));
     at(&mut w, &mut ops, 20_000);
     assert_eq!(ops.take(), [send(0, b"T", 1)]);
     assert_eq!(stats.snapshot().ticks, 2);
@@ -567,19 +602,19 @@ fn tick_fires_at_the_period_the_handler_set() {
 fn drain_serves_sessions_until_the_deadline_then_closes_them() {
     let (mut w, log, _, control) = worker();
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
+    ops.accepted(&mut w, 10);
     ops.take();
     control.request_stop(std::time::Duration::from_secs(3600));
-    w.woken(&mut ops);
+    ops.woken(&mut w);
     assert_eq!(ops.take(), [Cmd::StopAccepting]);
-    w.received(&mut ops, 0, b"served");
-    w.end_turn(&mut ops);
+    ops.received(&mut w, 0, b"served");
+    ops.end_turn(&mut w);
     assert_eq!(ops.take(), [send(0, b"served", 1)]);
     // A connection from the listener's backlog is served too.
-    w.accepted(&mut ops, 11);
+    ops.accepted(&mut w, 11);
     assert_eq!(ops.take(), [Cmd::Open(1, 11)]);
     control.request_stop(std::time::Duration::ZERO);
-    w.woken(&mut ops);
+    ops.woken(&mut w);
     assert_eq!(ops.take(), [Cmd::Close(0), Cmd::Close(1)]);
     assert_eq!(log.borrow().last().unwrap(), "close Shutdown");
 }
@@ -589,24 +624,24 @@ fn a_close_from_our_side_lingers_for_the_peers_eof() {
     let (mut w, log, _, _) = worker();
     w.cfg.linger = Some(100);
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
-    w.accepted(&mut ops, 11);
+    ops.accepted(&mut w, 10);
+    ops.accepted(&mut w, 11);
     ops.take();
-    w.received(&mut ops, 0, b"bye");
-    w.received(&mut ops, 1, b"!malformed");
-    w.end_turn(&mut ops);
+    ops.received(&mut w, 0, b"bye");
+    ops.received(&mut w, 1, b"!malformed");
+    ops.end_turn(&mut w);
     ops.take();
-    w.sent(&mut ops, 0, Ok(2));
-    w.sent(&mut ops, 1, Ok(3));
+    ops.sent(&mut w, 0, Ok(2));
+    ops.sent(&mut w, 1, Ok(3));
     assert_eq!(
         ops.take(),
         [Cmd::ShutdownWrite(0), Cmd::ShutdownWrite(1)],
         "FIN first, no reset"
     );
-    w.received(&mut ops, 0, b"more input is dropped");
-    w.end_turn(&mut ops);
+    ops.received(&mut w, 0, b"more input is dropped");
+    ops.end_turn(&mut w);
     assert_eq!(ops.take(), []);
-    w.read_closed(&mut ops, 0, None);
+    ops.read_closed(&mut w, 0, None);
     assert_eq!(
         ops.take(),
         [Cmd::Close(0)],
@@ -629,11 +664,11 @@ fn a_peer_that_closed_first_is_not_lingered_for() {
     let (mut w, _, _, _) = worker();
     w.cfg.linger = Some(100);
     let mut ops = FakeOps::default();
-    w.accepted(&mut ops, 10);
-    w.received(&mut ops, 0, b"x");
-    w.read_closed(&mut ops, 0, None);
-    w.end_turn(&mut ops);
+    ops.accepted(&mut w, 10);
+    ops.received(&mut w, 0, b"x");
+    ops.read_closed(&mut w, 0, None);
+    ops.end_turn(&mut w);
     ops.take();
-    w.sent(&mut ops, 0, Ok(1));
+    ops.sent(&mut w, 0, Ok(1));
     assert_eq!(ops.take(), [Cmd::Close(0)]);
 }

@@ -8,23 +8,25 @@
 //! is wanted (not paused, not after EOF), EPOLLOUT only while a connect or a blocked send waits,
 //! or a level-triggered descriptor would be reported on every turn.
 //!
-//! Sends are written at once (one sendmsg per session per turn, as the core asks) and their
-//! outcome is reported to the core at the start of the next turn, like a completion; one that
-//! would block waits in its slot for EPOLLOUT. Received bytes are read into one buffer per core
-//! and decoded straight from it. Invariant: after `close` nothing but `closed` is reported for
-//! the slot, and `closed` comes only from the turn loop, never from inside a core call.
+//! Sends are written when the core's command is applied (one sendmsg per session per turn) and
+//! their outcome is reported to the core later, like a completion; one that would block waits
+//! in its slot for EPOLLOUT. Received bytes are read into one buffer per core and decoded
+//! straight from it. Invariant: after `Close` nothing but `closed` is reported for the slot.
+//! Like the io_uring driver, it applies the commands an event produced right after reporting
+//! that event; outcomes they produce (a send's result, a close) are queued and reported as
+//! events of their own.
 
 mod slot;
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::slot::{Life, Slot};
-use super::{AcceptBackoff, Driver, Ops, Sink};
+use super::{AcceptBackoff, Command, Core, Driver, SendBuf};
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::listener;
@@ -43,7 +45,7 @@ const DRAIN_LIMIT: usize = 65536;
 /// An outcome the core hears at the next turn, as if the kernel had completed it.
 #[derive(Debug)]
 enum Pending {
-    Sent(u32, u32, io::Result<usize>),
+    Sent(u32, u32, Box<SendBuf>, io::Result<usize>),
     Connected(u32, u32, io::Result<()>),
     Closed(u32),
 }
@@ -82,10 +84,8 @@ impl Drop for EpollOps {
         // Sessions still open here (a worker that died, or a fatal error) own their
         // descriptors: close them so their peers see the end.
         for s in &mut self.slots {
-            if s.life == Life::Open {
-                sys::close(s.fd);
-                s.fd = -1;
-            }
+            // Dropping the descriptor closes it.
+            s.fd = None;
         }
     }
 }
@@ -100,7 +100,7 @@ impl EpollDriver {
         let fail = |step| move |source| ServerError::Setup { step, source };
         let epoll = sys::epoll_create().map_err(fail("epoll_create1"))?;
         if let Some(l) = &listener {
-            sys::set_nonblocking(l.as_raw_fd(), true).map_err(fail("listener O_NONBLOCK"))?;
+            sys::set_nonblocking(l.as_fd(), true).map_err(fail("listener O_NONBLOCK"))?;
             let token = UserData::engine(Op::Accept).raw();
             sys::epoll_ctl(
                 epoll.as_raw_fd(),
@@ -144,7 +144,7 @@ impl EpollDriver {
 
     /// Reports the outcomes queued by the core's calls, including those queued while reporting
     /// (a send completes, the core sends again); bounded rounds.
-    fn deliver<S: Sink<EpollOps>>(&mut self, sink: &mut S) {
+    fn deliver<K: Core>(&mut self, core: &mut K) {
         for _ in 0..4 {
             if self.ops.pending.is_empty() {
                 return;
@@ -154,14 +154,14 @@ impl EpollDriver {
                     break;
                 };
                 match p {
-                    Pending::Sent(slot, generation, result) => {
+                    Pending::Sent(slot, generation, send, result) => {
                         if self.ops.slots[slot as usize].is_current(generation) {
-                            sink.sent(&mut self.ops, slot, result);
+                            core.sent(slot, send, result);
                         }
                     }
                     Pending::Connected(slot, generation, result) => {
                         if self.ops.slots[slot as usize].is_current(generation) {
-                            sink.connected(&mut self.ops, slot, result);
+                            core.connected(slot, result);
                         }
                     }
                     Pending::Closed(slot) => {
@@ -169,43 +169,45 @@ impl EpollDriver {
                         debug_assert_eq!(s.life, Life::Closed);
                         s.life = Life::Free;
                         self.ops.live -= 1;
-                        sink.closed(&mut self.ops, slot);
+                        core.closed(slot);
                     }
                 }
+                self.ops.apply_all(core.commands());
             }
         }
     }
 
-    fn readable<S: Sink<EpollOps>>(&mut self, slot: u32, sink: &mut S) {
+    fn readable<K: Core>(&mut self, slot: u32, core: &mut K) {
         let s = &mut self.ops.slots[slot as usize];
         if !s.want_read || s.read_done {
             return;
         }
-        match sys::recv(s.fd, &mut self.buf) {
+        match sys::recv(s.fd(), &mut self.buf) {
             Ok(0) => {
                 s.read_done = true;
                 self.ops.update(slot);
-                sink.read_closed(&mut self.ops, slot, None);
+                core.read_closed(slot, None);
             }
             Ok(n) => {
                 self.ops.stats.completions.add(1);
-                sink.received(&mut self.ops, slot, &self.buf[..n]);
+                core.received(slot, &self.buf[..n]);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
             Err(e) => {
                 s.read_done = true;
                 self.ops.update(slot);
-                sink.read_closed(&mut self.ops, slot, Some(e));
+                core.read_closed(slot, Some(e));
             }
         }
+        self.ops.apply_all(core.commands());
     }
 
     fn writable(&mut self, slot: u32) {
         let s = &mut self.ops.slots[slot as usize];
         if s.connecting {
             s.connecting = false;
-            let result = match sys::take_error(s.fd) {
+            let result = match sys::take_error(s.fd()) {
                 Ok(None) => Ok(()),
                 Ok(Some(e)) | Err(e) => Err(e),
             };
@@ -214,14 +216,12 @@ impl EpollDriver {
             self.ops
                 .pending
                 .push_back(Pending::Connected(slot, generation, result));
-        } else if s.blocked > 0 {
-            let n = std::mem::take(&mut s.blocked);
-            let iov = s.iov;
-            self.ops.write(slot, &iov[..n]);
+        } else if let Some(send) = s.blocked.take() {
+            self.ops.write(slot, send);
         }
     }
 
-    fn session_event<S: Sink<EpollOps>>(&mut self, ud: UserData, events: u32, sink: &mut S) {
+    fn session_event<K: Core>(&mut self, ud: UserData, events: u32, core: &mut K) {
         let slot = ud.slot();
         if !self
             .ops
@@ -239,7 +239,7 @@ impl EpollDriver {
             return;
         }
         if events & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0 || error {
-            self.readable(slot, sink);
+            self.readable(slot, core);
         }
         let s = &self.ops.slots[slot as usize];
         if error && s.is_current(ud.generation()) && s.interest() == 0 && s.registered {
@@ -249,22 +249,30 @@ impl EpollDriver {
         }
     }
 
-    fn accept_ready<S: Sink<EpollOps>>(&mut self, sink: &mut S) {
-        let Some(fd) = self.ops.listener.as_ref().map(|l| l.as_raw_fd()) else {
+    fn accept_ready<K: Core>(&mut self, core: &mut K) {
+        let Some(listener) = self.ops.listener.take() else {
             return;
         };
+        self.accept_from(&listener, core);
+        self.ops.listener = Some(listener);
+    }
+
+    fn accept_from<K: Core>(&mut self, listener: &OwnedFd, core: &mut K) {
+        let fd = listener.as_raw_fd();
         for _ in 0..ACCEPTS_PER_TURN {
-            match sys::accept(fd, true) {
+            match sys::accept(listener.as_fd(), true) {
                 Ok(conn) => {
                     self.ops.backoff.succeeded();
-                    sink.accepted(&mut self.ops, conn);
+                    core.accepted(conn);
+                    self.ops.apply_all(core.commands());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ECONNABORTED)) => {}
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS: stop watching the listener and retry later.
                     self.ops.stats.accept_backoffs.add(1);
-                    sink.accept_failed(&mut self.ops, &e);
+                    core.accept_failed(&e);
+                    self.ops.apply_all(core.commands());
                     let _ = sys::epoll_ctl(
                         self.ops.epoll.as_raw_fd(),
                         libc::EPOLL_CTL_MOD,
@@ -303,7 +311,7 @@ impl EpollDriver {
         timeout
     }
 
-    fn drain<S: Sink<EpollOps>>(&mut self, sink: &mut S) {
+    fn drain<K: Core>(&mut self, core: &mut K) {
         self.ops.accept = Accept::Closed;
         let Some(l) = self.ops.listener.take() else {
             return;
@@ -311,7 +319,8 @@ impl EpollDriver {
         let ops = &mut self.ops;
         listener::drain(l, true, DRAIN_LIMIT, |fd| {
             ops.stats.drained_accepts.add(1);
-            sink.accepted(ops, fd);
+            core.accepted(fd);
+            ops.apply_all(core.commands());
         });
     }
 }
@@ -325,29 +334,23 @@ fn timeout_ms(timeout: Option<Duration>) -> i32 {
 }
 
 impl Driver for EpollDriver {
-    type Ops = EpollOps;
-
-    fn ops(&mut self) -> &mut EpollOps {
-        &mut self.ops
+    fn apply(&mut self, commands: &mut Vec<Command>) {
+        self.ops.apply_all(commands);
     }
 
-    fn turn<S: Sink<EpollOps>>(
-        &mut self,
-        timeout: Option<Duration>,
-        sink: &mut S,
-    ) -> io::Result<()> {
+    fn turn<K: Core>(&mut self, timeout: Option<Duration>, core: &mut K) -> io::Result<()> {
         let mut timeout = self.accept_due(timeout);
         if self.ops.accept == Accept::Drain {
-            self.drain(sink);
+            self.drain(core);
             timeout = Some(Duration::ZERO);
         }
         // The outcomes of the sends the core made at the end of the last turn: reported before
         // waiting, so a turn needs one epoll_wait, not a second one that only picks them up.
         if !self.ops.pending.is_empty() {
-            sink.turn_started();
-            self.deliver(sink);
+            core.turn_started();
+            self.deliver(core);
         }
-        if !self.ops.pending.is_empty() || sink.has_pending_work() {
+        if !self.ops.pending.is_empty() || core.has_pending_work() {
             timeout = Some(Duration::ZERO);
         }
         let n = sys::epoll_wait(
@@ -356,23 +359,24 @@ impl Driver for EpollDriver {
             timeout_ms(timeout),
         )?;
         self.ops.stats.turns.add(1);
-        sink.turn_started();
-        self.deliver(sink);
+        core.turn_started();
+        self.deliver(core);
         for i in 0..n {
             let event = self.events[i];
             let ud = UserData::from_raw(event.u64);
             match ud.op() {
-                Some(Op::Recv) => self.session_event(ud, event.events, sink),
-                Some(Op::Accept) if self.ops.accept == Accept::Listening => self.accept_ready(sink),
+                Some(Op::Recv) => self.session_event(ud, event.events, core),
+                Some(Op::Accept) if self.ops.accept == Accept::Listening => self.accept_ready(core),
                 Some(Op::Accept) => {}
                 Some(Op::Wake) => {
-                    sys::eventfd_drain(self.ops.wake_fd.as_raw_fd());
-                    sink.woken(&mut self.ops);
+                    sys::eventfd_drain(self.ops.wake_fd.as_fd());
+                    core.woken();
+                    self.ops.apply_all(core.commands());
                 }
                 _ => debug_assert!(false, "unexpected epoll token {ud:?}"),
             }
         }
-        self.deliver(sink);
+        self.deliver(core);
         match self.ops.fatal.take() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -384,7 +388,7 @@ impl Driver for EpollDriver {
     }
 
     fn abort_all(&mut self) {
-        self.ops.stop_accepting();
+        self.ops.apply(Command::StopAccepting);
         for slot in 0..self.ops.slots.len() {
             // Closing is idempotent: a slot already closed or free is left as it is.
             self.ops.close(slot as u32);
@@ -417,7 +421,7 @@ impl EpollOps {
         } else {
             libc::EPOLL_CTL_ADD
         };
-        match sys::epoll_ctl(self.epoll.as_raw_fd(), op, s.fd, want, token) {
+        match sys::epoll_ctl(self.epoll.as_raw_fd(), op, s.fd().as_raw_fd(), want, token) {
             Ok(()) => {
                 s.registered = true;
                 s.events = want;
@@ -430,7 +434,8 @@ impl EpollOps {
 
     fn deregister(&mut self, slot: u32) {
         let s = &mut self.slots[slot as usize];
-        let _ = sys::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, s.fd, 0, 0);
+        let fd = s.fd().as_raw_fd();
+        let _ = sys::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
         s.registered = false;
         s.events = 0;
     }
@@ -438,23 +443,65 @@ impl EpollOps {
     fn slot_for(&mut self, slot: u32) -> &mut Slot {
         let idx = slot as usize;
         if idx == self.slots.len() {
-            // Within capacity: the slots, and the iovecs of blocked sends, never move.
+            // Within capacity: the slots never move.
             assert!(idx < self.slots.capacity(), "more sessions than configured");
             self.slots.push(Slot::new());
         }
         &mut self.slots[idx]
     }
 
-    /// Writes now; the outcome is reported next turn, or the send waits for EPOLLOUT.
-    fn write(&mut self, slot: u32, iov: &[libc::iovec]) {
+    /// Applies (and drains) the core's commands, in order.
+    fn apply_all(&mut self, commands: &mut Vec<Command>) {
+        for cmd in commands.drain(..) {
+            self.apply(cmd);
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::Open { slot, fd } => {
+                self.slot_for(slot).open(fd);
+                self.live += 1;
+                self.update(slot);
+            }
+            Command::Connect { slot, fd, addr } => self.connect(slot, fd, addr),
+            Command::Send { slot, send } => {
+                debug_assert!(self.slots[slot as usize].blocked.is_none(), "one at a time");
+                if self.slots[slot as usize].life == Life::Open {
+                    self.write(slot, send);
+                }
+            }
+            Command::ShutdownWrite { slot } => {
+                let s = &self.slots[slot as usize];
+                if s.life == Life::Open {
+                    let _ = sys::shutdown_write(s.fd());
+                }
+            }
+            Command::Close { slot } => self.close(slot),
+            Command::PauseRecv { slot } => {
+                self.slots[slot as usize].want_read = false;
+                self.update(slot);
+            }
+            Command::ResumeRecv { slot } => {
+                self.slots[slot as usize].want_read = true;
+                self.update(slot);
+            }
+            Command::StopAccepting => {
+                if matches!(self.accept, Accept::Listening | Accept::RetryAt(_)) {
+                    self.accept = Accept::Drain;
+                }
+            }
+        }
+    }
+
+    /// Writes now; the outcome is reported as an event, or the send waits for EPOLLOUT.
+    fn write(&mut self, slot: u32, send: Box<SendBuf>) {
         let s = &mut self.slots[slot as usize];
-        // SAFETY: the core keeps the iovecs' memory valid until it hears `sent` or `closed`.
-        let result = unsafe { sys::sendmsg(s.fd, iov) };
+        // SAFETY: the iovecs point into the chunks `send` owns, alive for the call.
+        let result = unsafe { sys::sendmsg(s.fd(), send.iovecs()) };
         match result {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let n = iov.len().min(s.iov.len());
-                s.iov[..n].copy_from_slice(&iov[..n]);
-                s.blocked = n;
+                s.blocked = Some(send);
                 self.update(slot);
             }
             result => {
@@ -463,25 +510,17 @@ impl EpollOps {
                     self.update(slot); // No longer waiting for EPOLLOUT.
                 }
                 self.pending
-                    .push_back(Pending::Sent(slot, generation, result));
+                    .push_back(Pending::Sent(slot, generation, send, result));
             }
         }
     }
-}
 
-impl Ops for EpollOps {
-    fn open(&mut self, slot: u32, fd: RawFd) {
-        self.slot_for(slot).open(fd);
+    fn connect(&mut self, slot: u32, fd: OwnedFd, addr: SocketAddr) {
         self.live += 1;
-        self.update(slot);
-    }
-
-    fn connect(&mut self, slot: u32, fd: RawFd, addr: SocketAddr) {
         let s = self.slot_for(slot);
         s.open(fd);
         let generation = s.generation;
-        self.live += 1;
-        let started = sys::set_nonblocking(fd, true).and_then(|()| sys::connect(fd, addr));
+        let started = sys::set_nonblocking(s.fd(), true).and_then(|()| sys::connect(s.fd(), addr));
         match started {
             Ok(false) => self.slots[slot as usize].connecting = true,
             Ok(true) => self
@@ -496,44 +535,18 @@ impl Ops for EpollOps {
         self.update(slot);
     }
 
-    unsafe fn send(&mut self, slot: u32, iov: &[libc::iovec]) {
-        debug_assert!(self.slots[slot as usize].blocked == 0, "one send at a time");
-        self.write(slot, iov);
-    }
-
-    fn shutdown_write(&mut self, slot: u32) {
-        let _ = sys::shutdown_write(self.slots[slot as usize].fd);
-    }
-
+    /// Closes the descriptor now (which removes it from epoll); queued outcomes for it are
+    /// dropped at delivery (the slot is no longer Open). Idempotent.
     fn close(&mut self, slot: u32) {
         let s = &mut self.slots[slot as usize];
         if s.life != Life::Open {
             return;
         }
-        // Closing removes the descriptor from epoll; queued outcomes for it are dropped at
-        // delivery (the slot is no longer Open).
-        sys::close(s.fd);
-        s.fd = -1;
+        s.fd = None;
         s.life = Life::Closed;
-        s.blocked = 0;
+        s.blocked = None;
         s.registered = false;
         s.events = 0;
         self.pending.push_back(Pending::Closed(slot));
-    }
-
-    fn pause_recv(&mut self, slot: u32) {
-        self.slots[slot as usize].want_read = false;
-        self.update(slot);
-    }
-
-    fn resume_recv(&mut self, slot: u32) {
-        self.slots[slot as usize].want_read = true;
-        self.update(slot);
-    }
-
-    fn stop_accepting(&mut self) {
-        if matches!(self.accept, Accept::Listening | Accept::RetryAt(_)) {
-            self.accept = Accept::Drain;
-        }
     }
 }

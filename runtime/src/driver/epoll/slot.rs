@@ -1,13 +1,13 @@
 //! The epoll driver's per-session state: what the descriptor is registered for, and the send
 //! that waits for the socket to become writable.
 //!
-//! Invariant: a slot is `Open` from `open`/`connect` until `close`, `Closed` until the core has
-//! been told, then `Free`. A blocked send keeps the caller's iovecs (whose memory the core keeps
-//! frozen until it hears `sent` or `closed`) in the slot, which never moves.
+//! Invariant: a slot is `Open` from `Open`/`Connect` until `Close`, `Closed` until the core has
+//! been told, then `Free`. It owns its descriptor while open (closing drops it), and a send
+//! that would have blocked keeps its [`SendBuf`] here until the socket is writable.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use crate::session::MAX_IOV;
+use crate::driver::SendBuf;
 use crate::user_data::UserData;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,7 +19,8 @@ pub(super) enum Life {
 }
 
 pub(super) struct Slot {
-    pub(super) fd: RawFd,
+    /// While open.
+    pub(super) fd: Option<OwnedFd>,
     pub(super) generation: u32,
     pub(super) life: Life,
     /// The core wants input (not paused for backpressure).
@@ -27,9 +28,8 @@ pub(super) struct Slot {
     /// The peer's EOF or a receive error was reported: no more reads.
     pub(super) read_done: bool,
     pub(super) connecting: bool,
-    /// A send that would have blocked: `iov[..blocked]` waits for EPOLLOUT.
-    pub(super) blocked: usize,
-    pub(super) iov: [libc::iovec; MAX_IOV],
+    /// A send that would have blocked waits for EPOLLOUT.
+    pub(super) blocked: Option<Box<SendBuf>>,
     /// The descriptor is in the epoll set (which then reports HUP and ERR whatever `events`).
     pub(super) registered: bool,
     /// Events currently registered.
@@ -39,31 +39,27 @@ pub(super) struct Slot {
 impl Slot {
     pub(super) fn new() -> Self {
         Slot {
-            fd: -1,
+            fd: None,
             generation: 0,
             life: Life::Free,
             want_read: true,
             read_done: false,
             connecting: false,
-            blocked: 0,
-            iov: [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; MAX_IOV],
+            blocked: None,
             registered: false,
             events: 0,
         }
     }
 
-    pub(super) fn open(&mut self, fd: RawFd) {
+    pub(super) fn open(&mut self, fd: OwnedFd) {
         debug_assert_eq!(self.life, Life::Free, "slot reused while in use");
-        self.fd = fd;
+        self.fd = Some(fd);
         self.generation = (self.generation + 1) & UserData::GEN_MASK;
         self.life = Life::Open;
         self.want_read = true;
         self.read_done = false;
         self.connecting = false;
-        self.blocked = 0;
+        self.blocked = None;
         self.registered = false;
         self.events = 0;
     }
@@ -75,10 +71,18 @@ impl Slot {
         if self.want_read && !self.read_done && !self.connecting {
             events |= libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32;
         }
-        if self.connecting || self.blocked > 0 {
+        if self.connecting || self.blocked.is_some() {
             events |= libc::EPOLLOUT as u32;
         }
         events
+    }
+
+    /// The descriptor of an open slot.
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd
+            .as_ref()
+            .expect("an open slot has a descriptor")
+            .as_fd()
     }
 
     pub(super) fn is_current(&self, generation: u32) -> bool {
@@ -90,13 +94,25 @@ impl Slot {
 mod tests {
     use super::*;
 
+    fn dev_null() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    fn a_send() -> Option<Box<SendBuf>> {
+        let mut out = crate::session::Output::default();
+        out.tail_chunk(&mut crate::pool::BufPool::default(), 0)
+            .push(b'x');
+        out.appended(1);
+        out.take_send()
+    }
+
     const IN: u32 = libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32;
     const OUT: u32 = libc::EPOLLOUT as u32;
 
     #[test]
     fn interest_follows_what_the_session_waits_for() {
         let mut s = Slot::new();
-        s.open(5);
+        s.open(dev_null());
         assert_eq!(s.interest(), IN);
         s.want_read = false;
         assert_eq!(
@@ -104,15 +120,15 @@ mod tests {
             0,
             "paused: no EPOLLIN, or level-triggered epoll spins"
         );
-        s.blocked = 2;
+        s.blocked = a_send();
         assert_eq!(s.interest(), OUT);
         s.want_read = true;
         assert_eq!(s.interest(), IN | OUT);
         s.read_done = true;
-        s.blocked = 0;
+        s.blocked = None;
         assert_eq!(s.interest(), 0, "after EOF nothing is wanted");
         let mut c = Slot::new();
-        c.open(6);
+        c.open(dev_null());
         c.connecting = true;
         assert_eq!(c.interest(), OUT, "a connect waits for writability only");
     }
@@ -120,12 +136,12 @@ mod tests {
     #[test]
     fn reuse_changes_generation() {
         let mut s = Slot::new();
-        s.open(5);
+        s.open(dev_null());
         let g = s.generation;
         s.life = Life::Closed;
         assert!(!s.is_current(g));
         s.life = Life::Free;
-        s.open(7);
+        s.open(dev_null());
         assert!(!s.is_current(g));
         assert!(s.is_current(s.generation));
     }

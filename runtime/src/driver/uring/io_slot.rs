@@ -1,14 +1,15 @@
-//! The io_uring driver's per-session state: which operations are in flight, and the msghdr
-//! and iovecs a sendmsg in flight points to.
+//! The io_uring driver's per-session state: which operations are in flight, the send buffer
+//! the kernel reads, and the descriptor.
 //!
 //! Invariant: a slot goes `Free -> Open -> Closing -> CloseSubmitted -> Free`, and the close is
-//! submitted only when no receive, send or cancel of the slot is in flight. The slot lives in a
-//! vector that never reallocates, so `msg` and `iov` keep their addresses while the kernel
-//! may read them.
+//! submitted only when no receive, send or cancel of the slot is in flight. The slot owns its
+//! descriptor (`OwnedFd`) until the close is submitted, when the ring takes it; it owns the
+//! [`SendBuf`] of a send in flight until that send's completion. The slot lives in a vector
+//! that never reallocates, so `addr` keeps its address while a connect may read it.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 
-use crate::session::MAX_IOV;
+use crate::driver::SendBuf;
 use crate::user_data::UserData;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,19 +46,19 @@ pub(super) enum CloseStep {
 }
 
 pub(super) struct IoSlot {
-    pub(super) fd: RawFd,
+    /// Until the close is submitted.
+    pub(super) fd: Option<OwnedFd>,
     pub(super) generation: u32,
     pub(super) life: Life,
     pub(super) recv: Recv,
     /// The core wants to receive (false while paused for backpressure).
     pub(super) want_recv: bool,
-    pub(super) sending: bool,
+    /// The send in flight: the kernel reads its bytes, iovecs and msghdr until it completes.
+    pub(super) send: Option<Box<SendBuf>>,
     /// An outbound session's connect is in flight.
     pub(super) connecting: bool,
     /// Cancels of this slot's operations in flight.
     pub(super) cancels: u8,
-    pub(super) msg: libc::msghdr,
-    pub(super) iov: [libc::iovec; MAX_IOV],
     /// The peer address a connect in flight points to.
     pub(super) addr: libc::sockaddr_storage,
 }
@@ -65,36 +66,41 @@ pub(super) struct IoSlot {
 impl IoSlot {
     pub(super) fn new() -> Self {
         IoSlot {
-            fd: -1,
+            fd: None,
             generation: 0,
             life: Life::Free,
             recv: Recv::Idle,
             want_recv: true,
-            sending: false,
+            send: None,
             connecting: false,
             cancels: 0,
-            // SAFETY: msghdr is plain data; all-zero (null pointers, zero lengths) is valid.
-            msg: unsafe { std::mem::zeroed() },
-            iov: [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; MAX_IOV],
             // SAFETY: sockaddr_storage is plain data; all-zero is a valid (unspecified) address.
             addr: unsafe { std::mem::zeroed() },
         }
     }
 
     /// Takes `fd` as a new session; the generation changes so old completions are recognised.
-    pub(super) fn open(&mut self, fd: RawFd) {
+    pub(super) fn open(&mut self, fd: OwnedFd) {
         debug_assert_eq!(self.life, Life::Free, "slot reused while in use");
-        self.fd = fd;
+        debug_assert!(self.send.is_none());
+        self.fd = Some(fd);
         self.generation = (self.generation + 1) & UserData::GEN_MASK;
         self.life = Life::Open;
         self.recv = Recv::Idle;
         self.want_recv = true;
-        self.sending = false;
         self.connecting = false;
         self.cancels = 0;
+    }
+
+    /// The descriptor, for a submission. Only while the slot owns it (before the close).
+    pub(super) fn raw_fd(&self) -> RawFd {
+        self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    }
+
+    /// Hands the descriptor to the close being submitted: from here the ring closes it.
+    pub(super) fn take_fd_for_close(&mut self) -> RawFd {
+        debug_assert_eq!(self.life, Life::CloseSubmitted);
+        self.fd.take().map_or(-1, IntoRawFd::into_raw_fd)
     }
 
     /// A receive is armed or still to post its final completion.
@@ -113,7 +119,7 @@ impl IoSlot {
         }
         self.life = Life::Closing;
         // A pause's cancel still in flight counts too: the close must follow its completion.
-        if self.recv_in_flight() || self.sending || self.connecting || self.cancels > 0 {
+        if self.recv_in_flight() || self.send.is_some() || self.connecting || self.cancels > 0 {
             self.cancels += 1;
             CloseStep::Cancel
         } else {
@@ -127,7 +133,7 @@ impl IoSlot {
     pub(super) fn settle(&mut self) -> bool {
         if self.life == Life::Closing
             && !self.recv_in_flight()
-            && !self.sending
+            && self.send.is_none()
             && !self.connecting
             && self.cancels == 0
         {
@@ -142,8 +148,8 @@ impl IoSlot {
     /// The descriptor is closed; the slot may be reused.
     pub(super) fn free(&mut self) {
         debug_assert_eq!(self.life, Life::CloseSubmitted);
+        debug_assert!(self.fd.is_none() && self.send.is_none());
         self.life = Life::Free;
-        self.fd = -1;
     }
 }
 
@@ -151,9 +157,27 @@ impl IoSlot {
 mod tests {
     use super::*;
 
+    fn dev_null() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    /// What the close completion does: the descriptor is gone.
+    fn close_fd(s: &mut IoSlot) {
+        // SAFETY: the slot handed its descriptor to the close; nothing else names it.
+        unsafe { crate::sys::close(s.take_fd_for_close()) };
+    }
+
+    fn a_send() -> Option<Box<SendBuf>> {
+        let mut out = crate::session::Output::default();
+        out.tail_chunk(&mut crate::pool::BufPool::default(), 0)
+            .push(b'x');
+        out.appended(1);
+        out.take_send()
+    }
+
     fn open_slot() -> IoSlot {
         let mut s = IoSlot::new();
-        s.open(7);
+        s.open(dev_null());
         s.recv = Recv::Armed;
         s
     }
@@ -162,13 +186,13 @@ mod tests {
     fn close_waits_for_cancelled_ops_in_any_order() {
         // Cancel's completion first, then the receive's final one.
         let mut s = open_slot();
-        s.sending = true;
+        s.send = a_send();
         assert_eq!(s.request_close(), CloseStep::Cancel);
         s.cancels -= 1;
         assert!(!s.settle(), "recv and send still in flight");
         s.recv = Recv::Idle;
         assert!(!s.settle(), "send still in flight");
-        s.sending = false;
+        s.send = None;
         assert!(s.settle());
         assert_eq!(s.life, Life::CloseSubmitted);
         assert!(!s.settle(), "close is submitted once");
@@ -204,6 +228,7 @@ mod tests {
         s.recv = Recv::Starved;
         assert_eq!(s.request_close(), CloseStep::Close);
         assert_eq!(s.request_close(), CloseStep::Nothing);
+        close_fd(&mut s);
         s.free();
         assert_eq!(s.life, Life::Free);
     }
@@ -217,9 +242,10 @@ mod tests {
         s.cancels -= 1;
         s.recv = Recv::Idle;
         s.settle();
+        close_fd(&mut s);
         s.free();
         assert!(!s.is_current(g), "a freed slot matches no completion");
-        s.open(8);
+        s.open(dev_null());
         assert!(
             !s.is_current(g),
             "the old generation stays stale after reuse"

@@ -10,12 +10,12 @@ mod io_slot;
 mod ops;
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::io_slot::{IoSlot, Life, Recv};
-use super::{AcceptBackoff, Driver, Ops, Sink};
+use super::{AcceptBackoff, Command, Core, Driver};
 use crate::buf_ring::BufRing;
 use crate::config::Config;
 use crate::error::ServerError;
@@ -135,26 +135,29 @@ impl UringDriver {
         })
     }
 
-    fn complete<S: Sink<UringOps>>(&mut self, c: Completion, sink: &mut S) {
+    /// Routes one completion; the commands the core queued in reaction are applied before
+    /// the next completion is looked at.
+    fn complete<K: Core>(&mut self, c: Completion, core: &mut K) {
         let ud = UserData::from_raw(c.user_data);
         match ud.op() {
-            Some(Op::Recv) => self.complete_recv(ud, &c, sink),
-            Some(Op::Send) => self.ops.complete_send(ud, &c, sink),
+            Some(Op::Recv) => self.complete_recv(ud, &c, core),
+            Some(Op::Send) => self.ops.complete_send(ud, &c, core),
             Some(Op::Cancel) => self.ops.complete_cancel(ud, &c),
-            Some(Op::Close) => self.ops.complete_close(ud, &c, sink),
-            Some(Op::Accept) => self.ops.complete_accept(&c, sink),
-            Some(Op::Connect) => self.ops.complete_connect(ud, &c, sink),
+            Some(Op::Close) => self.ops.complete_close(ud, &c, core),
+            Some(Op::Accept) => self.ops.complete_accept(&c, core),
+            Some(Op::Connect) => self.ops.complete_connect(ud, &c, core),
             Some(Op::Wake) => {
                 self.ops.wake_armed = false;
                 self.ops.arm_wake();
-                sink.woken(&mut self.ops);
+                core.woken();
+                self.ops.apply_all(core.commands());
             }
             Some(Op::AcceptCancel) | Some(Op::WakeCancel) => {}
             None => debug_assert!(false, "completion with unknown user_data {c:?}"),
         }
     }
 
-    fn complete_recv<S: Sink<UringOps>>(&mut self, ud: UserData, c: &Completion, sink: &mut S) {
+    fn complete_recv<K: Core>(&mut self, ud: UserData, c: &Completion, core: &mut K) {
         let r = op::recv::complete(c);
         let slot = ud.slot();
         let current = self
@@ -165,11 +168,14 @@ impl UringDriver {
         if current && r.end.is_some() {
             self.ops.slots[slot as usize].recv = Recv::Idle;
         }
-        if let Some((bid, len)) = r.data {
-            if len > 0 && current && self.ops.slots[slot as usize].life == Life::Open {
-                sink.received(&mut self.ops, slot, self.bufs.get(bid, len));
+        if let Some(buf) = r.data {
+            if buf.len() > 0 && current && self.ops.slots[slot as usize].life == Life::Open {
+                core.received(slot, self.bufs.read(&buf));
+                self.bufs.give_back(buf);
+                self.ops.apply_all(core.commands());
+            } else {
+                self.bufs.give_back(buf);
             }
-            self.bufs.give_back(bid);
         }
         let Some(end) = r.end else { return };
         if !current {
@@ -181,8 +187,14 @@ impl UringDriver {
             return;
         }
         match end {
-            RecvEnd::Eof => sink.read_closed(&mut self.ops, slot, None),
-            RecvEnd::Failed(e) => sink.read_closed(&mut self.ops, slot, Some(e)),
+            RecvEnd::Eof => {
+                core.read_closed(slot, None);
+                self.ops.apply_all(core.commands());
+            }
+            RecvEnd::Failed(e) => {
+                core.read_closed(slot, Some(e));
+                self.ops.apply_all(core.commands());
+            }
             RecvEnd::NoBuffers | RecvEnd::Stopped | RecvEnd::Cancelled => {
                 if matches!(end, RecvEnd::NoBuffers) {
                     self.ops.stats.enobufs.add(1);
@@ -199,21 +211,15 @@ impl UringDriver {
 }
 
 impl Driver for UringDriver {
-    type Ops = UringOps;
-
-    fn ops(&mut self) -> &mut UringOps {
-        &mut self.ops
+    fn apply(&mut self, commands: &mut Vec<Command>) {
+        self.ops.apply_all(commands);
     }
 
-    fn turn<S: Sink<UringOps>>(
-        &mut self,
-        timeout: Option<Duration>,
-        sink: &mut S,
-    ) -> io::Result<()> {
+    fn turn<K: Core>(&mut self, timeout: Option<Duration>, core: &mut K) -> io::Result<()> {
         self.ops.rearm_starved();
         let mut timeout = timeout;
         if self.ops.accept == AcceptState::Drain {
-            self.ops.drain_backlog(sink);
+            self.ops.drain_backlog(core);
             // Come straight back: the core may be done now that the listener is closed.
             timeout = Some(Duration::ZERO);
         }
@@ -223,7 +229,7 @@ impl Driver for UringDriver {
         }
         self.ops.ring.enter(timeout)?;
         self.ops.stats.turns.add(1);
-        sink.turn_started();
+        core.turn_started();
         // With DEFER_TASKRUN nothing is posted while we process, so one pass normally empties
         // the queue; the budget bounds the loop on kernels that post concurrently.
         let cap = self.batch.capacity().max(1);
@@ -237,7 +243,7 @@ impl Driver for UringDriver {
             self.ops.stats.completions.add(n as u64);
             for i in 0..n {
                 let c = self.batch[i];
-                self.complete(c, sink);
+                self.complete(c, core);
             }
             budget -= n;
         }
@@ -282,6 +288,13 @@ impl Drop for UringDriver {
 }
 
 impl UringOps {
+    /// Applies (and drains) the core's commands, in order.
+    fn apply_all(&mut self, commands: &mut Vec<Command>) {
+        for cmd in commands.drain(..) {
+            self.apply(cmd);
+        }
+    }
+
     /// Queues `entry` for the next enter.
     ///
     /// # Safety
@@ -331,7 +344,8 @@ impl UringOps {
                 match UserData::from_raw(c.user_data).op() {
                     Some(Op::Wake) => woken = true,
                     // A connection accepted by a core that is going away: not leaked.
-                    Some(Op::Accept) if c.res >= 0 => sys::close(c.res),
+                    // SAFETY: the accept created this descriptor for us; nobody else has it.
+                    Some(Op::Accept) if c.res >= 0 => unsafe { sys::close(c.res) },
                     _ => {}
                 }
             }
@@ -363,7 +377,10 @@ impl UringOps {
     fn settle(&mut self, slot: u32) {
         let io = &mut self.slots[slot as usize];
         if io.settle() {
-            let entry = op::close::close(io.fd, UserData::new(Op::Close, slot, io.generation));
+            let entry = op::close::close(
+                io.take_fd_for_close(),
+                UserData::new(Op::Close, slot, io.generation),
+            );
             // SAFETY: a close points to nothing.
             unsafe { self.push(&entry) };
         }
@@ -382,7 +399,8 @@ impl UringOps {
                 continue;
             }
             io.recv = Recv::Armed;
-            let entry = op::recv::multishot(io.fd, BGID, UserData::new(Op::Recv, slot, generation));
+            let entry =
+                op::recv::multishot(io.raw_fd(), BGID, UserData::new(Op::Recv, slot, generation));
             // SAFETY: a multishot receive points to nothing; buffers come from the buffer ring,
             // which outlives the ring.
             unsafe { self.push(&entry) };
@@ -415,15 +433,16 @@ impl UringOps {
         timeout
     }
 
-    fn complete_accept<S: Sink<UringOps>>(&mut self, c: &Completion, sink: &mut S) {
+    fn complete_accept<K: Core>(&mut self, c: &Completion, core: &mut K) {
         let stopping = self.accept == AcceptState::Cancelling;
         match op::accept::complete(c) {
             Accepted::Conn { fd, more } => {
                 // While cancelling, connections the accept still delivers are part of the
                 // backlog being drained: they are served, not dropped.
                 self.backoff.succeeded();
-                self.apply_nodelay(fd);
-                sink.accepted(self, fd);
+                self.apply_nodelay(fd.as_fd());
+                core.accepted(fd);
+                self.apply_all(core.commands());
                 if !more {
                     self.accept_ended(stopping);
                 }
@@ -436,7 +455,8 @@ impl UringOps {
             }
             Accepted::Failed(e) => {
                 self.stats.accept_backoffs.add(1);
-                sink.accept_failed(self, &e);
+                core.accept_failed(&e);
+                self.apply_all(core.commands());
                 if !c.more() {
                     self.accept = AcceptState::RetryAt(self.backoff.failed());
                 }
@@ -453,19 +473,20 @@ impl UringOps {
     }
 
     /// Takes the connections queued in the listener's backlog (bounded), then closes it.
-    fn drain_backlog<S: Sink<UringOps>>(&mut self, sink: &mut S) {
+    fn drain_backlog<K: Core>(&mut self, core: &mut K) {
         self.accept = AcceptState::Closed;
         let Some(listener) = self.listener.take() else {
             return;
         };
         listener::drain(listener, false, DRAIN_LIMIT, |fd| {
             self.stats.drained_accepts.add(1);
-            self.apply_nodelay(fd);
-            sink.accepted(self, fd);
+            self.apply_nodelay(fd.as_fd());
+            core.accepted(fd);
+            self.apply_all(core.commands());
         });
     }
 
-    fn apply_nodelay(&mut self, fd: RawFd) {
+    fn apply_nodelay(&mut self, fd: BorrowedFd<'_>) {
         match self.nodelay {
             Nodelay::Off | Nodelay::Inherited => {}
             Nodelay::Unknown => {
@@ -482,15 +503,21 @@ impl UringOps {
         }
     }
 
-    fn complete_send<S: Sink<UringOps>>(&mut self, ud: UserData, c: &Completion, sink: &mut S) {
+    fn complete_send<K: Core>(&mut self, ud: UserData, c: &Completion, core: &mut K) {
         let Some(io) = self.slot_mut(ud) else {
             debug_assert!(false, "send completion for a freed slot");
             return;
         };
-        io.sending = false;
+        // The kernel is done with the send's memory: it goes back to the core.
+        let send = io
+            .send
+            .take()
+            .expect("a send completion for a slot with a send in flight");
         if io.life == Life::Open {
-            sink.sent(self, ud.slot(), op::send::complete(c));
+            core.sent(ud.slot(), send, op::send::complete(c));
+            self.apply_all(core.commands());
         } else {
+            drop(send);
             self.settle(ud.slot());
         }
     }
@@ -508,12 +535,12 @@ impl UringOps {
             // The kernel cannot cancel by descriptor (older than 5.19): shutting the socket
             // down completes its receive with EOF and its send with EPIPE.
             // SAFETY: shutdown takes no pointers; the descriptor is still open.
-            let _ = sys::cvt(unsafe { libc::shutdown(io.fd, libc::SHUT_RDWR) });
+            let _ = sys::cvt(unsafe { libc::shutdown(io.raw_fd(), libc::SHUT_RDWR) });
         }
         self.settle(ud.slot());
     }
 
-    fn complete_connect<S: Sink<UringOps>>(&mut self, ud: UserData, c: &Completion, sink: &mut S) {
+    fn complete_connect<K: Core>(&mut self, ud: UserData, c: &Completion, core: &mut K) {
         let Some(io) = self.slot_mut(ud) else {
             debug_assert!(false, "connect completion for a freed slot");
             return;
@@ -527,17 +554,18 @@ impl UringOps {
         if result.is_ok() {
             io.recv = Recv::Armed;
             let entry = op::recv::multishot(
-                io.fd,
+                io.raw_fd(),
                 BGID,
                 UserData::new(Op::Recv, ud.slot(), io.generation),
             );
             // SAFETY: a multishot receive points to nothing; buffers come from the buffer ring.
             unsafe { self.push(&entry) };
         }
-        sink.connected(self, ud.slot(), result);
+        core.connected(ud.slot(), result);
+        self.apply_all(core.commands());
     }
 
-    fn complete_close<S: Sink<UringOps>>(&mut self, ud: UserData, c: &Completion, sink: &mut S) {
+    fn complete_close<K: Core>(&mut self, ud: UserData, c: &Completion, core: &mut K) {
         let Some(io) = self.slot_mut(ud) else {
             debug_assert!(false, "close completion for a freed slot");
             return;
@@ -545,7 +573,8 @@ impl UringOps {
         debug_assert!(c.res >= 0, "close failed: {}", c.res);
         io.free();
         self.live -= 1;
-        sink.closed(self, ud.slot());
+        core.closed(ud.slot());
+        self.apply_all(core.commands());
     }
 }
 
@@ -557,11 +586,15 @@ impl Drop for UringOps {
         // close op was submitted is left alone: the op may have run, and closing again could
         // close a descriptor reused elsewhere.
         for io in &mut self.slots {
-            if matches!(io.life, Life::Open | Life::Closing) {
+            if let Some(fd) = io.fd.take() {
                 // SAFETY: shutdown takes no pointers; the descriptor is open and ours.
-                let _ = sys::cvt(unsafe { libc::shutdown(io.fd, libc::SHUT_RDWR) });
-                sys::close(io.fd);
-                io.fd = -1;
+                let _ = sys::cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) });
+                drop(fd);
+            }
+            if let Some(send) = io.send.take() {
+                // The kernel may still read it (the ring's teardown is asynchronous): leak it
+                // rather than free memory a send in flight points to.
+                std::mem::forget(send);
             }
         }
         if let Some(listener) = &self.listener {

@@ -1,26 +1,49 @@
-//! The io_uring driver's command side: what each core request submits.
+//! The io_uring driver's command side: what each core command submits.
 
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::OwnedFd;
 
 use super::io_slot::{CloseStep, Life, Recv};
 use super::{AcceptState, UringOps, BGID};
-use crate::driver::Ops;
+use crate::driver::{Command, SendBuf};
 use crate::op;
 use crate::user_data::{Op, UserData};
 
-impl Ops for UringOps {
-    fn open(&mut self, slot: u32, fd: RawFd) {
+impl UringOps {
+    /// Applies one command of the core.
+    pub(super) fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::Open { slot, fd } => self.open(slot, fd),
+            Command::Connect { slot, fd, addr } => self.connect(slot, fd, addr),
+            Command::Send { slot, send } => self.send(slot, send),
+            Command::ShutdownWrite { slot } => {
+                let io = &self.slots[slot as usize];
+                if let Some(fd) = &io.fd {
+                    let _ = crate::sys::shutdown_write(std::os::fd::AsFd::as_fd(fd));
+                }
+            }
+            Command::Close { slot } => self.close(slot),
+            Command::PauseRecv { slot } => self.pause_recv(slot),
+            Command::ResumeRecv { slot } => self.resume_recv(slot),
+            Command::StopAccepting => self.stop_accepting(),
+        }
+    }
+
+    fn open(&mut self, slot: u32, fd: OwnedFd) {
         let io = self.slot_for(slot);
         io.open(fd);
         io.recv = Recv::Armed;
-        let entry = op::recv::multishot(fd, BGID, UserData::new(Op::Recv, slot, io.generation));
+        let entry = op::recv::multishot(
+            io.raw_fd(),
+            BGID,
+            UserData::new(Op::Recv, slot, io.generation),
+        );
         self.live += 1;
         // SAFETY: a multishot receive points to nothing; buffers come from the buffer ring.
         unsafe { self.push(&entry) };
     }
 
-    fn connect(&mut self, slot: u32, fd: RawFd, addr: SocketAddr) {
+    fn connect(&mut self, slot: u32, fd: OwnedFd, addr: SocketAddr) {
         let io = self.slot_for(slot);
         io.open(fd);
         io.recv = Recv::Idle;
@@ -36,7 +59,7 @@ impl Ops for UringOps {
             )
         };
         let entry = op::connect::connect(
-            fd,
+            io.raw_fd(),
             (&io.addr as *const libc::sockaddr_storage).cast(),
             len,
             UserData::new(Op::Connect, slot, io.generation),
@@ -47,41 +70,39 @@ impl Ops for UringOps {
         unsafe { self.push(&entry) };
     }
 
-    unsafe fn send(&mut self, slot: u32, iov: &[libc::iovec]) {
+    fn send(&mut self, slot: u32, mut send: Box<SendBuf>) {
         let io = &mut self.slots[slot as usize];
-        debug_assert!(io.life == Life::Open && !io.sending && !iov.is_empty());
+        debug_assert!(io.life == Life::Open && io.send.is_none() && send.len() > 0);
+        if io.life != Life::Open {
+            return; // Dropped: the kernel never saw it.
+        }
         let ud = UserData::new(Op::Send, slot, io.generation);
-        let entry = if iov.len() == 1 {
-            let len = iov[0].iov_len.min(u32::MAX as usize) as u32;
-            op::send::send(io.fd, iov[0].iov_base as *const u8, len, ud)
-        } else {
-            let n = iov.len().min(io.iov.len());
-            io.iov[..n].copy_from_slice(&iov[..n]);
-            io.msg.msg_iov = io.iov.as_mut_ptr();
-            io.msg.msg_iovlen = n as _;
-            op::send::sendmsg(io.fd, &io.msg, ud)
+        let entry = match send.iovecs() {
+            [one] => {
+                let len = one.iov_len.min(u32::MAX as usize) as u32;
+                op::send::send(io.raw_fd(), one.iov_base as *const u8, len, ud)
+            }
+            _ => op::send::sendmsg(io.raw_fd(), send.msghdr(), ud),
         };
-        io.sending = true;
-        // SAFETY: the bytes stay valid until the send's completion (this function's contract);
-        // the msghdr and iovecs live in the slot, which does not move and is not reused before
-        // the send has completed.
+        io.send = Some(send);
+        // SAFETY: the bytes, iovecs and msghdr live in the boxed SendBuf, which the slot now
+        // holds until the send's completion (and leaks, rather than frees, if the driver is
+        // torn down before it); boxing keeps their addresses fixed.
         unsafe { self.push(&entry) };
     }
 
-    fn shutdown_write(&mut self, slot: u32) {
-        let _ = crate::sys::shutdown_write(self.slots[slot as usize].fd);
-    }
-
-    fn close(&mut self, slot: u32) {
+    pub(super) fn close(&mut self, slot: u32) {
         let io = &mut self.slots[slot as usize];
         let generation = io.generation;
-        let fd = io.fd;
         let entry = match io.request_close() {
             CloseStep::Nothing => return,
             CloseStep::Cancel => {
-                op::cancel::all_on_fd(fd, UserData::new(Op::Cancel, slot, generation))
+                op::cancel::all_on_fd(io.raw_fd(), UserData::new(Op::Cancel, slot, generation))
             }
-            CloseStep::Close => op::close::close(fd, UserData::new(Op::Close, slot, generation)),
+            CloseStep::Close => op::close::close(
+                io.take_fd_for_close(),
+                UserData::new(Op::Close, slot, generation),
+            ),
         };
         // SAFETY: cancels and closes point to nothing.
         unsafe { self.push(&entry) };
@@ -119,7 +140,7 @@ impl Ops for UringOps {
         }
     }
 
-    fn stop_accepting(&mut self) {
+    pub(super) fn stop_accepting(&mut self) {
         match self.accept {
             AcceptState::Armed => {
                 let entry = op::cancel::by_user_data(
