@@ -255,7 +255,8 @@ fn shutdown_drains_backlog_and_sessions_then_exits_before_the_deadline() {
     assert_eq!(
         s.closed_for(CloseReason::PeerClosed),
         s.accepted,
-        "every session ended by its peer, none cut at the deadline: {s:#?}"
+        "every session ended by its peer (a Raw stream is never idle), none cut at the \
+         deadline: {s:#?}"
     );
     assert_eq!(s.closed_for(CloseReason::Shutdown), 0, "{s:#?}");
     assert_eq!(s.bytes_out, s.bytes_in, "{s:#?}");
@@ -379,15 +380,16 @@ impl Drop for Example {
     }
 }
 
-#[test]
-fn echo_example_drains_on_sigterm_and_exits_zero() {
+/// The echo example running with `args`, its address, and a thread collecting its stderr;
+/// `None` (said loudly) if the example binary was not built.
+fn spawn_echo(args: &[&str]) -> Option<(Example, SocketAddr, thread::JoinHandle<String>)> {
     let Some(binary) = echo_example() else {
         eprintln!(
             "\n*** SKIPPED: example binary not built: no target/<profile>/examples/echo next to \
              {:?}. `cargo test` builds it; `cargo test --test lifecycle_shutdown` alone does not.\n",
             std::env::current_exe().ok()
         );
-        return;
+        return None;
     };
     if let (Ok(example), Ok(test)) = (
         binary.metadata().and_then(|m| m.modified()),
@@ -397,14 +399,10 @@ fn echo_example_drains_on_sigterm_and_exits_zero() {
             eprintln!("note: {} is older than this test binary", binary.display());
         }
     }
-    const CLIENTS: usize = 5;
-    let seed = util::base_seed();
-    const BYTES: u64 = 1 << 20;
-    let drain_ms = DEADLINE.as_millis().to_string();
     let mut child = Example(
         Command::new(&binary)
-            .args(["--addr", "127.0.0.1:0", "--cores", "1", "--framing", "raw"])
-            .args(["--drain-ms", &drain_ms])
+            .args(["--addr", "127.0.0.1:0", "--cores", "1"])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -412,7 +410,6 @@ fn echo_example_drains_on_sigterm_and_exits_zero() {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display())),
     );
-    // Its stderr, kept for the report.
     let mut stderr = child.0.stderr.take().unwrap();
     let stderr_thread = thread::spawn(move || {
         let mut text = String::new();
@@ -434,6 +431,40 @@ fn echo_example_drains_on_sigterm_and_exits_zero() {
         .find_map(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"));
     println!("example: {line}");
+    Some((child, addr, stderr_thread))
+}
+
+fn sigterm(child: &Example) -> Instant {
+    // SAFETY: kill has no memory preconditions; the pid is our own child, not yet reaped.
+    let rc = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
+    Instant::now()
+}
+
+/// Waits for the example to exit, at most `limit` after `since`.
+fn wait_exit(child: &mut Example, since: Instant, limit: Duration) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            return status;
+        }
+        if since.elapsed() > limit {
+            panic!("the example still runs {:?} after SIGTERM", since.elapsed());
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn echo_example_drains_on_sigterm_and_exits_zero() {
+    const CLIENTS: usize = 5;
+    let seed = util::base_seed();
+    const BYTES: u64 = 1 << 20;
+    let drain_ms = DEADLINE.as_millis().to_string();
+    let Some((mut child, addr, stderr_thread)) =
+        spawn_echo(&["--framing", "raw", "--drain-ms", &drain_ms])
+    else {
+        return;
+    };
 
     // Clients that have sent everything and wait for the echo.
     let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| util::connect(addr)).collect();
@@ -442,10 +473,7 @@ fn echo_example_drains_on_sigterm_and_exits_zero() {
         pattern(seed, conn).fill(0, &mut buf);
         c.write_all(&buf).unwrap();
     }
-    // SAFETY: kill has no memory preconditions; the pid is our own child, not yet reaped.
-    let rc = unsafe { libc::kill(child.0.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0, "kill(SIGTERM): {}", std::io::Error::last_os_error());
-    let signalled = Instant::now();
+    let signalled = sigterm(&child);
     let refused = util::wait_refused(addr, Duration::from_secs(1))
         .unwrap_or_else(|e| panic!("after SIGTERM: {e}"));
     for (conn, c) in clients.iter_mut().enumerate() {
@@ -455,18 +483,7 @@ fn echo_example_drains_on_sigterm_and_exits_zero() {
         }
     }
     drop(clients);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("try_wait") {
-            break status;
-        }
-        if signalled.elapsed() > DEADLINE + util::STOP_TIMEOUT {
-            panic!(
-                "the example still runs {:?} after SIGTERM",
-                signalled.elapsed()
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_exit(&mut child, signalled, DEADLINE + util::STOP_TIMEOUT);
     let exited = signalled.elapsed();
     let stderr = stderr_thread.join().unwrap_or_default();
     println!(
@@ -483,4 +500,63 @@ fn echo_example_drains_on_sigterm_and_exits_zero() {
         stderr.contains("stopped after"),
         "the example did not report its stop; stderr:\n{stderr}"
     );
+}
+
+/// Clients that keep their connections open after their echo (as connection pools do) are
+/// closed at once on SIGTERM, not waited for until the drain deadline; a client in the middle
+/// of a frame gets its reply first, then the close.
+#[test]
+fn echo_example_closes_idle_sessions_at_once_on_sigterm() {
+    const IDLE: usize = 20;
+    /// Far beyond the time the test allows for the exit: reaching it means idle sessions were
+    /// waited for.
+    const LONG_DRAIN: Duration = Duration::from_secs(60);
+    let drain_ms = LONG_DRAIN.as_millis().to_string();
+    let Some((mut child, addr, stderr_thread)) =
+        spawn_echo(&["--framing", "len32", "--drain-ms", &drain_ms])
+    else {
+        return;
+    };
+    let mut idle: Vec<TcpStream> = (0..IDLE)
+        .map(|i| {
+            let mut c = util::connect(addr);
+            util::echo_len32(&mut c, format!("client {i}").as_bytes());
+            c
+        })
+        .collect();
+    let payload: Vec<u8> = (0..200u8).collect();
+    let frame = util::len32(&payload);
+    let mut midway = util::connect(addr);
+    midway.write_all(&frame[..100]).unwrap();
+    // Let the half frame reach the server (a later echo on the same core, and a pause).
+    util::echo_len32(&mut idle[0], b"after the half frame");
+    thread::sleep(Duration::from_millis(100));
+
+    let signalled = sigterm(&child);
+    let refused = util::wait_refused(addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("after SIGTERM: {e}"));
+    for (i, c) in idle.iter_mut().enumerate() {
+        c.set_read_timeout(Some(util::STOP_TIMEOUT)).unwrap();
+        let mut byte = [0u8; 1];
+        match c.read(&mut byte) {
+            Ok(0) => {}
+            other => panic!("idle client {i}: expected the server's close, got {other:?}"),
+        }
+    }
+    midway.write_all(&frame[100..]).unwrap();
+    assert_eq!(
+        util::read_n(&mut midway, frame.len()),
+        frame,
+        "the frame in progress at SIGTERM is answered"
+    );
+    util::expect_eof(&mut midway);
+    let status = wait_exit(&mut child, signalled, LONG_DRAIN / 3);
+    let exited = signalled.elapsed();
+    let stderr = stderr_thread.join().unwrap_or_default();
+    println!(
+        "example exited with {status} {exited:?} after SIGTERM ({refused} connects accepted \
+         before refusal), with {IDLE} idle clients still connected; stderr:\n{stderr}"
+    );
+    assert_eq!(status.code(), Some(0), "exit status; stderr:\n{stderr}");
+    drop(idle);
 }

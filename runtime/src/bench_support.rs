@@ -36,9 +36,10 @@ impl TimerHeap {
 
 /// A ring with a registered provided-buffer ring, to time reading and giving buffers back.
 ///
-/// No receive is ever armed on this ring, so the kernel never takes a buffer: the bench stands
-/// in for it, taking buffers in the order the kernel would (ring order) and giving each back
-/// once, so the ring's contents stay exactly what the kernel expects.
+/// No receive is ever armed on this ring, so the kernel never takes a buffer and never reads
+/// the ring: the bench stands in for it, taking buffers in ring order and giving each back
+/// once, so every buffer is given back only after it was taken. (The published tail runs
+/// ahead of a head the kernel never moves, which is harmless only because nothing consumes.)
 pub struct ProvidedBuffers {
     // Field order is drop order: the ring goes before the buffers it registered.
     _ring: Ring,

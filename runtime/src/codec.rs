@@ -77,6 +77,15 @@ pub trait Codec: 'static {
 
     /// Appends the encoding of `item` to `dst`.
     fn encode(&mut self, item: &Self::Item, dst: &mut Vec<u8>) -> Result<(), CodecError>;
+
+    /// Whether the protocol has message boundaries, so that a session with nothing
+    /// half-received and nothing pending is idle (a draining server closes idle sessions; see
+    /// `Handler::on_drain`). `true` by default; an unframed byte stream (the stock `Raw` codec)
+    /// says `false`: any byte may be the middle of the peer's message, so a drain serves such
+    /// a session until its peer closes or the deadline passes.
+    fn has_boundaries(&self) -> bool {
+        true
+    }
 }
 
 /// Room the engine allows beyond the maximum frame size for headers, when a codec does not

@@ -37,6 +37,26 @@ pub trait Handler<C: Codec>: 'static {
         let _ = session;
     }
 
+    /// The server began draining for shutdown: it accepts no new connections and closes what
+    /// is left at the drain deadline. The default closes this session as soon as it is idle
+    /// ([`Session::close_when_idle`]): at once if no frame is half-received and no output is
+    /// pending, else once the frame in progress is answered and its replies are written, as
+    /// Go's `http.Server.Shutdown` and nginx do with idle keep-alive connections.
+    ///
+    /// Override it to send a goodbye frame first (then call `close_when_idle`), or to keep the
+    /// session until a boundary the protocol knows about (and close it there). A session
+    /// accepted from the listener's backlog during the drain hears this after its first input,
+    /// so the request it came with is served. A codec without message boundaries
+    /// (`Codec::has_boundaries`, e.g. `Raw`) is never idle: such a session is served until its
+    /// peer closes or the deadline passes.
+    ///
+    /// As with any server that closes idle keep-alive connections, a request the peer sends
+    /// just as the session is closed can meet the close: clients of such protocols retry on a
+    /// fresh connection.
+    fn on_drain(&mut self, session: &mut Session<'_, C>) {
+        session.close_when_idle();
+    }
+
     /// The session closed. Output sent from here is discarded.
     fn on_close(&mut self, session: &mut Session<'_, C>, reason: CloseReason) {
         let _ = (session, reason);

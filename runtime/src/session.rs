@@ -79,11 +79,17 @@ pub enum CloseReason {
     WriteTimeout,
     /// Pending output passed the session's output limit (`Config::max_output`).
     OutputLimit,
+    /// The server is draining for shutdown and the session was idle (no frame half-received,
+    /// no output pending): closed gracefully, before the drain deadline. ([`Shutdown`] is a
+    /// session cut off at the deadline.)
+    ///
+    /// [`Shutdown`]: CloseReason::Shutdown
+    Drained,
 }
 
 impl CloseReason {
     /// Every reason, in the order stats report them.
-    pub const ALL: [CloseReason; 11] = [
+    pub const ALL: [CloseReason; 12] = [
         CloseReason::PeerClosed,
         CloseReason::Local,
         CloseReason::Reset,
@@ -95,6 +101,7 @@ impl CloseReason {
         CloseReason::ReadTimeout,
         CloseReason::WriteTimeout,
         CloseReason::OutputLimit,
+        CloseReason::Drained,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -248,7 +255,7 @@ impl Output {
             return None;
         };
         debug_assert!(send.chunks.is_empty());
-        send.head = std::mem::take(&mut self.head);
+        send.head = self.head;
         send.len = 0;
         while send.chunks.len() < MAX_IOV {
             let Some(chunk) = self.chunks.pop_front() else {
@@ -256,7 +263,8 @@ impl Output {
             };
             let start = if send.chunks.is_empty() { send.head } else { 0 };
             if chunk.len() == start {
-                debug_assert!(self.chunks.is_empty(), "only the tail chunk may be empty");
+                // Only the tail chunk can be empty (an encode error truncated it).
+                debug_assert!(self.chunks.is_empty(), "an empty chunk before the tail");
                 self.chunks.push_front(chunk);
                 break;
             }
@@ -269,6 +277,11 @@ impl Output {
             // Moving the Vec moves its handle, not its heap bytes: the iovec stays valid.
             send.chunks.push(chunk);
         }
+        if send.chunks.is_empty() {
+            self.sending = Sending::Idle(send);
+            return None;
+        }
+        self.head = 0;
         Some(send)
     }
 
@@ -281,7 +294,7 @@ impl Output {
         pool: &mut BufPool,
     ) -> bool {
         debug_assert!(self.in_flight() && written <= send.len);
-        let written = written.min(send.len);
+        let written = written.min(send.len).min(self.pending);
         let partial = written < send.len;
         self.pending -= written;
         let mut left = written;
@@ -370,6 +383,8 @@ pub(crate) struct SessionState {
     pub(crate) paused: bool,
     /// The server is draining for shutdown.
     pub(crate) draining: bool,
+    /// Close as soon as nothing is half-received or pending ([`Session::close_when_idle`]).
+    pub(crate) close_when_idle: bool,
     /// Opened by a connect rather than an accept.
     pub(crate) outbound: bool,
     /// Most pending output allowed; past it nothing more is encoded and the core closes the
@@ -388,6 +403,7 @@ impl SessionState {
             timeouts_changed: false,
             paused: false,
             draining: false,
+            close_when_idle: false,
             outbound: false,
             output_limit: usize::MAX,
         }
@@ -503,10 +519,18 @@ impl<'a, C: Codec> Session<'a, C> {
     }
 
     /// Whether the server is draining for shutdown: no new connections are accepted, and this
-    /// session is served until its peer closes or the drain deadline passes. A handler of a
-    /// request/response protocol may close after its current reply.
+    /// session is served until it is idle (see `Handler::on_drain`), its peer closes, or the
+    /// drain deadline passes.
     pub fn is_draining(&self) -> bool {
         self.state.draining
+    }
+
+    /// Closes the session, with [`CloseReason::Drained`], as soon as it is idle: at the end of
+    /// this loop turn if no frame is half-received, no output is pending and no input waits in
+    /// the socket, else once the input at hand has been answered and every reply written. What
+    /// `Handler::on_drain` does by default.
+    pub fn close_when_idle(&mut self) {
+        self.state.close_when_idle = true;
     }
 
     /// Calls `Handler::on_tick` every `period` (`None` stops it). Ticks fall on a grid of the

@@ -213,6 +213,14 @@ pub(crate) fn connect(fd: BorrowedFd<'_>, addr: SocketAddr) -> io::Result<bool> 
     }
 }
 
+/// Bytes received by the socket and not yet read (FIONREAD).
+pub(crate) fn unread(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int to the pointer, which points to `n`.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) })?;
+    Ok(n.max(0) as usize)
+}
+
 /// The pending error of a socket (SO_ERROR), e.g. the outcome of a non-blocking connect.
 pub(crate) fn take_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
     socket2::SockRef::from(&fd).take_error()

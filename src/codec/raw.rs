@@ -35,4 +35,9 @@ impl Codec for Raw {
         dst.extend_from_slice(item);
         Ok(())
     }
+
+    /// A byte stream has no message boundaries: a drain waits for the peer.
+    fn has_boundaries(&self) -> bool {
+        false
+    }
 }

@@ -65,8 +65,9 @@ pub(crate) enum Command {
 pub(crate) trait Core {
     /// The driver is back from waiting and about to report this turn's completions.
     fn turn_started(&mut self);
-    /// The core has work for the end of the turn (sends, connects) that events reported before
-    /// the wait created: the driver must not block.
+    /// The core has work for the end of the turn (sends, connects), or is ready to exit, after
+    /// events a driver reported before its wait (as epoll does with the outcomes of the last
+    /// turn's sends): the driver must not block.
     fn has_pending_work(&self) -> bool;
     /// The connect of outbound session `slot` completed.
     fn connected(&mut self, slot: u32, result: io::Result<()>);

@@ -207,12 +207,37 @@ where
         self.drain_until = Some(at);
         if first {
             self.cmds.push(Command::StopAccepting);
-            for (_, conn) in self.conns.iter_mut() {
+            let mut open = Vec::with_capacity(self.conns.len());
+            for (slot, conn) in self.conns.iter_mut() {
                 conn.state.draining = true;
+                match conn.phase {
+                    Phase::Open => open.push(slot as u32),
+                    Phase::Connecting => conn.drain_due = true,
+                    _ => {}
+                }
+            }
+            if self.clock.now() >= at {
+                // A stop with no time to drain: everything is cut off as `Shutdown`.
+                return self.close_all();
+            }
+            for slot in open {
+                self.dispatch(slot, "on_drain", |h, s| h.on_drain(s));
             }
         }
         if self.clock.now() >= at {
             self.close_all();
+        }
+    }
+
+    /// Runs `on_drain` for a session opened during the drain, once it has had its first input
+    /// (or, outbound, once connected).
+    pub(super) fn drain_if_due(&mut self, slot: u32) {
+        let Some(conn) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
+        if conn.drain_due && conn.phase == Phase::Open {
+            conn.drain_due = false;
+            self.dispatch(slot, "on_drain", |h, s| h.on_drain(s));
         }
     }
 

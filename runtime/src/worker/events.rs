@@ -30,7 +30,11 @@ where
     }
 
     fn has_pending_work(&self) -> bool {
-        !self.dirty.is_empty() || !self.connects.is_empty()
+        // A drained core whose last session just closed is done: it must not go to sleep.
+        !self.dirty.is_empty()
+            || !self.connects.is_empty()
+            || (self.drain_until.is_some() && self.conns.is_empty())
+            || self.idle_due()
     }
 
     fn accepted(&mut self, fd: OwnedFd) {
@@ -59,7 +63,9 @@ where
                 conn.phase = Phase::Open;
                 conn.last_rx = self.now;
                 self.stats.connected.add(1);
-                self.dispatch(slot, "on_open", |h, s| h.on_open(s));
+                if self.dispatch(slot, "on_open", |h, s| h.on_open(s)) {
+                    self.drain_if_due(slot);
+                }
             }
             Err(error) => {
                 self.stats.connect_errors.add(1);
@@ -97,6 +103,7 @@ where
             return;
         }
         self.decode(slot, Some(data));
+        self.drain_if_due(slot);
     }
 
     fn read_closed(&mut self, slot: u32, error: Option<io::Error>) {

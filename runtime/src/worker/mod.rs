@@ -75,6 +75,25 @@ struct Conn<C, H> {
     peer_eof: bool,
     /// End of lingering, when `Lingering`.
     linger_until: Micros,
+    /// Opened during a drain: `on_drain` is still to run, after the first input.
+    drain_due: bool,
+    /// Listed in `idle_watch`.
+    idle_watched: bool,
+}
+
+impl<C, H> Conn<C, H> {
+    /// Open, with nothing half-received, held or pending: as far as the core knows, the peer
+    /// is waiting for nothing.
+    fn is_idle(&self) -> bool
+    where
+        C: Codec,
+    {
+        self.phase == Phase::Open
+            && self.codec.has_boundaries()
+            && self.state.out.is_empty()
+            && self.reader.buffered() == 0
+            && self.reader.held() == 0
+    }
 }
 
 /// Per-core settings of the core, from the server's configuration.
@@ -141,6 +160,10 @@ pub(crate) struct Worker<C, H, F> {
     recorders: Option<Recorders>,
     /// Commands for the driver, queued by the current event; reused, never shrunk.
     cmds: Vec<Command>,
+    /// Sessions asked to close once idle ([`Session::close_when_idle`]), checked at turn end.
+    idle_watch: Vec<u32>,
+    /// Scratch list of the sessions `close_idle` closes.
+    closing: Vec<u32>,
 }
 
 fn is_reset(e: &io::Error) -> bool {
@@ -190,6 +213,8 @@ where
             connects: Vec::new(),
             recorders,
             cmds: Vec::with_capacity(64),
+            idle_watch: Vec::new(),
+            closing: Vec::new(),
         }
     }
 
@@ -219,9 +244,12 @@ where
         }
     }
 
-    /// End of a turn: open requested connections, then one send per session with output and
-    /// no send in flight.
+    /// End of a turn: close the watched sessions that are idle, open requested connections,
+    /// then one send per session with output and no send in flight.
     pub(crate) fn end_turn(&mut self) {
+        if !self.idle_watch.is_empty() {
+            self.close_idle();
+        }
         if !self.connects.is_empty() {
             let mut connects = std::mem::take(&mut self.connects);
             for addr in connects.drain(..) {
@@ -248,6 +276,49 @@ where
         }
         dirty.clear();
         self.dirty = dirty;
+    }
+
+    /// Closes, as [`CloseReason::Drained`], the watched sessions that are idle, with no input
+    /// waiting in their socket either. Checked at the end of the turn, after every completion
+    /// of the turn was handled, so input a completion of this turn carries is not overlooked.
+    /// (With `DEFER_TASKRUN` the kernel copies nothing between our waits, so input not yet
+    /// delivered is still counted by FIONREAD; without it, input that arrives between this
+    /// check and the close may be lost to the close.)
+    fn close_idle(&mut self) {
+        let mut watch = std::mem::take(&mut self.idle_watch);
+        watch.retain(|&slot| {
+            let Some(conn) = self.conns.get_mut(slot as usize) else {
+                return false;
+            };
+            if conn.phase != Phase::Open {
+                conn.idle_watched = false;
+                return false;
+            }
+            if !conn.is_idle() {
+                return true;
+            }
+            // SAFETY: the descriptor of an open session stays open while the core holds it.
+            let fd = unsafe { sys::borrow(conn.state.fd) };
+            if sys::unread(fd).unwrap_or(0) > 0 {
+                return true; // Its input is on the way: served first.
+            }
+            conn.idle_watched = false;
+            self.closing.push(slot);
+            false
+        });
+        self.idle_watch = watch;
+        let mut closing = std::mem::take(&mut self.closing);
+        for slot in closing.drain(..) {
+            self.begin_close(slot, CloseReason::Drained);
+        }
+        self.closing = closing;
+    }
+
+    /// Whether a watched session is idle as far as the core knows (so the turn must end).
+    pub(crate) fn idle_due(&self) -> bool {
+        self.idle_watch
+            .iter()
+            .any(|&slot| self.conns.get(slot as usize).is_some_and(|c| c.is_idle()))
     }
 
     /// Runs `f` on a session's handler, catching a panic, then applies what the callback did
@@ -456,6 +527,8 @@ where
             had_output: false,
             peer_eof: false,
             linger_until: Micros::MAX,
+            drain_due: self.drain_until.is_some(),
+            idle_watched: false,
         });
         Some(slot as u32)
     }
@@ -529,6 +602,10 @@ where
         if conn.state.out.has_unsent() && !conn.dirty {
             conn.dirty = true;
             self.dirty.push(slot);
+        }
+        if conn.state.close_when_idle && !conn.idle_watched {
+            conn.idle_watched = true;
+            self.idle_watch.push(slot);
         }
         if conn.state.close_requested && conn.phase == Phase::Open {
             conn.phase = Phase::Flushing(CloseReason::Local);

@@ -599,24 +599,114 @@ fn tick_fires_at_the_period_the_handler_set() {
 }
 
 #[test]
-fn drain_serves_sessions_until_the_deadline_then_closes_them() {
-    let (mut w, log, _, control) = worker();
+fn drain_closes_idle_sessions_at_once_and_busy_ones_once_answered() {
+    let (mut w, log, stats, control) = worker();
     let mut ops = FakeOps::default();
-    ops.accepted(&mut w, 10);
+    ops.accepted(&mut w, 10); // Idle.
+    ops.accepted(&mut w, 11); // In the middle of a frame.
+    ops.accepted(&mut w, 12); // Its reply is being written.
     ops.take();
+    ops.received(&mut w, 1, b"[ab");
+    ops.received(&mut w, 2, b"x");
+    ops.end_turn(&mut w);
+    assert_eq!(ops.take(), [send(2, b"x", 1)]);
     control.request_stop(std::time::Duration::from_secs(3600));
     ops.woken(&mut w);
     assert_eq!(ops.take(), [Cmd::StopAccepting]);
-    ops.received(&mut w, 0, b"served");
     ops.end_turn(&mut w);
-    assert_eq!(ops.take(), [send(0, b"served", 1)]);
-    // A connection from the listener's backlog is served too.
-    ops.accepted(&mut w, 11);
-    assert_eq!(ops.take(), [Cmd::Open(1, 11)]);
+    assert_eq!(
+        ops.take(),
+        [Cmd::Close(0)],
+        "only the idle session closes, at the end of the turn"
+    );
+    assert_eq!(log.borrow().last().unwrap(), "close Drained");
+    // The frame in progress is completed, answered, and then the session closes.
+    ops.received(&mut w, 1, b"c]");
+    ops.end_turn(&mut w);
+    assert_eq!(ops.take(), [send(1, b"[abc]", 1)]);
+    ops.sent(&mut w, 1, Ok(5));
+    ops.sent(&mut w, 2, Ok(1));
+    ops.end_turn(&mut w);
+    assert_eq!(ops.take(), [Cmd::Close(1), Cmd::Close(2)]);
+    // A connection from the listener's backlog is served its first request, then closed.
+    ops.accepted(&mut w, 13);
+    assert_eq!(ops.take(), [Cmd::Open(3, 13)]);
+    ops.received(&mut w, 3, b"hi");
+    ops.end_turn(&mut w);
+    assert_eq!(ops.take(), [send(3, b"hi", 1)]);
+    ops.sent(&mut w, 3, Ok(2));
+    ops.end_turn(&mut w);
+    assert_eq!(ops.take(), [Cmd::Close(3)]);
+    for slot in 0..4 {
+        ops.closed(&mut w, slot);
+    }
+    assert_eq!(stats.snapshot().closed_for(CloseReason::Drained), 4);
+    // One that never sends is cut off at the deadline.
+    ops.accepted(&mut w, 14);
+    ops.take();
     control.request_stop(std::time::Duration::ZERO);
     ops.woken(&mut w);
-    assert_eq!(ops.take(), [Cmd::Close(0), Cmd::Close(1)]);
+    assert_eq!(
+        ops.take(),
+        [Cmd::Close(3)],
+        "the slab reuses the last freed slot"
+    );
     assert_eq!(log.borrow().last().unwrap(), "close Shutdown");
+}
+
+/// Keeps its session through a drain until it sees "last", then says goodbye and closes.
+struct Goodbye;
+
+impl Handler<Bytes> for Goodbye {
+    fn on_message(&mut self, s: &mut Session<'_, Bytes>, frame: &[u8]) {
+        s.send(frame).unwrap();
+        if s.is_draining() && frame == b"last" {
+            s.send(b"bye").unwrap();
+            s.close_when_idle();
+        }
+    }
+    fn on_drain(&mut self, _: &mut Session<'_, Bytes>) {}
+}
+
+#[test]
+fn on_drain_can_keep_a_session_until_a_protocol_boundary() {
+    let stats = Arc::new(CoreStats::default());
+    let control = Arc::new(Control::new());
+    let (w, _, _, _) = worker();
+    let mut w: Worker<Bytes, Goodbye, _> = Worker::new(
+        w.cfg,
+        Bytes,
+        Arc::new(|| Goodbye),
+        stats.clone(),
+        control.clone(),
+    );
+    let mut cmds = Vec::new();
+    let fd: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+    w.accepted(fd);
+    control.request_stop(std::time::Duration::from_secs(3600));
+    w.woken();
+    cmds.extend(w.commands().drain(..));
+    assert!(
+        !cmds.iter().any(|c| matches!(c, Command::Close { .. })),
+        "kept by its handler: {cmds:?}"
+    );
+    w.received(0, b"more");
+    w.received(0, b"last");
+    w.end_turn();
+    let send = match w.commands().pop() {
+        Some(Command::Send { slot: 0, send }) => send,
+        other => panic!("expected a send, got {other:?}"),
+    };
+    assert_eq!(send.to_vec(), b"morelastbye");
+    let n = send.len();
+    w.sent(0, send, Ok(n));
+    w.end_turn();
+    // (The 11 bytes passed the test's 8-byte high-water mark: reading paused and resumed.)
+    assert!(
+        matches!(w.commands().last(), Some(Command::Close { slot: 0 })),
+        "closed once its goodbye was written: {:?}",
+        w.commands()
+    );
 }
 
 #[test]

@@ -232,10 +232,13 @@ impl EpollDriver {
             return; // Closed earlier in this turn.
         }
         let error = events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
+        let connecting = self.ops.slots[slot as usize].connecting;
         if events & libc::EPOLLOUT as u32 != 0 || error {
             self.writable(slot);
         }
-        if !self.ops.slots[slot as usize].is_current(ud.generation()) {
+        if connecting || !self.ops.slots[slot as usize].is_current(ud.generation()) {
+            // A connect that just finished is reported before any input (next turn, as the
+            // core hears `connected` first); level-triggered epoll reports the input again.
             return;
         }
         if events & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0 || error {

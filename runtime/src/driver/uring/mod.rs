@@ -10,6 +10,7 @@ mod io_slot;
 mod ops;
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,9 +81,11 @@ pub(crate) struct UringOps {
 
 /// The io_uring driver of one core.
 pub(crate) struct UringDriver {
-    // Field order is drop order: the ring (inside `ops`) goes before the buffers it used.
     ops: UringOps,
-    bufs: BufRing,
+    /// Unmapped in `Drop` only when nothing is in flight (no receive can write them, and the
+    /// kernel reads the buffer ring only for a receive); otherwise leaked, since the kernel may
+    /// still write into them while it tears the ring down.
+    bufs: ManuallyDrop<BufRing>,
     batch: Vec<Completion>,
 }
 
@@ -130,7 +133,7 @@ impl UringDriver {
         ops.arm_wake();
         Ok(UringDriver {
             ops,
-            bufs,
+            bufs: ManuallyDrop::new(bufs),
             batch: Vec::with_capacity(cq),
         })
     }
@@ -284,6 +287,11 @@ impl Driver for UringDriver {
 impl Drop for UringDriver {
     fn drop(&mut self) {
         self.ops.cancel_wake();
+        if self.is_quiescent() {
+            // SAFETY: dropped once, here; nothing in flight can use the buffers, and the
+            // field is not used again.
+            unsafe { ManuallyDrop::drop(&mut self.bufs) };
+        }
     }
 }
 
