@@ -376,6 +376,11 @@ fn choose_driver(config: &Config) -> Result<(DriverKind, Option<String>), Server
             })?;
         }
     }
+    if kind == DriverKind::Epoll {
+        // Forced epoll never touches io_uring, not even to probe it: under a seccomp profile
+        // that kills on io_uring_setup (rather than refusing it) the probe would kill us.
+        return Ok((DriverKind::Epoll, None));
+    }
     let pinned = probe::pinned_bytes(config.buf_count) * config.cpus.len();
     let uring = match probe::probe() {
         Ok(f) if f.memlock_limit.is_some_and(|limit| pinned as u64 > limit) => Err(format!(
