@@ -28,6 +28,7 @@ pub mod stats;
 pub mod bench_support;
 mod buf_ring;
 mod driver;
+mod errno;
 mod listener;
 mod op;
 mod ring;
