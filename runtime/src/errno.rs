@@ -18,6 +18,7 @@ const fn e(code: i32, name: &'static str, hint: &'static str) -> Errno {
 }
 
 /// Ordered roughly as a reader meets them: process and file errors, then sockets.
+#[rustfmt::skip]
 const TABLE: &[Errno] = &[
     e(libc::EPERM, "EPERM", "not permitted"),
     e(libc::ENOENT, "ENOENT", ""),
@@ -32,11 +33,7 @@ const TABLE: &[Errno] = &[
     e(libc::EEXIST, "EEXIST", ""),
     e(libc::EINVAL, "EINVAL", "invalid argument"),
     e(libc::ENFILE, "ENFILE", "the system's file table is full"),
-    e(
-        libc::EMFILE,
-        "EMFILE",
-        "out of file descriptors: raise `ulimit -n`",
-    ),
+    e(libc::EMFILE, "EMFILE", "out of file descriptors: raise `ulimit -n`"),
     e(libc::ENOSPC, "ENOSPC", ""),
     e(libc::EPIPE, "EPIPE", "the peer closed the connection"),
     e(libc::ENOSYS, "ENOSYS", "the kernel lacks this system call"),
@@ -44,48 +41,20 @@ const TABLE: &[Errno] = &[
     e(libc::EMSGSIZE, "EMSGSIZE", ""),
     e(libc::EPROTONOSUPPORT, "EPROTONOSUPPORT", ""),
     e(libc::EOPNOTSUPP, "EOPNOTSUPP", "operation not supported"),
-    e(
-        libc::EAFNOSUPPORT,
-        "EAFNOSUPPORT",
-        "address family not supported (IPv6 disabled?)",
-    ),
-    e(
-        libc::EADDRINUSE,
-        "EADDRINUSE",
-        "address in use: another socket is bound there",
-    ),
-    e(
-        libc::EADDRNOTAVAIL,
-        "EADDRNOTAVAIL",
-        "no local interface has that address",
-    ),
+    e(libc::EAFNOSUPPORT, "EAFNOSUPPORT", "address family not supported (IPv6 disabled?)"),
+    e(libc::EADDRINUSE, "EADDRINUSE", "address in use: another socket is bound there"),
+    e(libc::EADDRNOTAVAIL, "EADDRNOTAVAIL", "no local interface has that address"),
     e(libc::ENETDOWN, "ENETDOWN", "the network is down"),
     e(libc::ENETUNREACH, "ENETUNREACH", "no route to that network"),
     e(libc::ENETRESET, "ENETRESET", ""),
-    e(
-        libc::ECONNABORTED,
-        "ECONNABORTED",
-        "the connection was aborted before it was accepted",
-    ),
-    e(
-        libc::ECONNRESET,
-        "ECONNRESET",
-        "the peer reset the connection",
-    ),
+    e(libc::ECONNABORTED, "ECONNABORTED", "the connection was aborted before it was accepted"),
+    e(libc::ECONNRESET, "ECONNRESET", "the peer reset the connection"),
     e(libc::ENOBUFS, "ENOBUFS", "out of buffer space"),
     e(libc::EISCONN, "EISCONN", ""),
     e(libc::ENOTCONN, "ENOTCONN", "the socket is not connected"),
     e(libc::ESHUTDOWN, "ESHUTDOWN", ""),
-    e(
-        libc::ETIMEDOUT,
-        "ETIMEDOUT",
-        "the peer did not answer in time",
-    ),
-    e(
-        libc::ECONNREFUSED,
-        "ECONNREFUSED",
-        "nothing listens at that address",
-    ),
+    e(libc::ETIMEDOUT, "ETIMEDOUT", "the peer did not answer in time"),
+    e(libc::ECONNREFUSED, "ECONNREFUSED", "nothing listens at that address"),
     e(libc::EHOSTDOWN, "EHOSTDOWN", "the host is down"),
     e(libc::EHOSTUNREACH, "EHOSTUNREACH", "no route to the host"),
     e(libc::EALREADY, "EALREADY", ""),
