@@ -64,6 +64,19 @@ where
         self
     }
 
+    /// Joins the listeners another process already has on the address instead of failing
+    /// (default: no). Every core listens with SO_REUSEPORT, which would let a second server
+    /// on the same address silently take part of the first one's connections; so by default
+    /// `start` fails with [`ServerError::AddrInUse`] where another socket listens there.
+    ///
+    /// For a zero-downtime restart, start the new process with `share_port(true)` while the
+    /// old one still serves (the kernel spreads new connections over both), then stop the old
+    /// one with a drain ([`ServerHandle::shutdown`]). Both must run as the same user.
+    pub fn share_port(mut self, share: bool) -> Self {
+        self.config.share_port = share;
+        self
+    }
+
     /// Starts serving and returns once every core serves.
     pub fn start(self) -> Result<ServerHandle, ServerError> {
         ringwire_runtime::start(self.config, self.codec, self.factory, self.hooks)

@@ -38,6 +38,10 @@ pub struct ServerArgs {
     /// Close sessions whose pending output makes no progress for this long.
     #[arg(long)]
     pub write_timeout_ms: Option<u64>,
+    /// Join another process already listening on the address (a zero-downtime restart)
+    /// instead of failing with "address in use".
+    #[arg(long)]
+    pub share_port: bool,
     /// On SIGINT/SIGTERM, serve open sessions for at most this long before closing them.
     #[arg(long, default_value_t = 10_000)]
     pub drain_ms: u64,
@@ -55,7 +59,8 @@ impl ServerArgs {
         let mut server = server
             .ring_entries(self.ring_entries)
             .buffers(self.buffers, self.buf_size)
-            .max_sessions(self.max_conns);
+            .max_sessions(self.max_conns)
+            .share_port(self.share_port);
         if let Some(t) = self.idle_timeout_ms {
             server = server.idle_timeout(ms(t));
         }

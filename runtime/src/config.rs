@@ -21,6 +21,9 @@ pub struct Config {
     pub pin: bool,
     /// Listen backlog of each core's listener.
     pub backlog: i32,
+    /// Join the listeners of another process on `addr` (SO_REUSEPORT) instead of failing with
+    /// `ServerError::AddrInUse`: for a zero-downtime restart.
+    pub share_port: bool,
     /// Set TCP_NODELAY on accepted connections.
     pub nodelay: bool,
     /// Submission queue entries of each core's ring (a power of two).
@@ -71,6 +74,7 @@ impl Default for Config {
             cpus: vec![0],
             pin: true,
             backlog: 1024,
+            share_port: false,
             nodelay: true,
             ring_entries: 1024,
             cq_entries: 0,

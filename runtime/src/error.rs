@@ -24,6 +24,12 @@ pub enum ServerError {
         /// What the kernel said.
         source: io::Error,
     },
+    /// Another socket already listens on the address, and sharing it was not asked for
+    /// (`Server::share_port`).
+    AddrInUse {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
     /// io_uring could not be set up on a core.
     IoUringUnavailable {
         /// The step that failed: ring setup, buffer ring registration, ...
@@ -68,6 +74,11 @@ impl fmt::Display for ServerError {
             ServerError::Bind { addr, source } => {
                 write!(f, "cannot listen on {addr}: {}", errno_of(source))
             }
+            ServerError::AddrInUse { addr } => write!(
+                f,
+                "cannot listen on {addr}: address in use (another socket listens there; \
+                 Server::share_port(true) joins it, for a zero-downtime restart)"
+            ),
             ServerError::IoUringUnavailable { step, source } => write!(
                 f,
                 "io_uring unavailable: {step} failed with {}",
@@ -110,6 +121,7 @@ impl From<ServerError> for io::Error {
             | ServerError::Setup { source, .. }
             | ServerError::Worker { source, .. }
             | ServerError::Spawn(source) => source.kind(),
+            ServerError::AddrInUse { .. } => io::ErrorKind::AddrInUse,
             ServerError::WorkerPanicked { .. } => io::ErrorKind::Other,
             ServerError::DriverUnavailable { .. } => io::ErrorKind::Unsupported,
         };
