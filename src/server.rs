@@ -39,7 +39,8 @@ where
     F: Fn() -> H + Send + Sync + 'static,
 {
     /// A server speaking `codec`, with a handler per session from `factory`. Defaults: binds
-    /// 127.0.0.1 on a port the kernel picks, 1 core (CPU 0), 1 MiB frames.
+    /// 127.0.0.1 on a port the kernel picks, 1 core (the first CPU this process may run on), 1 MiB
+    /// frames.
     pub fn new(codec: C, factory: F) -> Self {
         Server {
             config: Config::default(),

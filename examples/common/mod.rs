@@ -11,7 +11,7 @@ use signal_hook::iterator::Signals;
 /// Flags of every example server (besides `--addr` and its protocol's own).
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
-    /// Number of cores (workers pinned to CPUs 0..N).
+    /// Number of cores (workers pinned to the first N CPUs the process may run on).
     #[arg(long, default_value_t = 1, conflicts_with = "cpus")]
     pub cores: usize,
     /// Explicit CPU list, e.g. 0,2,4.

@@ -27,6 +27,7 @@ pub mod stats;
 #[doc(hidden)]
 pub mod bench_support;
 mod buf_ring;
+mod cpus;
 mod driver;
 mod errno;
 mod listener;

@@ -413,7 +413,9 @@ where
     H: Handler<C>,
     F: Fn() -> H + Send + Sync + 'static,
 {
+    let mut config = config;
     config.validate()?;
+    crate::cpus::resolve(&mut config)?;
     let (driver, fallback) = choose_driver(&config)?;
     let (listeners, local_addr) = if config.listen {
         let (fds, addr) = listener::bind_all(&config)?;
