@@ -70,6 +70,7 @@ fn affinity_child() {
             .cores(2)
             .on_worker_start(move |_| seen.lock().unwrap().push(allowed())),
     );
+    assert_eq!(server.info().cpus, [cpu, cpu]);
     let mut conn = util::connect(server.addr());
     std::io::Write::write_all(&mut conn, b"pinned").unwrap();
     assert_eq!(util::read_n(&mut conn, 6), b"pinned");

@@ -94,6 +94,10 @@ fn child_under_seccomp() {
             probe_fails();
             let handle = server.start().expect("falls back to epoll");
             println!("driver: {}", handle.driver());
+            let info = handle.info();
+            assert_eq!(info.driver, DriverKind::Epoll);
+            let why = info.fallback.as_deref().expect("the fallback's reason");
+            println!("info fallback: {why}");
             echo_once(handle.local_addr());
             handle.shutdown(Duration::from_secs(1)).unwrap();
         }
@@ -115,6 +119,8 @@ fn child_under_seccomp() {
             };
             let handle = server.start().expect("serves on epoll");
             println!("driver: {}", handle.driver());
+            assert_eq!(handle.info().driver, DriverKind::Epoll);
+            assert_eq!(handle.info().fallback, None, "epoll was asked for");
             echo_once(handle.local_addr());
             handle.shutdown(Duration::from_secs(1)).unwrap();
             println!("served on epoll under a killing filter");
@@ -171,6 +177,10 @@ fn io_uring_denied_by_seccomp_falls_back_to_epoll_and_says_why() {
     assert!(text.contains("driver: epoll driver"), "{text}");
     assert!(
         text.contains("; io_uring unavailable: io_uring_setup failed with EPERM"),
+        "{text}"
+    );
+    assert!(
+        text.contains("info fallback: io_uring_setup failed with EPERM"),
         "{text}"
     );
 }

@@ -17,6 +17,7 @@ use crate::driver::uring::UringDriver;
 use crate::driver::{Driver, Ops, Sink};
 use crate::error::{panic_message, ServerError};
 use crate::handler::Handler;
+use crate::info::ServerInfo;
 use crate::listener;
 use crate::probe::{self, DriverKind};
 use crate::session::Timeouts;
@@ -79,6 +80,7 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<Result<(), ServerError>>>,
     driver: String,
     latency: Vec<CoreLatency>,
+    info: ServerInfo,
 }
 
 impl ServerHandle {
@@ -110,6 +112,12 @@ impl ServerHandle {
     /// unavailable: <why>` after a fallback.
     pub fn driver(&self) -> &str {
         &self.driver
+    }
+
+    /// What the server runs on (driver, why io_uring is not used, CPUs, address): what the
+    /// start-up line logs, for a service to print its own way.
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
     }
 
     /// A handle that stops the server from any thread.
@@ -485,6 +493,15 @@ where
             }
         }
     }
+    let info = ServerInfo {
+        driver,
+        driver_detail: description.clone(),
+        fallback,
+        cpus: config.cpus.clone(),
+        pinned: config.pin,
+        addr: local_addr,
+        listening: config.listen,
+    };
     let mut handle = ServerHandle {
         local_addr,
         stats,
@@ -495,27 +512,17 @@ where
         threads,
         driver: description,
         latency: latencies,
+        info,
     };
     if let Some(e) = failure {
         // Dropping the handle stops and joins the workers that did start.
         drop(handle);
         return Err(e);
     }
-    if let Some(why) = fallback {
+    if let Some(why) = &handle.info.fallback {
         handle.driver = format!("{}; io_uring unavailable: {why}", handle.driver);
     }
-    log::info!(
-        "ringwire: {} on {} core(s) (CPUs {:?}), {} {}",
-        handle.driver,
-        config.cpus.len(),
-        config.cpus,
-        if config.listen {
-            "listening on"
-        } else {
-            "connecting to"
-        },
-        handle.local_addr
-    );
+    log::info!("ringwire: {}", handle.info);
     Ok(handle)
 }
 
