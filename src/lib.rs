@@ -35,6 +35,7 @@ pub mod handlers;
 pub mod report;
 mod server;
 mod settings;
+pub mod signal;
 
 pub use client::{Client, ClientHandle};
 pub use codec::Codec;

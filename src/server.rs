@@ -1,6 +1,7 @@
 //! The `Server` builder.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::settings::engine_settings;
 use ringwire_runtime::{Codec, Config, Handler, Hooks, ServerError, ServerHandle};
@@ -86,5 +87,32 @@ where
     /// Starts serving and blocks until the server stops.
     pub fn run(self) -> Result<(), ServerError> {
         self.start()?.join()
+    }
+
+    /// Starts serving and blocks until a signal stops the server: the first SIGINT or SIGTERM
+    /// drains for at most `drain` (stops accepting, serves the open sessions until their
+    /// peers close or `drain` passes), a second stops at once. The signals are caught from
+    /// before the server starts; once this returns they terminate the process again. See
+    /// [`signal::drain_on_signal`](crate::signal::drain_on_signal) to watch a handle you
+    /// keep.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use ringwire::{codec::Len32, handlers::Echo, Server};
+    ///
+    /// Server::new(Len32, || Echo).cores(2).run_until_signal(Duration::from_secs(10))?;
+    /// # Ok::<(), ringwire::ServerError>(())
+    /// ```
+    pub fn run_until_signal(self, drain: Duration) -> Result<(), ServerError> {
+        let signals = crate::signal::catch_signals().map_err(ServerError::Spawn)?;
+        let handle = match self.start() {
+            Ok(handle) => handle,
+            Err(e) => {
+                crate::signal::release(signals);
+                return Err(e);
+            }
+        };
+        let _watch = crate::signal::watch(signals, handle.stopper(), drain);
+        handle.join()
     }
 }
