@@ -93,7 +93,7 @@ where
     );
     let latency = handle.latency().to_vec();
     let on_usr1 = latency.clone();
-    let total = serve_until_signalled("ringwire echo", handle, args.server.drain(), move || {
+    let total = serve_until_signalled(handle, args.server.drain(), move || {
         print_latency(&on_usr1, None)
     })?;
     eprintln!(

@@ -59,7 +59,7 @@ fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
         handle.local_addr(),
         handle.core_stats().len()
     );
-    let total = serve_until_signalled("ringwire http", handle, args.server.drain(), || {})?;
+    let total = serve_until_signalled(handle, args.server.drain(), || {})?;
     eprintln!(
         "ringwire http: stopped after {} sessions, {} responses in {} writes",
         total.accepted, total.frames_out, total.writes

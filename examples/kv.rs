@@ -98,7 +98,7 @@ fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
         handle.core_stats().len(),
         args.store
     );
-    let total = serve_until_signalled("ringwire kv", handle, args.server.drain(), || {})?;
+    let total = serve_until_signalled(handle, args.server.drain(), || {})?;
     eprintln!(
         "ringwire kv: stopped after {} sessions, {} commands, {} replies in {} writes",
         total.accepted, total.frames_in, total.frames_out, total.writes

@@ -3,13 +3,13 @@
 # starting from the committed corpus. New inputs go to fuzz/corpus-new/NAME (not committed);
 # merge the interesting ones into fuzz/corpus/NAME with `cargo fuzz cmin` by hand.
 # Usage: fuzz/run.sh [seconds per target, default 60] [target...]
-# Without nightly, the stable replay runs instead: `cargo test --release --test resp --test http fuzz`.
+# Without nightly, the stable replay runs instead: `cargo test --release --test resp --test http --test lines fuzz`.
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(resp_decode http_decode len32_decode)
+[ ${#targets[@]} -gt 0 ] || targets=(resp_decode http_decode len32_decode lines_decode)
 if ! cargo +nightly --version >/dev/null 2>&1 || ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz/run.sh: needs a nightly toolchain and cargo-fuzz (cargo install cargo-fuzz)" >&2
     exit 2

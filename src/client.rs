@@ -53,7 +53,7 @@ where
     F: Fn() -> H + Send + Sync + 'static,
 {
     /// A client speaking `codec`, with a handler per connection from `factory`. Defaults: 1 core
-    /// (CPU 0), 1 connection per core, to 127.0.0.1:7000.
+    /// (the first CPU this process may run on), 1 connection per core, to 127.0.0.1:7000.
     pub fn new(codec: C, factory: F) -> Self {
         let config = Config {
             listen: false,

@@ -35,13 +35,14 @@ pub mod handlers;
 pub mod report;
 mod server;
 mod settings;
+pub mod signal;
 
 pub use client::{Client, ClientHandle};
 pub use codec::Codec;
 pub use ringwire_runtime::{
     probe, CloseReason, Config, CoreLatency, CoreSnapshot, CoreStats, Counter, DriverKind, Hooks,
-    IoOp, ProbeError, ServerError, ServerHandle, ServerStats, Session, SessionError, SessionId,
-    Stopper, UringFeatures,
+    IoOp, ProbeError, ServerError, ServerHandle, ServerInfo, ServerStats, Session, SessionError,
+    SessionId, Stopper, UringFeatures,
 };
 pub use ringwire_runtime::{BufPool, Handler};
 pub use server::Server;

@@ -1,6 +1,7 @@
 //! The `Server` builder.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::settings::engine_settings;
 use ringwire_runtime::{Codec, Config, Handler, Hooks, ServerError, ServerHandle};
@@ -39,7 +40,8 @@ where
     F: Fn() -> H + Send + Sync + 'static,
 {
     /// A server speaking `codec`, with a handler per session from `factory`. Defaults: binds
-    /// 127.0.0.1 on a port the kernel picks, 1 core (CPU 0), 1 MiB frames.
+    /// 127.0.0.1 on a port the kernel picks, 1 core (the first CPU this process may run on), 1 MiB
+    /// frames.
     pub fn new(codec: C, factory: F) -> Self {
         Server {
             config: Config::default(),
@@ -64,6 +66,19 @@ where
         self
     }
 
+    /// Joins the listeners another process already has on the address instead of failing
+    /// (default: no). Every core listens with SO_REUSEPORT, which would let a second server
+    /// on the same address silently take part of the first one's connections; so by default
+    /// `start` fails with [`ServerError::AddrInUse`] where another socket listens there.
+    ///
+    /// For a zero-downtime restart, start the new process with `share_port(true)` while the
+    /// old one still serves (the kernel spreads new connections over both), then stop the old
+    /// one with a drain ([`ServerHandle::shutdown`]). Both must run as the same user.
+    pub fn share_port(mut self, share: bool) -> Self {
+        self.config.share_port = share;
+        self
+    }
+
     /// Starts serving and returns once every core serves.
     pub fn start(self) -> Result<ServerHandle, ServerError> {
         ringwire_runtime::start(self.config, self.codec, self.factory, self.hooks)
@@ -72,5 +87,32 @@ where
     /// Starts serving and blocks until the server stops.
     pub fn run(self) -> Result<(), ServerError> {
         self.start()?.join()
+    }
+
+    /// Starts serving and blocks until a signal stops the server: the first SIGINT or SIGTERM
+    /// drains for at most `drain` (stops accepting, serves the open sessions until their
+    /// peers close or `drain` passes), a second stops at once. The signals are caught from
+    /// before the server starts; once this returns they terminate the process again. See
+    /// [`signal::drain_on_signal`](crate::signal::drain_on_signal) to watch a handle you
+    /// keep.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use ringwire::{codec::Len32, handlers::Echo, Server};
+    ///
+    /// Server::new(Len32, || Echo).cores(2).run_until_signal(Duration::from_secs(10))?;
+    /// # Ok::<(), ringwire::ServerError>(())
+    /// ```
+    pub fn run_until_signal(self, drain: Duration) -> Result<(), ServerError> {
+        let signals = crate::signal::catch_signals().map_err(ServerError::Spawn)?;
+        let handle = match self.start() {
+            Ok(handle) => handle,
+            Err(e) => {
+                crate::signal::release(signals);
+                return Err(e);
+            }
+        };
+        let _watch = crate::signal::watch(signals, handle.stopper(), drain);
+        handle.join()
     }
 }

@@ -5,15 +5,22 @@
 /// share; the builder has `config: Config` and `hooks: Hooks` fields.
 macro_rules! engine_settings {
     () => {
-        /// Runs `n` workers, pinned to CPUs `0..n`.
+        /// Runs `n` workers, pinned to the first `n` CPUs this process may run on (its
+        /// affinity mask, as `taskset` or a cgroup cpuset sets it; more workers than allowed
+        /// CPUs share them). The start-up line says which were used.
         pub fn cores(mut self, n: usize) -> Self {
-            self.config.cpus = (0..n).collect();
+            self.config.cpus.clear();
+            self.config.cores = n;
             self
         }
 
-        /// Runs one worker per listed CPU, pinned to it.
+        /// Runs one worker per listed CPU, pinned to it. A CPU this process may not run on
+        /// makes `start` fail with [`ServerError::Config`](crate::ServerError::Config)
+        /// (unless `pin(false)`).
         pub fn cpus(mut self, cpus: impl IntoIterator<Item = usize>) -> Self {
             self.config.cpus = cpus.into_iter().collect();
+            // An empty list is an error, not the default core.
+            self.config.cores = 0;
             self
         }
 

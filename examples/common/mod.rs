@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use clap::Args;
 use ringwire::{Codec, CoreSnapshot, Handler, Server, ServerError, ServerHandle};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::SIGUSR1;
 use signal_hook::iterator::Signals;
 
 /// Flags of every example server (besides `--addr` and its protocol's own).
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
-    /// Number of cores (workers pinned to CPUs 0..N).
+    /// Number of cores (workers pinned to the first N CPUs the process may run on).
     #[arg(long, default_value_t = 1, conflicts_with = "cpus")]
     pub cores: usize,
     /// Explicit CPU list, e.g. 0,2,4.
@@ -38,6 +38,10 @@ pub struct ServerArgs {
     /// Close sessions whose pending output makes no progress for this long.
     #[arg(long)]
     pub write_timeout_ms: Option<u64>,
+    /// Join another process already listening on the address (a zero-downtime restart)
+    /// instead of failing with "address in use".
+    #[arg(long)]
+    pub share_port: bool,
     /// On SIGINT/SIGTERM, serve open sessions for at most this long before closing them.
     #[arg(long, default_value_t = 10_000)]
     pub drain_ms: u64,
@@ -55,7 +59,8 @@ impl ServerArgs {
         let mut server = server
             .ring_entries(self.ring_entries)
             .buffers(self.buffers, self.buf_size)
-            .max_sessions(self.max_conns);
+            .max_sessions(self.max_conns)
+            .share_port(self.share_port);
         if let Some(t) = self.idle_timeout_ms {
             server = server.idle_timeout(ms(t));
         }
@@ -78,34 +83,18 @@ impl ServerArgs {
 }
 
 /// Serves until the server stops: the first SIGINT or SIGTERM drains for at most `drain`, a
-/// second stops at once, SIGUSR1 calls `on_usr1`. Returns the counters summed over the cores.
+/// second stops at once (the library's [`ringwire::signal::drain_on_signal`]); SIGUSR1 calls
+/// `on_usr1`. Returns the counters summed over the cores.
 pub fn serve_until_signalled(
-    name: &str,
     handle: ServerHandle,
     drain: Duration,
     on_usr1: impl Fn() + Send + 'static,
 ) -> Result<CoreSnapshot, ServerError> {
-    let stopper = handle.stopper();
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(ServerError::Spawn)?;
-    let name = name.to_owned();
-    // The thread waits for signals until the process exits.
-    std::thread::spawn(move || {
-        let mut stops = 0;
-        for sig in signals.forever() {
-            if sig == SIGUSR1 {
-                on_usr1();
-                continue;
-            }
-            stops += 1;
-            if stops == 1 {
-                eprintln!("{name}: signal {sig}: draining for at most {drain:?}");
-                stopper.shutdown(drain);
-            } else {
-                eprintln!("{name}: second signal: stopping now");
-                stopper.stop();
-            }
-        }
-    });
+    let _watch =
+        ringwire::signal::drain_on_signal(handle.stopper(), drain).map_err(ServerError::Spawn)?;
+    let mut usr1 = Signals::new([SIGUSR1]).map_err(ServerError::Spawn)?;
+    // The thread waits for SIGUSR1 until the process exits.
+    std::thread::spawn(move || usr1.forever().for_each(|_| on_usr1()));
     let counters = handle.core_stats().to_vec();
     handle.join()?;
     let mut total = CoreSnapshot::default();

@@ -4,4 +4,4 @@
 #[path = "targets.rs"]
 mod targets;
 
-pub use targets::{http_decode, len32_decode, replay, resp_decode};
+pub use targets::{http_decode, len32_decode, lines_decode, replay, resp_decode};

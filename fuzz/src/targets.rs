@@ -1,6 +1,6 @@
 //! The fuzz targets' bodies, shared by the libFuzzer binaries (`fuzz/fuzz_targets/`, run with
 //! `cargo +nightly fuzz run NAME`) and by stable `cargo test` runs that replay the committed
-//! corpus plus seeded mutations of it (`tests/resp.rs`, `tests/http.rs`).
+//! corpus plus seeded mutations of it (`tests/resp.rs`, `tests/http.rs`, `tests/lines.rs`).
 //!
 //! Each target decodes its input three ways — whole, split at a point the input picks, and one
 //! byte at a time — through `FrameReader`, as the engine does, and asserts that the three give
@@ -171,6 +171,20 @@ pub fn len32_decode(data: &[u8]) {
         &mut |_, frame: &[u8]| {
             assert!(frame.len() <= MAX_FRAME);
             format!("{}", frame.escape_ascii())
+        },
+        |v| v,
+    );
+}
+
+/// The `Lines` decoder.
+pub fn lines_decode(data: &[u8]) {
+    three_ways(
+        ringwire::codec::Lines::new(),
+        data,
+        &mut |_, line: &[u8]| {
+            assert!(line.len() <= MAX_FRAME);
+            assert!(!line.contains(&b'\n'));
+            format!("{}", line.escape_ascii())
         },
         |v| v,
     );

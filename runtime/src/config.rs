@@ -15,12 +15,18 @@ pub struct Config {
     pub listen: bool,
     /// Outbound connections each core opens when it starts: target and count per core.
     pub connect: Option<(SocketAddr, usize)>,
-    /// One worker per entry, pinned to that CPU.
+    /// One worker per entry, pinned to that CPU (each must be one the process may run on).
+    /// Empty: `cores` workers on the first CPUs the process may run on.
     pub cpus: Vec<usize>,
+    /// Workers to run when `cpus` is empty.
+    pub cores: usize,
     /// Pin workers to their CPU.
     pub pin: bool,
     /// Listen backlog of each core's listener.
     pub backlog: i32,
+    /// Join the listeners of another process on `addr` (SO_REUSEPORT) instead of failing with
+    /// `ServerError::AddrInUse`: for a zero-downtime restart.
+    pub share_port: bool,
     /// Set TCP_NODELAY on accepted connections.
     pub nodelay: bool,
     /// Submission queue entries of each core's ring (a power of two).
@@ -68,9 +74,11 @@ impl Default for Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             listen: true,
             connect: None,
-            cpus: vec![0],
+            cpus: Vec::new(),
+            cores: 1,
             pin: true,
             backlog: 1024,
+            share_port: false,
             nodelay: true,
             ring_entries: 1024,
             cq_entries: 0,
@@ -95,11 +103,16 @@ impl Config {
     /// Checks every setting; the error names the setting.
     pub fn validate(&self) -> Result<(), ServerError> {
         let bad = |msg: String| Err(ServerError::Config(msg));
-        if self.cpus.is_empty() {
+        let cores = if self.cpus.is_empty() {
+            self.cores
+        } else {
+            self.cpus.len()
+        };
+        if cores == 0 {
             return bad("at least one core is needed".into());
         }
-        if self.cpus.len() > 4096 {
-            return bad(format!("{} cores is more than 4096", self.cpus.len()));
+        if cores > 4096 {
+            return bad(format!("{cores} cores is more than 4096"));
         }
         if !self.ring_entries.is_power_of_two() || self.ring_entries > 32768 {
             return bad(format!(

@@ -8,62 +8,8 @@ use std::io;
 use std::net::SocketAddr;
 
 use crate::codec::CodecError;
+use crate::errno::{describe as errno_of, describe_uring};
 use crate::session::SessionId;
-
-/// The symbolic name of an errno value, for messages people act on.
-pub(crate) fn errno_name(code: i32) -> &'static str {
-    match code {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EINTR => "EINTR",
-        libc::EBADF => "EBADF",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EBUSY => "EBUSY",
-        libc::EEXIST => "EEXIST",
-        libc::EINVAL => "EINVAL",
-        libc::ENFILE => "ENFILE",
-        libc::EMFILE => "EMFILE",
-        libc::EPIPE => "EPIPE",
-        libc::ENOSYS => "ENOSYS",
-        libc::ENOBUFS => "ENOBUFS",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::EADDRINUSE => "EADDRINUSE",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::ECONNABORTED => "ECONNABORTED",
-        libc::ECONNRESET => "ECONNRESET",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        libc::ECANCELED => "ECANCELED",
-        _ => "errno",
-    }
-}
-
-fn errno_of(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => format!("{} ({code})", errno_name(code)),
-        None => e.to_string(),
-    }
-}
-
-/// The likely cause of an io_uring setup failure, and what to change.
-fn uring_hint(step: &str, e: &io::Error) -> &'static str {
-    match (step, e.raw_os_error()) {
-        (_, Some(libc::EPERM)) => {
-            "kernel.io_uring_disabled or a seccomp profile (Docker, Kubernetes) forbids io_uring"
-        }
-        (_, Some(libc::ENOSYS)) => "kernel without io_uring, or the syscall is filtered",
-        (_, Some(libc::ENOMEM)) => {
-            "locked-memory limit too low: raise `ulimit -l`, or use fewer or smaller buffers"
-        }
-        ("buffer ring registration", Some(libc::EINVAL)) => {
-            "kernel lacks provided buffer rings (Linux 5.19 or later needed)"
-        }
-        (_, Some(libc::EINVAL)) => "kernel too old for the requested io_uring features",
-        _ => "unexpected failure",
-    }
-}
 
 /// Why a server could not start or stopped abnormally.
 #[derive(Debug)]
@@ -77,6 +23,12 @@ pub enum ServerError {
         addr: SocketAddr,
         /// What the kernel said.
         source: io::Error,
+    },
+    /// Another socket already listens on the address, and sharing it was not asked for
+    /// (`Server::share_port`).
+    AddrInUse {
+        /// The address asked for.
+        addr: SocketAddr,
     },
     /// io_uring could not be set up on a core.
     IoUringUnavailable {
@@ -122,11 +74,15 @@ impl fmt::Display for ServerError {
             ServerError::Bind { addr, source } => {
                 write!(f, "cannot listen on {addr}: {}", errno_of(source))
             }
+            ServerError::AddrInUse { addr } => write!(
+                f,
+                "cannot listen on {addr}: address in use (another socket listens there; \
+                 Server::share_port(true) joins it, for a zero-downtime restart)"
+            ),
             ServerError::IoUringUnavailable { step, source } => write!(
                 f,
-                "io_uring unavailable: {step} failed with {} ({})",
-                errno_of(source),
-                uring_hint(step, source)
+                "io_uring unavailable: {step} failed with {}",
+                describe_uring(step, source)
             ),
             ServerError::DriverUnavailable { reason } => {
                 write!(f, "io_uring driver forced but unavailable: {reason}")
@@ -165,6 +121,7 @@ impl From<ServerError> for io::Error {
             | ServerError::Setup { source, .. }
             | ServerError::Worker { source, .. }
             | ServerError::Spawn(source) => source.kind(),
+            ServerError::AddrInUse { .. } => io::ErrorKind::AddrInUse,
             ServerError::WorkerPanicked { .. } => io::ErrorKind::Other,
             ServerError::DriverUnavailable { .. } => io::ErrorKind::Unsupported,
         };
@@ -310,6 +267,20 @@ mod tests {
         );
         assert!(text.contains("io_uring_disabled"), "{text}");
         assert!(text.contains("seccomp"), "{text}");
+    }
+
+    #[test]
+    fn a_refused_connect_names_its_errno() {
+        let e = SessionError::Io {
+            session: SessionId::new(0, 3),
+            op: IoOp::Connect,
+            error: io::Error::from_raw_os_error(libc::ECONNREFUSED),
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("Connect failed: ECONNREFUSED (111, nothing listens"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -29,10 +29,48 @@ fn bind_one(addr: SocketAddr, backlog: i32, nodelay: bool) -> io::Result<Socket>
     Ok(socket)
 }
 
+/// Whether another socket already listens on `addr`. SO_REUSEPORT would let our listeners
+/// join its group silently and take part of its traffic, so a socket without SO_REUSEPORT
+/// (but with SO_REUSEADDR, which ignores connections lingering in TIME_WAIT) tries the
+/// address first: the kernel refuses it only where a socket is bound there.
+///
+/// Two servers starting at the same instant can both pass this check; it is for the common
+/// mistake (a second instance started by hand or by a supervisor), not a lock.
+fn check_free(addr: SocketAddr) -> Result<(), ServerError> {
+    let err = |source| ServerError::Bind { addr, source };
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )
+    .map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true).map_err(err)?;
+    }
+    match socket.bind(&addr.into()) {
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+            Err(ServerError::AddrInUse { addr })
+        }
+        // Any other failure shows again, in context, when the listeners bind.
+        _ => Ok(()),
+    }
+}
+
 /// One listener per core. The first binds `config.addr`; when that asks for port 0 the others
-/// bind the port the first one got, so every core serves the same address.
+/// bind the port the first one got, so every core serves the same address. Unless
+/// `config.share_port`, an address another socket already listens on fails with
+/// [`ServerError::AddrInUse`].
 pub(crate) fn bind_all(config: &Config) -> Result<(Vec<OwnedFd>, SocketAddr), ServerError> {
-    let err = |addr| move |source| ServerError::Bind { addr, source };
+    if !config.share_port && config.addr.port() != 0 {
+        check_free(config.addr)?;
+    }
+    let err = |addr| {
+        move |source: io::Error| match source.raw_os_error() {
+            Some(libc::EADDRINUSE) => ServerError::AddrInUse { addr },
+            _ => ServerError::Bind { addr, source },
+        }
+    };
     let first = bind_one(config.addr, config.backlog, config.nodelay).map_err(err(config.addr))?;
     let local = first
         .local_addr()

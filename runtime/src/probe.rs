@@ -13,7 +13,7 @@ use std::time::Duration;
 use io_uring::{opcode, Probe as OpProbe};
 
 use crate::buf_ring::BufRing;
-use crate::error::errno_name;
+use crate::errno;
 use crate::op;
 use crate::ring::{Completion, Ring};
 use crate::user_data::{Op, UserData};
@@ -102,16 +102,12 @@ pub struct ProbeError {
 impl fmt::Display for ProbeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(e) = &self.error {
-            let code = e.raw_os_error().unwrap_or(0);
-            let hint = match code {
-                libc::EPERM => "seccomp profile (Docker, Kubernetes) or kernel.io_uring_disabled=2; allow io_uring_setup/enter/register or set the sysctl to 0",
-                libc::EACCES => "kernel.io_uring_disabled=1 and this user is not in kernel.io_uring_group",
-                libc::ENOSYS => "kernel built without io_uring, or the syscall is filtered; Linux 6.0 or later is needed",
-                libc::ENOMEM => "locked-memory limit too low: raise `ulimit -l` (RLIMIT_MEMLOCK) or use fewer buffers",
-                libc::EINVAL => "kernel too old for the setup flags or operation; Linux 6.0 or later is needed",
-                _ => "unexpected error",
-            };
-            write!(f, "{} failed with {} ({hint})", self.step, errno_name(code))
+            write!(
+                f,
+                "{} failed with {}",
+                self.step,
+                errno::describe_uring(self.step, e)
+            )
         } else {
             write!(f, "{}: kernel lacks {}", self.step, self.missing.join(", "))
         }

@@ -17,6 +17,7 @@ use crate::driver::uring::UringDriver;
 use crate::driver::{Command, Core, Driver, SendBuf};
 use crate::error::{panic_message, ServerError};
 use crate::handler::Handler;
+use crate::info::ServerInfo;
 use crate::listener;
 use crate::probe::{self, DriverKind};
 use crate::session::Timeouts;
@@ -79,6 +80,7 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<Result<(), ServerError>>>,
     driver: String,
     latency: Vec<CoreLatency>,
+    info: ServerInfo,
 }
 
 impl ServerHandle {
@@ -110,6 +112,12 @@ impl ServerHandle {
     /// unavailable: <why>` after a fallback.
     pub fn driver(&self) -> &str {
         &self.driver
+    }
+
+    /// What the server runs on (driver, why io_uring is not used, CPUs, address): what the
+    /// start-up line logs, for a service to print its own way.
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
     }
 
     /// A handle that stops the server from any thread.
@@ -381,6 +389,11 @@ fn choose_driver(config: &Config) -> Result<(DriverKind, Option<String>), Server
             })?;
         }
     }
+    if kind == DriverKind::Epoll {
+        // Forced epoll never touches io_uring, not even to probe it: under a seccomp profile
+        // that kills on io_uring_setup (rather than refusing it) the probe would kill us.
+        return Ok((DriverKind::Epoll, None));
+    }
     let pinned = probe::pinned_bytes(config.buf_count) * config.cpus.len();
     let uring = match probe::probe() {
         Ok(f) if f.memlock_limit.is_some_and(|limit| pinned as u64 > limit) => Err(format!(
@@ -413,7 +426,9 @@ where
     H: Handler<C>,
     F: Fn() -> H + Send + Sync + 'static,
 {
+    let mut config = config;
     config.validate()?;
+    crate::cpus::resolve(&mut config)?;
     let (driver, fallback) = choose_driver(&config)?;
     let (listeners, local_addr) = if config.listen {
         let (fds, addr) = listener::bind_all(&config)?;
@@ -483,6 +498,15 @@ where
             }
         }
     }
+    let info = ServerInfo {
+        driver,
+        driver_detail: description.clone(),
+        fallback,
+        cpus: config.cpus.clone(),
+        pinned: config.pin,
+        addr: local_addr,
+        listening: config.listen,
+    };
     let mut handle = ServerHandle {
         local_addr,
         stats,
@@ -493,27 +517,17 @@ where
         threads,
         driver: description,
         latency: latencies,
+        info,
     };
     if let Some(e) = failure {
         // Dropping the handle stops and joins the workers that did start.
         drop(handle);
         return Err(e);
     }
-    if let Some(why) = fallback {
+    if let Some(why) = &handle.info.fallback {
         handle.driver = format!("{}; io_uring unavailable: {why}", handle.driver);
     }
-    log::info!(
-        "ringwire: {} on {} core(s) (CPUs {:?}), {} {}",
-        handle.driver,
-        config.cpus.len(),
-        config.cpus,
-        if config.listen {
-            "listening on"
-        } else {
-            "connecting to"
-        },
-        handle.local_addr
-    );
+    log::info!("ringwire: {}", handle.info);
     Ok(handle)
 }
 
