@@ -368,23 +368,56 @@ impl Timeouts {
     }
 }
 
+/// The receiving side of a session. Transitions (docs/ARCHITECTURE.md has the table):
+/// `Receiving -> Paused` when pending output passes the high-water mark; `Paused ->
+/// Receiving` when it drains to the low mark; `Paused -> PausedAtEof` when the peer's EOF
+/// comes while input is held; `PausedAtEof -> Eof` once that input is decoded; any other EOF
+/// goes to `Eof`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Input is asked for and decoded as it arrives.
+    Receiving,
+    /// Pending output is above the high-water mark: no input is asked for, and what still
+    /// arrives is held undecoded until the output drains to the low mark.
+    Paused,
+    /// The peer's EOF came while paused with input held: that input is decoded first.
+    PausedAtEof,
+    /// The peer sent EOF: no more input comes.
+    Eof,
+}
+
+impl Read {
+    /// Reading stopped for backpressure (input held, if any, is decoded on resume).
+    pub(crate) fn is_paused(self) -> bool {
+        matches!(self, Read::Paused | Read::PausedAtEof)
+    }
+}
+
+/// What the handler asked about closing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CloseAsk {
+    /// Nothing.
+    No,
+    /// Close once idle ([`Session::close_when_idle`]).
+    WhenIdle,
+    /// Close once pending output is written ([`Session::close`]); no more frames.
+    AfterFlush,
+}
+
 /// The parts of a session the engine keeps besides codec and handler.
 #[derive(Debug)]
 pub(crate) struct SessionState {
     pub(crate) id: SessionId,
     pub(crate) fd: RawFd,
     pub(crate) out: Output,
-    /// The handler asked to close.
-    pub(crate) close_requested: bool,
+    /// What the handler asked about closing.
+    pub(crate) close: CloseAsk,
     pub(crate) timeouts: Timeouts,
     /// The handler changed `timeouts`; the core reschedules.
     pub(crate) timeouts_changed: bool,
-    /// Reading is paused because output is above the high-water mark.
-    pub(crate) paused: bool,
+    pub(crate) read: Read,
     /// The server is draining for shutdown.
     pub(crate) draining: bool,
-    /// Close as soon as nothing is half-received or pending ([`Session::close_when_idle`]).
-    pub(crate) close_when_idle: bool,
     /// Opened by a connect rather than an accept.
     pub(crate) outbound: bool,
     /// Most pending output allowed; past it nothing more is encoded and the core closes the
@@ -398,12 +431,11 @@ impl SessionState {
             id,
             fd,
             out: Output::default(),
-            close_requested: false,
+            close: CloseAsk::No,
             timeouts,
             timeouts_changed: false,
-            paused: false,
+            read: Read::Receiving,
             draining: false,
-            close_when_idle: false,
             outbound: false,
             output_limit: usize::MAX,
         }
@@ -464,12 +496,12 @@ impl<'a, C: Codec> Session<'a, C> {
 
     /// Closes the session once its pending output is written. No more frames are delivered.
     pub fn close(&mut self) {
-        self.state.close_requested = true;
+        self.state.close = CloseAsk::AfterFlush;
     }
 
     /// Whether [`close`](Session::close) was called.
     pub fn is_closing(&self) -> bool {
-        self.state.close_requested
+        self.state.close == CloseAsk::AfterFlush
     }
 
     /// Bytes produced and not yet written to the socket.
@@ -515,7 +547,7 @@ impl<'a, C: Codec> Session<'a, C> {
     /// Whether reading is paused because pending output is above the high-water mark; it
     /// resumes once output drains to the low-water mark.
     pub fn is_paused(&self) -> bool {
-        self.state.paused
+        self.state.read.is_paused()
     }
 
     /// Whether the server is draining for shutdown: no new connections are accepted, and this
@@ -530,7 +562,9 @@ impl<'a, C: Codec> Session<'a, C> {
     /// the socket, else once the input at hand has been answered and every reply written. What
     /// `Handler::on_drain` does by default.
     pub fn close_when_idle(&mut self) {
-        self.state.close_when_idle = true;
+        if self.state.close == CloseAsk::No {
+            self.state.close = CloseAsk::WhenIdle;
+        }
     }
 
     /// Calls `Handler::on_tick` every `period` (`None` stops it). Ticks fall on a grid of the

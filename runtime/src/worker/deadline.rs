@@ -15,7 +15,7 @@ use crate::codec::Codec;
 use crate::driver::Command;
 use crate::error::panic_message;
 use crate::handler::Handler;
-use crate::session::CloseReason;
+use crate::session::{CloseReason, Read};
 use crate::timer::Micros;
 
 /// A per-core housekeeping callback and its period.
@@ -94,7 +94,7 @@ where
     fn next_deadline(&self, slot: u32) -> Option<Micros> {
         let conn = self.conns.get(slot as usize)?;
         let t = conn.state.timeouts;
-        let reading = conn.phase == Phase::Open && !conn.state.paused;
+        let reading = conn.phase == Phase::Open && conn.state.read == Read::Receiving;
         let idle = t.idle.filter(|_| reading).map(|d| conn.last_rx + d);
         let read = t
             .read
@@ -164,7 +164,7 @@ where
             return;
         }
         let t = conn.state.timeouts;
-        let reading = conn.phase == Phase::Open && !conn.state.paused;
+        let reading = conn.phase == Phase::Open && conn.state.read == Read::Receiving;
         let expired =
             |timeout: Option<Micros>, since: Micros| timeout.is_some_and(|d| now >= since + d);
         let reason = if let Phase::Lingering(reason) = conn.phase {

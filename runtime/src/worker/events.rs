@@ -10,7 +10,7 @@ use crate::codec::Codec;
 use crate::driver::{Command, Core, SendBuf};
 use crate::error::{IoOp, SessionError};
 use crate::handler::Handler;
-use crate::session::CloseReason;
+use crate::session::{CloseReason, Read};
 
 impl<C, H, F> Core for Worker<C, H, F>
 where
@@ -97,7 +97,7 @@ where
         self.stats.bytes_in.add(data.len() as u64);
         self.stats.recvs.add(1);
         conn.last_rx = self.now;
-        if conn.state.paused {
+        if conn.state.read.is_paused() {
             // Delivered before reading stopped: decoded when reading resumes.
             conn.reader.hold(data, &mut self.pool);
             return;
@@ -111,14 +111,15 @@ where
             return;
         };
         if error.is_none() {
-            conn.peer_eof = true;
+            let held = conn.phase == Phase::Open && conn.reader.held() > 0;
+            conn.state.read = if held { Read::PausedAtEof } else { Read::Eof };
         }
         if let Phase::Lingering(reason) = conn.phase {
             return self.begin_close(slot, reason);
         }
         match error {
             // Input held back by backpressure is decoded first; `resume_reading` then finishes.
-            None if conn.phase == Phase::Open && conn.reader.held() > 0 => {}
+            None if conn.state.read == Read::PausedAtEof => {}
             None => self.peer_finished(slot),
             Some(e) if is_reset(&e) => self.begin_close(slot, CloseReason::Reset),
             Some(error) => {
@@ -155,7 +156,7 @@ where
                     conn.dirty = true;
                     self.dirty.push(slot);
                 }
-                if conn.state.paused && conn.state.out.len() <= self.cfg.low_water {
+                if conn.state.read.is_paused() && conn.state.out.len() <= self.cfg.low_water {
                     self.resume_reading(slot);
                 }
                 self.maybe_finish_flush(slot);

@@ -24,7 +24,7 @@ use crate::error::{panic_message, SessionError};
 use crate::handler::Handler;
 use crate::latency::{LatencyHandle, Recorder};
 use crate::pool::BufPool;
-use crate::session::{CloseReason, Session, SessionId, SessionState, Timeouts};
+use crate::session::{CloseAsk, CloseReason, Read, Session, SessionId, SessionState, Timeouts};
 use crate::stats::CoreStats;
 use crate::sys;
 use crate::timer::{Clock, Micros, Timers};
@@ -71,8 +71,6 @@ struct Conn<C, H> {
     timer_at: Micros,
     had_tail: bool,
     had_output: bool,
-    /// The peer's EOF arrived.
-    peer_eof: bool,
     /// End of lingering, when `Lingering`.
     linger_until: Micros,
     /// Opened during a drain: `on_drain` is still to run, after the first input.
@@ -399,7 +397,9 @@ where
                     }
                     None => handler.on_message(&mut session, frame),
                 }
-                if session.state.close_requested || session.state.out.len() > max_output {
+                if session.state.close == CloseAsk::AfterFlush
+                    || session.state.out.len() > max_output
+                {
                     Flow::Stop
                 } else if session.state.out.len() > high_water {
                     Flow::Pause
@@ -465,15 +465,16 @@ where
             return;
         };
         if conn.phase != Phase::Open
-            || !conn.state.paused
+            || !conn.state.read.is_paused()
             || conn.state.out.len() > self.cfg.high_water
         {
             return;
         }
-        conn.state.paused = false;
-        if conn.peer_eof {
+        if conn.state.read == Read::PausedAtEof {
+            conn.state.read = Read::Eof;
             self.peer_finished(slot);
         } else {
+            conn.state.read = Read::Receiving;
             self.cmds.push(Command::ResumeRecv { slot });
         }
     }
@@ -525,7 +526,6 @@ where
             timer_at: Micros::MAX,
             had_tail: false,
             had_output: false,
-            peer_eof: false,
             linger_until: Micros::MAX,
             drain_due: self.drain_until.is_some(),
             idle_watched: false,
@@ -603,19 +603,19 @@ where
             conn.dirty = true;
             self.dirty.push(slot);
         }
-        if conn.state.close_when_idle && !conn.idle_watched {
+        if conn.state.close == CloseAsk::WhenIdle && !conn.idle_watched {
             conn.idle_watched = true;
             self.idle_watch.push(slot);
         }
-        if conn.state.close_requested && conn.phase == Phase::Open {
+        if conn.state.close == CloseAsk::AfterFlush && conn.phase == Phase::Open {
             conn.phase = Phase::Flushing(CloseReason::Local);
             conn.reader.release(&mut self.pool);
         }
-        if !conn.state.paused
+        if conn.state.read == Read::Receiving
             && conn.phase == Phase::Open
             && conn.state.out.len() > self.cfg.high_water
         {
-            conn.state.paused = true;
+            conn.state.read = Read::Paused;
             self.stats.backpressure_pauses.add(1);
             self.cmds.push(Command::PauseRecv { slot });
         }
@@ -658,12 +658,16 @@ where
             return;
         }
         match self.cfg.linger {
-            Some(linger) if !conn.peer_eof && reason != CloseReason::PeerClosed => {
+            Some(linger)
+                if !matches!(conn.state.read, Read::Eof | Read::PausedAtEof)
+                    && reason != CloseReason::PeerClosed =>
+            {
                 let conn = &mut self.conns[slot as usize];
                 conn.phase = Phase::Lingering(reason);
                 conn.linger_until = self.now + linger;
-                if conn.state.paused {
-                    conn.state.paused = false;
+                if conn.state.read == Read::Paused {
+                    // Lingering reads (and drops) until the peer's EOF.
+                    conn.state.read = Read::Receiving;
                     self.cmds.push(Command::ResumeRecv { slot });
                 }
                 self.cmds.push(Command::ShutdownWrite { slot });
