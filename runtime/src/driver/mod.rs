@@ -23,7 +23,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 pub(crate) use crate::session::SendBuf;
@@ -135,5 +135,88 @@ impl AcceptBackoff {
     /// An accept succeeded: the next failure waits the minimum again.
     pub(crate) fn succeeded(&mut self) {
         self.next = Self::MIN;
+    }
+}
+
+/// The TCP_NODELAY policy for accepted sockets, the same for every driver: the listener has it
+/// set, and Linux copies it to accepted sockets, so after checking the first one no syscall is
+/// made per accept; on a kernel that does not copy it, it is set on each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Nodelay {
+    Off,
+    /// Not known yet whether accepted sockets inherit it from the listener.
+    Unknown,
+    /// Accepted sockets inherit it: nothing to do.
+    Inherited,
+    /// Set on each accepted socket.
+    PerAccept,
+}
+
+impl Nodelay {
+    pub(crate) fn new(on: bool) -> Self {
+        if on {
+            Nodelay::Unknown
+        } else {
+            Nodelay::Off
+        }
+    }
+
+    /// Applies the policy to an accepted socket.
+    pub(crate) fn apply(&mut self, fd: BorrowedFd<'_>) {
+        match *self {
+            Nodelay::Off | Nodelay::Inherited => {}
+            Nodelay::Unknown => {
+                *self = if crate::sys::nodelay(fd).unwrap_or(false) {
+                    Nodelay::Inherited
+                } else {
+                    Nodelay::PerAccept
+                };
+                self.apply(fd);
+            }
+            Nodelay::PerAccept => {
+                let _ = crate::sys::set_nodelay(fd, true);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn nodelay_is_inherited_from_the_listener_or_set_per_accept() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).unwrap();
+        let (plain, _) = listener.accept().unwrap();
+        // A listener without TCP_NODELAY: accepted sockets lack it, so it is set on each.
+        let mut policy = Nodelay::new(true);
+        policy.apply(plain.as_fd());
+        assert_eq!(policy, Nodelay::PerAccept);
+        assert!(plain.nodelay().unwrap());
+
+        socket2::SockRef::from(&listener)
+            .set_tcp_nodelay(true)
+            .unwrap();
+        let _client = TcpStream::connect(addr).unwrap();
+        let (inherited, _) = listener.accept().unwrap();
+        let mut policy = Nodelay::new(true);
+        policy.apply(inherited.as_fd());
+        assert_eq!(
+            policy,
+            Nodelay::Inherited,
+            "Linux copies it from the listener"
+        );
+        assert!(inherited.nodelay().unwrap());
+
+        let mut off = Nodelay::new(false);
+        let _client = TcpStream::connect(addr).unwrap();
+        let (untouched, _) = listener.accept().unwrap();
+        untouched.set_nodelay(false).unwrap();
+        off.apply(untouched.as_fd());
+        assert!(!untouched.nodelay().unwrap());
     }
 }

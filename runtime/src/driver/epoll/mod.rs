@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::slot::{Life, Slot};
-use super::{AcceptBackoff, Command, Core, Driver, SendBuf};
+use super::{AcceptBackoff, Command, Core, Driver, Nodelay, SendBuf};
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::listener;
@@ -68,6 +68,7 @@ pub(crate) struct EpollOps {
     listener: Option<OwnedFd>,
     accept: Accept,
     backoff: AcceptBackoff,
+    nodelay: Nodelay,
     wake_fd: Arc<OwnedFd>,
     stats: Arc<CoreStats>,
     fatal: Option<io::Error>,
@@ -133,6 +134,7 @@ impl EpollDriver {
                 },
                 listener,
                 backoff: AcceptBackoff::new(),
+                nodelay: Nodelay::new(config.nodelay),
                 wake_fd,
                 stats,
                 fatal: None,
@@ -266,6 +268,7 @@ impl EpollDriver {
             match sys::accept(listener.as_fd(), true) {
                 Ok(conn) => {
                     self.ops.backoff.succeeded();
+                    self.ops.nodelay.apply(conn.as_fd());
                     core.accepted(conn);
                     self.ops.apply_all(core.commands());
                 }
@@ -322,6 +325,7 @@ impl EpollDriver {
         let ops = &mut self.ops;
         listener::drain(l, true, DRAIN_LIMIT, |fd| {
             ops.stats.drained_accepts.add(1);
+            ops.nodelay.apply(fd.as_fd());
             core.accepted(fd);
             ops.apply_all(core.commands());
         });

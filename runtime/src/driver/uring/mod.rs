@@ -11,12 +11,12 @@ mod ops;
 
 use std::io;
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::io_slot::{IoSlot, Life, Recv};
-use super::{AcceptBackoff, Command, Core, Driver};
+use super::{AcceptBackoff, Command, Core, Driver, Nodelay};
 use crate::buf_ring::BufRing;
 use crate::config::Config;
 use crate::error::ServerError;
@@ -47,16 +47,6 @@ enum AcceptState {
     Drain,
     /// The listener is closed.
     Closed,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Nodelay {
-    Off,
-    /// Not known yet whether accepted sockets inherit it from the listener.
-    Unknown,
-    /// Linux copies TCP_NODELAY from the listener: no syscall per accept.
-    Inherited,
-    PerAccept,
 }
 
 /// The command side of the driver: the ring and per-slot I/O state.
@@ -118,11 +108,7 @@ impl UringDriver {
             },
             listener,
             backoff: AcceptBackoff::new(),
-            nodelay: if config.nodelay {
-                Nodelay::Unknown
-            } else {
-                Nodelay::Off
-            },
+            nodelay: Nodelay::new(config.nodelay),
             wake_fd,
             wake_buf: Box::into_raw(Box::new(0u64)),
             wake_armed: false,
@@ -448,7 +434,7 @@ impl UringOps {
                 // While cancelling, connections the accept still delivers are part of the
                 // backlog being drained: they are served, not dropped.
                 self.backoff.succeeded();
-                self.apply_nodelay(fd.as_fd());
+                self.nodelay.apply(fd.as_fd());
                 core.accepted(fd);
                 self.apply_all(core.commands());
                 if !more {
@@ -488,27 +474,10 @@ impl UringOps {
         };
         listener::drain(listener, false, DRAIN_LIMIT, |fd| {
             self.stats.drained_accepts.add(1);
-            self.apply_nodelay(fd.as_fd());
+            self.nodelay.apply(fd.as_fd());
             core.accepted(fd);
             self.apply_all(core.commands());
         });
-    }
-
-    fn apply_nodelay(&mut self, fd: BorrowedFd<'_>) {
-        match self.nodelay {
-            Nodelay::Off | Nodelay::Inherited => {}
-            Nodelay::Unknown => {
-                self.nodelay = if sys::nodelay(fd).unwrap_or(false) {
-                    Nodelay::Inherited
-                } else {
-                    Nodelay::PerAccept
-                };
-                self.apply_nodelay(fd);
-            }
-            Nodelay::PerAccept => {
-                let _ = sys::set_nodelay(fd, true);
-            }
-        }
     }
 
     fn complete_send<K: Core>(&mut self, ud: UserData, c: &Completion, core: &mut K) {
