@@ -8,6 +8,8 @@
 
 mod io_slot;
 mod ops;
+#[cfg(test)]
+mod tests;
 
 use std::io;
 use std::mem::ManuallyDrop;

@@ -1,0 +1,257 @@
+//! The io_uring driver's routing of completions, fed fabricated completions on a real ring
+//! (nothing is submitted until the driver is dropped): which event each completion becomes,
+//! that every provided buffer goes back (a `RecvBuf` dropped instead trips a debug assertion),
+//! that stale completions reach nothing, and that a close waits for every operation.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use super::*;
+use crate::driver::{Command, Core, SendBuf};
+
+const MORE: u32 = io_uring::sys::IORING_CQE_F_MORE;
+const BUFFER: u32 = io_uring::sys::IORING_CQE_F_BUFFER;
+
+/// Records the events the driver reports.
+#[derive(Default)]
+struct Recorder {
+    events: Vec<String>,
+    accepted: Vec<OwnedFd>,
+    cmds: Vec<Command>,
+}
+
+impl Core for Recorder {
+    fn turn_started(&mut self) {}
+    fn has_pending_work(&self) -> bool {
+        false
+    }
+    fn connected(&mut self, slot: u32, result: io::Result<()>) {
+        self.events.push(format!("connected {slot} {}", result.is_ok()));
+    }
+    fn accepted(&mut self, fd: OwnedFd) {
+        self.events.push("accepted".into());
+        self.accepted.push(fd);
+    }
+    fn accept_failed(&mut self, error: &io::Error) {
+        self.events
+            .push(format!("accept_failed {:?}", error.raw_os_error()));
+    }
+    fn received(&mut self, slot: u32, data: &[u8]) {
+        self.events.push(format!("received {slot} {}", data.len()));
+    }
+    fn read_closed(&mut self, slot: u32, error: Option<io::Error>) {
+        let errno = error.and_then(|e| e.raw_os_error());
+        self.events.push(format!("read_closed {slot} {errno:?}"));
+    }
+    fn sent(&mut self, slot: u32, _: Box<SendBuf>, result: io::Result<usize>) {
+        self.events
+            .push(format!("sent {slot} {:?}", result.map_err(|e| e.kind())));
+    }
+    fn closed(&mut self, slot: u32) {
+        self.events.push(format!("closed {slot}"));
+    }
+    fn woken(&mut self) {
+        self.events.push("woken".into());
+    }
+    fn commands(&mut self) -> &mut Vec<Command> {
+        &mut self.cmds
+    }
+}
+
+fn driver() -> UringDriver {
+    let config = Config {
+        ring_entries: 64,
+        buf_count: 16,
+        buf_size: 1024,
+        max_sessions: 4,
+        ..Config::default()
+    };
+    let wake = Arc::new(crate::sys::eventfd().unwrap());
+    UringDriver::new(&config, None, wake, Arc::new(CoreStats::default())).unwrap()
+}
+
+fn cqe(op: Op, slot: u32, generation: u32, res: i32, flags: u32) -> Completion {
+    Completion {
+        user_data: UserData::new(op, slot, generation).raw(),
+        res,
+        flags,
+    }
+}
+
+fn with_buffer(bid: u16) -> u32 {
+    BUFFER | (u32::from(bid) << io_uring::sys::IORING_CQE_BUFFER_SHIFT)
+}
+
+/// Opens session `slot` on one end of a socket pair; returns its generation and the peer.
+fn open(d: &mut UringDriver, slot: u32) -> (u32, UnixStream) {
+    let (ours, peer) = UnixStream::pair().unwrap();
+    d.apply(&mut vec![Command::Open {
+        slot,
+        fd: ours.into(),
+    }]);
+    (d.ops.slots[slot as usize].generation, peer)
+}
+
+/// Closes session `slot` through the fabricated completions a cancel-then-close produces.
+fn close(d: &mut UringDriver, core: &mut Recorder, slot: u32, generation: u32) {
+    d.apply(&mut vec![Command::Close { slot }]);
+    assert_eq!(d.ops.slots[slot as usize].life, Life::Closing);
+    d.complete(cqe(Op::Cancel, slot, generation, 0, 0), core);
+    assert_eq!(
+        d.ops.slots[slot as usize].life,
+        Life::Closing,
+        "the receive is still armed: no close yet"
+    );
+    d.complete(cqe(Op::Recv, slot, generation, -libc::ECANCELED, 0), core);
+    assert_eq!(d.ops.slots[slot as usize].life, Life::CloseSubmitted);
+    d.complete(cqe(Op::Close, slot, generation, 0, 0), core);
+    assert_eq!(d.ops.slots[slot as usize].life, Life::Free);
+}
+
+#[test]
+fn receives_become_events_and_every_buffer_goes_back() {
+    let mut d = driver();
+    let mut core = Recorder::default();
+    let (generation, _peer) = open(&mut d, 0);
+    d.complete(cqe(Op::Recv, 0, generation, 100, MORE | with_buffer(3)), &mut core);
+    // A completion carrying a buffer but no bytes, and one for a session that is gone: the
+    // buffers go back (a dropped RecvBuf would trip its debug assertion), nothing is reported.
+    d.complete(cqe(Op::Recv, 0, generation, 0, MORE | with_buffer(4)), &mut core);
+    d.complete(
+        cqe(Op::Recv, 0, generation + 1, 7, MORE | with_buffer(5)),
+        &mut core,
+    );
+    assert_eq!(core.events, ["received 0 100"]);
+    // Out of buffers: no event, the receive is re-armed at the start of the next turn.
+    d.complete(cqe(Op::Recv, 0, generation, -libc::ENOBUFS, 0), &mut core);
+    assert_eq!(d.ops.slots[0].recv, Recv::Starved);
+    assert_eq!(d.ops.starved, [(0, generation)]);
+    d.ops.rearm_starved();
+    assert_eq!(d.ops.slots[0].recv, Recv::Armed);
+    // The peer's EOF, then an error on another session.
+    d.complete(cqe(Op::Recv, 0, generation, 0, 0), &mut core);
+    let (g1, _peer1) = open(&mut d, 1);
+    d.complete(cqe(Op::Recv, 1, g1, -libc::ECONNRESET, 0), &mut core);
+    assert_eq!(
+        core.events[1..],
+        ["read_closed 0 None", "read_closed 1 Some(104)"]
+    );
+    assert_eq!(d.ops.slots[0].recv, Recv::Idle);
+    // Both close at once: nothing is in flight.
+    d.apply(&mut vec![Command::Close { slot: 0 }, Command::Close { slot: 1 }]);
+    assert_eq!(d.ops.slots[0].life, Life::CloseSubmitted);
+    d.complete(cqe(Op::Close, 0, generation, 0, 0), &mut core);
+    d.complete(cqe(Op::Close, 1, g1, 0, 0), &mut core);
+    assert_eq!(core.events[3..], ["closed 0", "closed 1"]);
+    assert!(d.is_quiescent());
+}
+
+#[test]
+fn a_close_waits_for_the_cancel_the_receive_and_the_send() {
+    let mut d = driver();
+    let mut core = Recorder::default();
+    let (generation, _peer) = open(&mut d, 0);
+    let mut out = crate::session::Output::default();
+    out.tail_chunk(&mut crate::pool::BufPool::default(), 0)
+        .extend_from_slice(b"abc");
+    out.appended(3);
+    let send = out.take_send().unwrap();
+    d.apply(&mut vec![
+        Command::Send { slot: 0, send },
+        Command::Close { slot: 0 },
+    ]);
+    d.complete(cqe(Op::Cancel, 0, generation, 0, 0), &mut core);
+    d.complete(
+        cqe(Op::Recv, 0, generation, -libc::ECANCELED, 0),
+        &mut core,
+    );
+    assert_eq!(
+        d.ops.slots[0].life,
+        Life::Closing,
+        "the send is still in flight: its memory is the kernel's"
+    );
+    assert!(d.ops.slots[0].send.is_some());
+    d.complete(cqe(Op::Send, 0, generation, -libc::ECANCELED, 0), &mut core);
+    assert!(
+        d.ops.slots[0].send.is_none(),
+        "the send's buffer is released once it completed"
+    );
+    assert_eq!(d.ops.slots[0].life, Life::CloseSubmitted);
+    assert!(core.events.is_empty(), "a closing session hears nothing: {:?}", core.events);
+    d.complete(cqe(Op::Close, 0, generation, 0, 0), &mut core);
+    assert_eq!(core.events, ["closed 0"]);
+
+    // The slot is reused with a new generation; the old one's completions reach nothing.
+    let (g2, _peer2) = open(&mut d, 0);
+    assert_ne!(g2, generation);
+    d.complete(cqe(Op::Recv, 0, generation, 0, 0), &mut core);
+    assert_eq!(core.events, ["closed 0"]);
+    close(&mut d, &mut core, 0, g2);
+    assert!(d.is_quiescent());
+}
+
+#[test]
+fn a_send_completion_reports_its_result_with_its_buffer() {
+    let mut d = driver();
+    let mut core = Recorder::default();
+    let (generation, _peer) = open(&mut d, 0);
+    let mut out = crate::session::Output::default();
+    out.tail_chunk(&mut crate::pool::BufPool::default(), 0)
+        .extend_from_slice(b"abcdef");
+    out.appended(6);
+    let send = out.take_send().unwrap();
+    d.apply(&mut vec![Command::Send { slot: 0, send }]);
+    d.complete(cqe(Op::Send, 0, generation, 4, 0), &mut core);
+    d.apply(&mut vec![Command::Send {
+        slot: 0,
+        send: {
+            let mut out = crate::session::Output::default();
+            out.tail_chunk(&mut crate::pool::BufPool::default(), 0)
+                .push(b'x');
+            out.appended(1);
+            out.take_send().unwrap()
+        },
+    }]);
+    d.complete(cqe(Op::Send, 0, generation, -libc::EPIPE, 0), &mut core);
+    assert_eq!(core.events, ["sent 0 Ok(4)", "sent 0 Err(BrokenPipe)"]);
+    close(&mut d, &mut core, 0, generation);
+}
+
+#[test]
+fn accept_completions_hand_over_connections_and_rearm_or_back_off() {
+    let mut d = driver();
+    let mut core = Recorder::default();
+    d.ops.accept = AcceptState::Armed;
+    let accept = |res: i32, flags: u32| Completion {
+        user_data: UserData::engine(Op::Accept).raw(),
+        res,
+        flags,
+    };
+    let (a, _a) = UnixStream::pair().unwrap();
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(a);
+    d.complete(accept(fd, MORE), &mut core);
+    assert_eq!(core.events, ["accepted"]);
+    assert_eq!(core.accepted[0].as_raw_fd(), fd, "the descriptor is handed over");
+    assert_eq!(d.ops.accept, AcceptState::Armed);
+    // A connection aborted before it was accepted: reported; the accept stays armed.
+    d.complete(accept(-libc::ECONNABORTED, MORE), &mut core);
+    assert_eq!(d.ops.accept, AcceptState::Armed);
+    assert_eq!(core.events, ["accepted", "accept_failed Some(103)"]);
+    // The accept ended without error (ECONNABORTED as its final completion): re-armed.
+    d.complete(accept(-libc::ECONNABORTED, 0), &mut core);
+    assert_eq!(d.ops.accept, AcceptState::Idle);
+    // A final completion that still carries a connection: served, then re-armed.
+    d.ops.accept = AcceptState::Armed;
+    let (b, _b) = UnixStream::pair().unwrap();
+    d.complete(accept(std::os::fd::IntoRawFd::into_raw_fd(b), 0), &mut core);
+    assert_eq!(core.accepted.len(), 2);
+    assert_eq!(d.ops.accept, AcceptState::Idle);
+    // Out of descriptors: reported, and retried after a back-off.
+    d.ops.accept = AcceptState::Armed;
+    d.complete(accept(-libc::EMFILE, 0), &mut core);
+    assert!(matches!(d.ops.accept, AcceptState::RetryAt(_)));
+    assert_eq!(core.events.last().unwrap(), "accept_failed Some(24)");
+    d.ops.accept = AcceptState::Closed;
+}
