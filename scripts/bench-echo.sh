@@ -25,7 +25,8 @@
 # Options: --no-build (use the binaries in --bin-dir, fail if missing), --bin-dir DIR
 # (default target/release), --stage DIR (build, copy stripped binaries to DIR, exit),
 # --rounds N, --warmup S, --duration S, --cores "1 2", --cases "raw64 low-load",
-# --servers "ringwire tokio", --no-idle, --no-quiet (do not wait for idle CPUs before runs),
+# --servers "ringwire tokio" (also ringwire-base: another build's echo example placed at
+# <bin-dir>/examples/echo-base, for an A/B of two commits), --no-idle, --no-quiet (do not wait for idle CPUs before runs),
 # --out DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."

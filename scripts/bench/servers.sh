@@ -9,6 +9,8 @@ server_bin() {
         floor) bin=echo-floor ;;
         tokio) bin=echo-tokio ;;
         tokio-uring) bin=echo-tokio-uring ;;
+        # Another build's echo example, copied there by hand, for A/B runs of two commits.
+        ringwire-base) bin=examples/echo-base ;;
         *) return 1 ;;
     esac
 }
