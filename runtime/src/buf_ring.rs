@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 
 use crate::ring::Ring;
+use crate::sys;
 
 /// A provided buffer the kernel filled: `len` bytes of buffer `bid`. Owned by whoever holds
 /// the token, until [`BufRing::give_back`] consumes it.
@@ -66,24 +67,6 @@ pub(crate) struct BufRing {
     tail: u16,
 }
 
-fn map(len: usize) -> io::Result<NonNull<u8>> {
-    // SAFETY: an anonymous private mapping; no file, no fixed address.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
-}
-
 impl BufRing {
     /// Maps `count` buffers of `buf_size` bytes, fills the ring with all of them and registers
     /// it with `ring` as buffer group `bgid`.
@@ -94,12 +77,12 @@ impl BufRing {
         let entries_len =
             (count as usize * std::mem::size_of::<BufRingEntry>()).next_multiple_of(page);
         let bufs_len = (count as usize * buf_size as usize).next_multiple_of(page);
-        let entries = map(entries_len)?.cast::<BufRingEntry>();
-        let bufs = match map(bufs_len) {
+        let entries = sys::mmap_anon(entries_len)?.cast::<BufRingEntry>();
+        let bufs = match sys::mmap_anon(bufs_len) {
             Ok(b) => b,
             Err(e) => {
                 // SAFETY: `entries` was mapped above with this length and is not used after.
-                unsafe { libc::munmap(entries.as_ptr().cast(), entries_len) };
+                unsafe { sys::munmap(entries.cast(), entries_len) };
                 return Err(e);
             }
         };
@@ -183,8 +166,8 @@ impl Drop for BufRing {
         // SAFETY: both regions were mapped in `new` with these lengths; the ring that used them
         // is gone (the driver drops it first), so nothing refers to them any more.
         unsafe {
-            libc::munmap(self.bufs.as_ptr().cast(), self.bufs_len);
-            libc::munmap(self.entries.as_ptr().cast(), self.entries_len);
+            sys::munmap(self.bufs, self.bufs_len);
+            sys::munmap(self.entries.cast(), self.entries_len);
         }
     }
 }

@@ -9,20 +9,7 @@ use crate::error::ServerError;
 
 /// The CPUs the calling thread may run on, in ascending order.
 pub(crate) fn allowed() -> io::Result<Vec<usize>> {
-    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the kernel writes at most `size_of::<cpu_set_t>()` bytes into `set`, which
-    // outlives the call.
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
-    // SAFETY: CPU_ISSET reads `set`; every index is below the set's capacity.
-    Ok((0..max)
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect())
+    crate::sys::allowed_cpus()
 }
 
 /// Resolves `config.cores` into `config.cpus` where no list was given (the first allowed

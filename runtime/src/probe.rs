@@ -201,17 +201,7 @@ fn memlock_limit() -> Option<u64> {
     if unsafe { libc::geteuid() } == 0 {
         return None;
     }
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` outlives the call; the kernel writes it.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0
-        || lim.rlim_cur == libc::RLIM_INFINITY
-    {
-        return None;
-    }
-    Some(lim.rlim_cur)
+    crate::sys::memlock_limit().ok().flatten()
 }
 
 /// Submits `entry`, waits up to 100 ms, and returns the completions seen.

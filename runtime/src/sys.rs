@@ -8,13 +8,87 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+/// The integer types libc calls return, where -1 means "see errno".
+pub(crate) trait MinusOne: Copy + PartialEq {
+    const MINUS_ONE: Self;
+}
+
+impl MinusOne for libc::c_int {
+    const MINUS_ONE: Self = -1;
+}
+
+impl MinusOne for libc::ssize_t {
+    const MINUS_ONE: Self = -1;
+}
+
 /// Turns a libc return value into `io::Result`, reading `errno` when it is -1.
-pub(crate) fn cvt(res: libc::c_int) -> io::Result<libc::c_int> {
-    if res == -1 {
+pub(crate) fn cvt<T: MinusOne>(res: T) -> io::Result<T> {
+    if res == T::MINUS_ONE {
         Err(io::Error::last_os_error())
     } else {
         Ok(res)
     }
+}
+
+/// An anonymous, private, read-write mapping of `len` bytes.
+pub(crate) fn mmap_anon(len: usize) -> io::Result<std::ptr::NonNull<u8>> {
+    // SAFETY: an anonymous private mapping; no file, no fixed address.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    std::ptr::NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+/// Unmaps a mapping made by [`mmap_anon`].
+///
+/// # Safety
+///
+/// `ptr` and `len` are a mapping from [`mmap_anon`], nothing refers to it any more (neither
+/// our code nor the kernel), and it is unmapped once.
+pub(crate) unsafe fn munmap(ptr: std::ptr::NonNull<u8>, len: usize) {
+    // SAFETY: this function's contract.
+    let res = cvt(unsafe { libc::munmap(ptr.as_ptr().cast(), len) });
+    debug_assert!(res.is_ok(), "munmap: {res:?}");
+}
+
+/// Shuts down both directions of a socket: its peer sees the end now, and operations
+/// in flight on it complete (a receive with EOF, a send with EPIPE).
+pub(crate) fn shutdown_both(fd: BorrowedFd<'_>) -> io::Result<()> {
+    socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both)
+}
+
+/// RLIMIT_MEMLOCK's soft limit (`None`: unlimited).
+pub(crate) fn memlock_limit() -> io::Result<Option<u64>> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` outlives the call; the kernel writes it.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) })?;
+    Ok((lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur))
+}
+
+/// The CPUs the calling thread may run on (its affinity mask), in ascending order.
+pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: the kernel writes at most `size` bytes into `set`, which outlives the call.
+    cvt(unsafe { libc::sched_getaffinity(0, size, &mut set) })?;
+    // SAFETY: CPU_ISSET reads `set`; every index is below the set's capacity.
+    Ok((0..8 * size)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
 }
 
 /// The one place a negative completion result (`-errno`) becomes an `io::Error`.
@@ -52,13 +126,12 @@ pub(crate) fn eventfd() -> io::Result<OwnedFd> {
 pub(crate) fn eventfd_signal(fd: &OwnedFd) -> io::Result<()> {
     let one: u64 = 1;
     // SAFETY: the pointer and length describe `one`, which outlives the call.
-    let n = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-    match n {
-        8 => Ok(()),
+    match cvt(unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) }) {
+        Ok(8) => Ok(()),
         // The counter is saturated: a wake-up is already pending, which is all we want.
-        -1 if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => Ok(()),
-        -1 => Err(io::Error::last_os_error()),
-        _ => Err(io::Error::other("short eventfd write")),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(e),
+        Ok(_) => Err(io::Error::other("short eventfd write")),
     }
 }
 
@@ -170,11 +243,7 @@ pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
             libc::MSG_DONTWAIT,
         )
     };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    cvt(n).map(|n| n as usize)
 }
 
 /// One non-blocking sendmsg of `iov`, without SIGPIPE.
@@ -197,11 +266,7 @@ pub(crate) unsafe fn sendmsg(fd: BorrowedFd<'_>, iov: &[libc::iovec]) -> io::Res
         // SAFETY: `msg` points to `iov`, valid per this function's contract.
         unsafe { libc::sendmsg(fd, &msg, flags) }
     };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    cvt(n).map(|n| n as usize)
 }
 
 /// Starts a non-blocking connect of `fd` to `addr`; `Ok(true)` if it completed at once.
@@ -226,9 +291,12 @@ pub(crate) fn take_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
     socket2::SockRef::from(&fd).take_error()
 }
 
-/// Reads (and so resets) an eventfd's counter.
-pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
+/// Reads (and so resets) an eventfd's counter. EAGAIN (nothing to read) is not an error.
+pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) -> io::Result<()> {
     let mut value = 0u64;
     // SAFETY: the kernel writes 8 bytes into `value`.
-    let _ = unsafe { libc::read(fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+    match cvt(unsafe { libc::read(fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) }) {
+        Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+        _ => Ok(()),
+    }
 }

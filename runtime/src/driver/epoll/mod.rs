@@ -376,7 +376,9 @@ impl Driver for EpollDriver {
                 Some(Op::Accept) if self.ops.accept == Accept::Listening => self.accept_ready(core),
                 Some(Op::Accept) => {}
                 Some(Op::Wake) => {
-                    sys::eventfd_drain(self.ops.wake_fd.as_fd());
+                    if let Err(e) = sys::eventfd_drain(self.ops.wake_fd.as_fd()) {
+                        self.ops.fatal.get_or_insert(e);
+                    }
                     core.woken();
                     self.ops.apply_all(core.commands());
                 }

@@ -513,8 +513,9 @@ impl UringOps {
         if c.res < 0 && c.res != -libc::ENOENT && c.res != -libc::EALREADY {
             // The kernel cannot cancel by descriptor (older than 5.19): shutting the socket
             // down completes its receive with EOF and its send with EPIPE.
-            // SAFETY: shutdown takes no pointers; the descriptor is still open.
-            let _ = sys::cvt(unsafe { libc::shutdown(io.raw_fd(), libc::SHUT_RDWR) });
+            if let Some(fd) = &io.fd {
+                let _ = sys::shutdown_both(fd.as_fd());
+            }
         }
         self.settle(ud.slot());
     }
@@ -566,8 +567,7 @@ impl Drop for UringOps {
         // close a descriptor reused elsewhere.
         for io in &mut self.slots {
             if let Some(fd) = io.fd.take() {
-                // SAFETY: shutdown takes no pointers; the descriptor is open and ours.
-                let _ = sys::cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) });
+                let _ = sys::shutdown_both(fd.as_fd());
                 drop(fd);
             }
             if let Some(send) = io.send.take() {
@@ -580,8 +580,7 @@ impl Drop for UringOps {
             // The ring's accept holds the listener open until the kernel has torn the ring
             // down; shutting it down leaves the SO_REUSEPORT group now, so no connection is
             // routed to a core that will never accept it.
-            // SAFETY: shutdown takes no pointers; the descriptor is open.
-            let _ = sys::cvt(unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) });
+            let _ = sys::shutdown_both(listener.as_fd());
         }
         if !self.wake_armed {
             // SAFETY: allocated by Box::into_raw in `new`; no read is in flight to write it.

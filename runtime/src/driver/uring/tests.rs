@@ -11,8 +11,10 @@ use std::sync::Arc;
 use super::*;
 use crate::driver::{Command, Core, SendBuf};
 
-const MORE: u32 = io_uring::sys::IORING_CQE_F_MORE;
-const BUFFER: u32 = io_uring::sys::IORING_CQE_F_BUFFER;
+// The kernel's CQE flags (include/uapi/linux/io_uring.h).
+const BUFFER: u32 = 1 << 0;
+const MORE: u32 = 1 << 1;
+const BUFFER_SHIFT: u32 = 16;
 
 /// Records the events the driver reports.
 #[derive(Default)]
@@ -28,7 +30,8 @@ impl Core for Recorder {
         false
     }
     fn connected(&mut self, slot: u32, result: io::Result<()>) {
-        self.events.push(format!("connected {slot} {}", result.is_ok()));
+        self.events
+            .push(format!("connected {slot} {}", result.is_ok()));
     }
     fn accepted(&mut self, fd: OwnedFd) {
         self.events.push("accepted".into());
@@ -81,7 +84,7 @@ fn cqe(op: Op, slot: u32, generation: u32, res: i32, flags: u32) -> Completion {
 }
 
 fn with_buffer(bid: u16) -> u32 {
-    BUFFER | (u32::from(bid) << io_uring::sys::IORING_CQE_BUFFER_SHIFT)
+    BUFFER | (u32::from(bid) << BUFFER_SHIFT)
 }
 
 /// Opens session `slot` on one end of a socket pair; returns its generation and the peer.
@@ -115,10 +118,16 @@ fn receives_become_events_and_every_buffer_goes_back() {
     let mut d = driver();
     let mut core = Recorder::default();
     let (generation, _peer) = open(&mut d, 0);
-    d.complete(cqe(Op::Recv, 0, generation, 100, MORE | with_buffer(3)), &mut core);
+    d.complete(
+        cqe(Op::Recv, 0, generation, 100, MORE | with_buffer(3)),
+        &mut core,
+    );
     // A completion carrying a buffer but no bytes, and one for a session that is gone: the
     // buffers go back (a dropped RecvBuf would trip its debug assertion), nothing is reported.
-    d.complete(cqe(Op::Recv, 0, generation, 0, MORE | with_buffer(4)), &mut core);
+    d.complete(
+        cqe(Op::Recv, 0, generation, 0, MORE | with_buffer(4)),
+        &mut core,
+    );
     d.complete(
         cqe(Op::Recv, 0, generation + 1, 7, MORE | with_buffer(5)),
         &mut core,
@@ -140,7 +149,10 @@ fn receives_become_events_and_every_buffer_goes_back() {
     );
     assert_eq!(d.ops.slots[0].recv, Recv::Idle);
     // Both close at once: nothing is in flight.
-    d.apply(&mut vec![Command::Close { slot: 0 }, Command::Close { slot: 1 }]);
+    d.apply(&mut vec![
+        Command::Close { slot: 0 },
+        Command::Close { slot: 1 },
+    ]);
     assert_eq!(d.ops.slots[0].life, Life::CloseSubmitted);
     d.complete(cqe(Op::Close, 0, generation, 0, 0), &mut core);
     d.complete(cqe(Op::Close, 1, g1, 0, 0), &mut core);
@@ -163,10 +175,7 @@ fn a_close_waits_for_the_cancel_the_receive_and_the_send() {
         Command::Close { slot: 0 },
     ]);
     d.complete(cqe(Op::Cancel, 0, generation, 0, 0), &mut core);
-    d.complete(
-        cqe(Op::Recv, 0, generation, -libc::ECANCELED, 0),
-        &mut core,
-    );
+    d.complete(cqe(Op::Recv, 0, generation, -libc::ECANCELED, 0), &mut core);
     assert_eq!(
         d.ops.slots[0].life,
         Life::Closing,
@@ -179,14 +188,21 @@ fn a_close_waits_for_the_cancel_the_receive_and_the_send() {
         "the send's buffer is released once it completed"
     );
     assert_eq!(d.ops.slots[0].life, Life::CloseSubmitted);
-    assert!(core.events.is_empty(), "a closing session hears nothing: {:?}", core.events);
+    assert!(
+        core.events.is_empty(),
+        "a closing session hears nothing: {:?}",
+        core.events
+    );
     d.complete(cqe(Op::Close, 0, generation, 0, 0), &mut core);
     assert_eq!(core.events, ["closed 0"]);
 
     // The slot is reused with a new generation; the old one's completions reach nothing.
     let (g2, _peer2) = open(&mut d, 0);
     assert_ne!(g2, generation);
-    d.complete(cqe(Op::Recv, 0, generation, 0, 0), &mut core);
+    d.complete(
+        cqe(Op::Recv, 0, generation, 9, MORE | with_buffer(2)),
+        &mut core,
+    );
     assert_eq!(core.events, ["closed 0"]);
     close(&mut d, &mut core, 0, g2);
     assert!(d.is_quiescent());
@@ -233,7 +249,11 @@ fn accept_completions_hand_over_connections_and_rearm_or_back_off() {
     let fd = std::os::fd::IntoRawFd::into_raw_fd(a);
     d.complete(accept(fd, MORE), &mut core);
     assert_eq!(core.events, ["accepted"]);
-    assert_eq!(core.accepted[0].as_raw_fd(), fd, "the descriptor is handed over");
+    assert_eq!(
+        core.accepted[0].as_raw_fd(),
+        fd,
+        "the descriptor is handed over"
+    );
     assert_eq!(d.ops.accept, AcceptState::Armed);
     // A connection aborted before it was accepted: reported; the accept stays armed.
     d.complete(accept(-libc::ECONNABORTED, MORE), &mut core);
