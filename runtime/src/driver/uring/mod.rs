@@ -51,8 +51,8 @@ enum AcceptState {
     Closed,
 }
 
-/// The command side of the driver: the ring and per-slot I/O state.
-pub(crate) struct UringOps {
+/// The io_uring driver of one core: the ring, the per-slot I/O state and the provided buffers.
+pub(crate) struct UringDriver {
     ring: Ring,
     slots: Vec<IoSlot>,
     live: usize,
@@ -69,11 +69,6 @@ pub(crate) struct UringOps {
     fatal: Option<io::Error>,
     /// The kernel's count of dropped completions when last looked at.
     dropped_seen: u32,
-}
-
-/// The io_uring driver of one core.
-pub(crate) struct UringDriver {
-    ops: UringOps,
     /// Unmapped in `Drop` only when nothing is in flight (no receive can write them, and the
     /// kernel reads the buffer ring only for a receive); otherwise leaked, since the kernel may
     /// still write into them while it tears the ring down.
@@ -98,7 +93,7 @@ impl UringDriver {
         let bufs = BufRing::new(&ring, BGID, config.buf_count, config.buf_size)
             .map_err(unavailable("buffer ring registration"))?;
         let cq = ring.cq_capacity();
-        let mut ops = UringOps {
+        let mut driver = UringDriver {
             ring,
             slots: Vec::with_capacity(config.max_sessions),
             live: 0,
@@ -117,13 +112,11 @@ impl UringDriver {
             stats,
             fatal: None,
             dropped_seen: 0,
-        };
-        ops.arm_wake();
-        Ok(UringDriver {
-            ops,
             bufs: ManuallyDrop::new(bufs),
             batch: Vec::with_capacity(cq),
-        })
+        };
+        driver.arm_wake();
+        Ok(driver)
     }
 
     /// Routes one completion; the commands the core queued in reaction are applied before
@@ -132,16 +125,16 @@ impl UringDriver {
         let ud = UserData::from_raw(c.user_data);
         match ud.op() {
             Some(Op::Recv) => self.complete_recv(ud, &c, core),
-            Some(Op::Send) => self.ops.complete_send(ud, &c, core),
-            Some(Op::Cancel) => self.ops.complete_cancel(ud, &c),
-            Some(Op::Close) => self.ops.complete_close(ud, &c, core),
-            Some(Op::Accept) => self.ops.complete_accept(&c, core),
-            Some(Op::Connect) => self.ops.complete_connect(ud, &c, core),
+            Some(Op::Send) => self.complete_send(ud, &c, core),
+            Some(Op::Cancel) => self.complete_cancel(ud, &c),
+            Some(Op::Close) => self.complete_close(ud, &c, core),
+            Some(Op::Accept) => self.complete_accept(&c, core),
+            Some(Op::Connect) => self.complete_connect(ud, &c, core),
             Some(Op::Wake) => {
-                self.ops.wake_armed = false;
-                self.ops.arm_wake();
+                self.wake_armed = false;
+                self.arm_wake();
                 core.woken();
-                self.ops.apply_all(core.commands());
+                self.apply_all(core.commands());
             }
             Some(Op::AcceptCancel) | Some(Op::WakeCancel) => {}
             None => debug_assert!(false, "completion with unknown user_data {c:?}"),
@@ -152,18 +145,17 @@ impl UringDriver {
         let r = op::recv::complete(c);
         let slot = ud.slot();
         let current = self
-            .ops
             .slots
             .get(slot as usize)
             .is_some_and(|s| s.is_current(ud.generation()));
         if current && r.end.is_some() {
-            self.ops.slots[slot as usize].recv = Recv::Idle;
+            self.slots[slot as usize].recv = Recv::Idle;
         }
         if let Some(buf) = r.data {
-            if buf.len() > 0 && current && self.ops.slots[slot as usize].life == Life::Open {
+            if buf.len() > 0 && current && self.slots[slot as usize].life == Life::Open {
                 core.received(slot, self.bufs.read(&buf));
                 self.bufs.give_back(buf);
-                self.ops.apply_all(core.commands());
+                self.apply_all(core.commands());
             } else {
                 self.bufs.give_back(buf);
             }
@@ -173,28 +165,28 @@ impl UringDriver {
             debug_assert!(false, "receive completion for a freed slot");
             return;
         }
-        if self.ops.slots[slot as usize].life != Life::Open {
-            self.ops.settle(slot);
+        if self.slots[slot as usize].life != Life::Open {
+            self.settle(slot);
             return;
         }
         match end {
             RecvEnd::Eof => {
                 core.read_closed(slot, None);
-                self.ops.apply_all(core.commands());
+                self.apply_all(core.commands());
             }
             RecvEnd::Failed(e) => {
                 core.read_closed(slot, Some(e));
-                self.ops.apply_all(core.commands());
+                self.apply_all(core.commands());
             }
             RecvEnd::NoBuffers | RecvEnd::Stopped | RecvEnd::Cancelled => {
                 if matches!(end, RecvEnd::NoBuffers) {
-                    self.ops.stats.enobufs.add(1);
+                    self.stats.enobufs.add(1);
                 }
-                let io = &mut self.ops.slots[slot as usize];
+                let io = &mut self.slots[slot as usize];
                 if io.want_recv {
                     // Re-armed at the start of the next turn, once this turn's buffers are back.
                     io.recv = Recv::Starved;
-                    self.ops.starved.push((slot, io.generation));
+                    self.starved.push((slot, io.generation));
                 }
             }
         }
@@ -203,23 +195,23 @@ impl UringDriver {
 
 impl Driver for UringDriver {
     fn apply(&mut self, commands: &mut Vec<Command>) {
-        self.ops.apply_all(commands);
+        self.apply_all(commands);
     }
 
     fn turn<K: Core>(&mut self, timeout: Option<Duration>, core: &mut K) -> io::Result<()> {
-        self.ops.rearm_starved();
+        self.rearm_starved();
         let mut timeout = timeout;
-        if self.ops.accept == AcceptState::Drain {
-            self.ops.drain_backlog(core);
+        if self.accept == AcceptState::Drain {
+            self.drain_backlog(core);
             // Come straight back: the core may be done now that the listener is closed.
             timeout = Some(Duration::ZERO);
         }
-        let timeout = self.ops.arm_accept(timeout);
-        if let Some(e) = self.ops.fatal.take() {
+        let timeout = self.arm_accept(timeout);
+        if let Some(e) = self.fatal.take() {
             return Err(e);
         }
-        self.ops.ring.enter(timeout)?;
-        self.ops.stats.turns.add(1);
+        self.ring.enter(timeout)?;
+        self.stats.turns.add(1);
         core.turn_started();
         // With DEFER_TASKRUN nothing is posted while we process, so one pass normally empties
         // the queue; the budget bounds the loop on kernels that post concurrently.
@@ -227,67 +219,56 @@ impl Driver for UringDriver {
         let mut budget = 4 * cap;
         while budget > 0 {
             self.batch.clear();
-            let n = self.ops.ring.reap(&mut self.batch, cap.min(budget));
+            let n = self.ring.reap(&mut self.batch, cap.min(budget));
             if n == 0 {
                 break;
             }
-            self.ops.stats.completions.add(n as u64);
+            self.stats.completions.add(n as u64);
             for i in 0..n {
                 let c = self.batch[i];
                 self.complete(c, core);
             }
             budget -= n;
         }
-        let dropped = self.ops.ring.dropped();
-        if self.ops.ring.overflowed() || dropped != self.ops.dropped_seen {
+        let dropped = self.ring.dropped();
+        if self.ring.overflowed() || dropped != self.dropped_seen {
             // The next enter waits for events, which flushes the kernel's overflow list; the
             // multishot operations it ended come back without MORE and are re-armed. (The
             // dropped count is the kernel's running total: count its changes.)
-            self.ops.dropped_seen = dropped;
-            self.ops.stats.cq_overflows.add(1);
+            self.dropped_seen = dropped;
+            self.stats.cq_overflows.add(1);
         }
-        match self.ops.fatal.take() {
+        match self.fatal.take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
     fn is_quiescent(&self) -> bool {
-        self.ops.live == 0 && self.ops.accept == AcceptState::Closed
+        self.live == 0 && self.accept == AcceptState::Closed
     }
 
     fn abort_all(&mut self) {
-        self.ops.stop_accepting();
-        for slot in 0..self.ops.slots.len() {
+        self.stop_accepting();
+        for slot in 0..self.slots.len() {
             // Closing is idempotent: a slot already closing or free is left as it is.
-            self.ops.close(slot as u32);
+            self.close(slot as u32);
         }
     }
 
     fn describe(&self) -> String {
         format!(
             "io_uring driver (multishot accept and recv, buf ring, {:?} task run)",
-            self.ops.ring.taskrun()
+            self.ring.taskrun()
         )
     }
 }
 
-impl Drop for UringDriver {
-    fn drop(&mut self) {
-        self.ops.cancel_wake();
-        if self.is_quiescent() {
-            // SAFETY: dropped once, here; nothing in flight can use the buffers, and the
-            // field is not used again.
-            unsafe { ManuallyDrop::drop(&mut self.bufs) };
-        }
-    }
-}
-
-impl UringOps {
+impl UringDriver {
     /// Applies (and drains) the core's commands, in order.
     fn apply_all(&mut self, commands: &mut Vec<Command>) {
         for cmd in commands.drain(..) {
-            self.apply(cmd);
+            self.apply_one(cmd);
         }
     }
 
@@ -558,8 +539,9 @@ impl UringOps {
     }
 }
 
-impl Drop for UringOps {
+impl Drop for UringDriver {
     fn drop(&mut self) {
+        self.cancel_wake();
         // Sessions still open here (a worker that died, or a fatal ring error) own their
         // descriptors: shut them down so their peers see the end now (the ring's operations
         // hold the sockets until the kernel tears the ring down), and close them. A slot whose
@@ -587,5 +569,10 @@ impl Drop for UringOps {
             drop(unsafe { Box::from_raw(self.wake_buf) });
         }
         // Otherwise the kernel may still write 8 bytes there: leak them rather than risk it.
+        if self.is_quiescent() {
+            // SAFETY: dropped once, here; nothing in flight can use the buffers, and the
+            // field is not used again.
+            unsafe { ManuallyDrop::drop(&mut self.bufs) };
+        }
     }
 }

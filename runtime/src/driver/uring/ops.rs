@@ -4,14 +4,14 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
 use super::io_slot::{CloseStep, Life, Recv};
-use super::{AcceptState, UringOps, BGID};
+use super::{AcceptState, UringDriver, BGID};
 use crate::driver::{Command, SendBuf};
 use crate::op;
 use crate::user_data::{Op, UserData};
 
-impl UringOps {
+impl UringDriver {
     /// Applies one command of the core.
-    pub(super) fn apply(&mut self, cmd: Command) {
+    pub(super) fn apply_one(&mut self, cmd: Command) {
         match cmd {
             Command::Open { slot, fd } => self.open(slot, fd),
             Command::Connect { slot, fd, addr } => self.connect(slot, fd, addr),

@@ -94,23 +94,23 @@ fn open(d: &mut UringDriver, slot: u32) -> (u32, UnixStream) {
         slot,
         fd: ours.into(),
     }]);
-    (d.ops.slots[slot as usize].generation, peer)
+    (d.slots[slot as usize].generation, peer)
 }
 
 /// Closes session `slot` through the fabricated completions a cancel-then-close produces.
 fn close(d: &mut UringDriver, core: &mut Recorder, slot: u32, generation: u32) {
     d.apply(&mut vec![Command::Close { slot }]);
-    assert_eq!(d.ops.slots[slot as usize].life, Life::Closing);
+    assert_eq!(d.slots[slot as usize].life, Life::Closing);
     d.complete(cqe(Op::Cancel, slot, generation, 0, 0), core);
     assert_eq!(
-        d.ops.slots[slot as usize].life,
+        d.slots[slot as usize].life,
         Life::Closing,
         "the receive is still armed: no close yet"
     );
     d.complete(cqe(Op::Recv, slot, generation, -libc::ECANCELED, 0), core);
-    assert_eq!(d.ops.slots[slot as usize].life, Life::CloseSubmitted);
+    assert_eq!(d.slots[slot as usize].life, Life::CloseSubmitted);
     d.complete(cqe(Op::Close, slot, generation, 0, 0), core);
-    assert_eq!(d.ops.slots[slot as usize].life, Life::Free);
+    assert_eq!(d.slots[slot as usize].life, Life::Free);
 }
 
 #[test]
@@ -135,10 +135,10 @@ fn receives_become_events_and_every_buffer_goes_back() {
     assert_eq!(core.events, ["received 0 100"]);
     // Out of buffers: no event, the receive is re-armed at the start of the next turn.
     d.complete(cqe(Op::Recv, 0, generation, -libc::ENOBUFS, 0), &mut core);
-    assert_eq!(d.ops.slots[0].recv, Recv::Starved);
-    assert_eq!(d.ops.starved, [(0, generation)]);
-    d.ops.rearm_starved();
-    assert_eq!(d.ops.slots[0].recv, Recv::Armed);
+    assert_eq!(d.slots[0].recv, Recv::Starved);
+    assert_eq!(d.starved, [(0, generation)]);
+    d.rearm_starved();
+    assert_eq!(d.slots[0].recv, Recv::Armed);
     // The peer's EOF, then an error on another session.
     d.complete(cqe(Op::Recv, 0, generation, 0, 0), &mut core);
     let (g1, _peer1) = open(&mut d, 1);
@@ -147,13 +147,13 @@ fn receives_become_events_and_every_buffer_goes_back() {
         core.events[1..],
         ["read_closed 0 None", "read_closed 1 Some(104)"]
     );
-    assert_eq!(d.ops.slots[0].recv, Recv::Idle);
+    assert_eq!(d.slots[0].recv, Recv::Idle);
     // Both close at once: nothing is in flight.
     d.apply(&mut vec![
         Command::Close { slot: 0 },
         Command::Close { slot: 1 },
     ]);
-    assert_eq!(d.ops.slots[0].life, Life::CloseSubmitted);
+    assert_eq!(d.slots[0].life, Life::CloseSubmitted);
     d.complete(cqe(Op::Close, 0, generation, 0, 0), &mut core);
     d.complete(cqe(Op::Close, 1, g1, 0, 0), &mut core);
     assert_eq!(core.events[3..], ["closed 0", "closed 1"]);
@@ -177,17 +177,17 @@ fn a_close_waits_for_the_cancel_the_receive_and_the_send() {
     d.complete(cqe(Op::Cancel, 0, generation, 0, 0), &mut core);
     d.complete(cqe(Op::Recv, 0, generation, -libc::ECANCELED, 0), &mut core);
     assert_eq!(
-        d.ops.slots[0].life,
+        d.slots[0].life,
         Life::Closing,
         "the send is still in flight: its memory is the kernel's"
     );
-    assert!(d.ops.slots[0].send.is_some());
+    assert!(d.slots[0].send.is_some());
     d.complete(cqe(Op::Send, 0, generation, -libc::ECANCELED, 0), &mut core);
     assert!(
-        d.ops.slots[0].send.is_none(),
+        d.slots[0].send.is_none(),
         "the send's buffer is released once it completed"
     );
-    assert_eq!(d.ops.slots[0].life, Life::CloseSubmitted);
+    assert_eq!(d.slots[0].life, Life::CloseSubmitted);
     assert!(
         core.events.is_empty(),
         "a closing session hears nothing: {:?}",
@@ -239,7 +239,7 @@ fn a_send_completion_reports_its_result_with_its_buffer() {
 fn accept_completions_hand_over_connections_and_rearm_or_back_off() {
     let mut d = driver();
     let mut core = Recorder::default();
-    d.ops.accept = AcceptState::Armed;
+    d.accept = AcceptState::Armed;
     let accept = |res: i32, flags: u32| Completion {
         user_data: UserData::engine(Op::Accept).raw(),
         res,
@@ -254,24 +254,24 @@ fn accept_completions_hand_over_connections_and_rearm_or_back_off() {
         fd,
         "the descriptor is handed over"
     );
-    assert_eq!(d.ops.accept, AcceptState::Armed);
+    assert_eq!(d.accept, AcceptState::Armed);
     // A connection aborted before it was accepted: reported; the accept stays armed.
     d.complete(accept(-libc::ECONNABORTED, MORE), &mut core);
-    assert_eq!(d.ops.accept, AcceptState::Armed);
+    assert_eq!(d.accept, AcceptState::Armed);
     assert_eq!(core.events, ["accepted", "accept_failed Some(103)"]);
     // The accept ended without error (ECONNABORTED as its final completion): re-armed.
     d.complete(accept(-libc::ECONNABORTED, 0), &mut core);
-    assert_eq!(d.ops.accept, AcceptState::Idle);
+    assert_eq!(d.accept, AcceptState::Idle);
     // A final completion that still carries a connection: served, then re-armed.
-    d.ops.accept = AcceptState::Armed;
+    d.accept = AcceptState::Armed;
     let (b, _b) = UnixStream::pair().unwrap();
     d.complete(accept(std::os::fd::IntoRawFd::into_raw_fd(b), 0), &mut core);
     assert_eq!(core.accepted.len(), 2);
-    assert_eq!(d.ops.accept, AcceptState::Idle);
+    assert_eq!(d.accept, AcceptState::Idle);
     // Out of descriptors: reported, and retried after a back-off.
-    d.ops.accept = AcceptState::Armed;
+    d.accept = AcceptState::Armed;
     d.complete(accept(-libc::EMFILE, 0), &mut core);
-    assert!(matches!(d.ops.accept, AcceptState::RetryAt(_)));
+    assert!(matches!(d.accept, AcceptState::RetryAt(_)));
     assert_eq!(core.events.last().unwrap(), "accept_failed Some(24)");
-    d.ops.accept = AcceptState::Closed;
+    d.accept = AcceptState::Closed;
 }
