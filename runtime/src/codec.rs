@@ -226,92 +226,25 @@ impl FrameReader {
             return Ok(fed);
         }
         let limit = max_frame.saturating_add(FRAME_HEADROOM);
-        // 1. Complete the frame held in the tail, taking only what it needs when known.
-        while !self.tail.is_empty() {
-            let take = match self.need {
-                Some(total) if total > self.tail.len() => (total - self.tail.len()).min(data.len()),
-                Some(_) => data.len(),
-                // The header itself is incomplete: copy a little (doubling), not the whole
-                // buffer, so that the frames behind it still decode straight from `data`.
-                None => data.len().min(self.tail.len().max(HEADER_PROBE)),
-            };
-            self.tail.extend_from_slice(&data[..take]);
-            fed.copied += take;
-            data = &data[take..];
-            if self.need.is_some_and(|total| self.tail.len() < total) && self.tail.len() <= limit {
-                // Short of the total the codec said the frame takes: decoding again now would
-                // only say so again (and re-parse what is held).
-                debug_assert!(data.is_empty());
-                return Ok(fed);
-            }
-            let mut pos = 0;
-            while pos < self.tail.len() {
-                let flow = match codec.decode(&self.tail[pos..], max_frame)? {
-                    Decoded::Frame(frame, used) => {
-                        debug_assert!(used > 0 && used <= self.tail.len() - pos);
-                        pos += used.max(1);
-                        fed.frames += 1;
-                        on_frame(codec, pool, frame).into()
-                    }
-                    Decoded::NeedMore(total) => {
-                        self.need = total;
-                        break;
-                    }
-                };
-                match flow {
-                    Flow::Continue => {}
-                    Flow::Pause => {
-                        self.pause(pos, data, pool);
-                        return Ok(fed);
-                    }
-                    Flow::Stop => {
-                        fed.stopped = true;
-                        self.release(pool);
-                        return Ok(fed);
-                    }
-                }
-            }
-            self.tail.drain(..pos);
-            if self.tail.is_empty() {
-                self.release(pool);
-                break;
-            }
-            if self.tail.len() > limit {
-                return Err(CodecError::FrameTooLarge {
-                    len: self.tail.len(),
-                    max: max_frame,
-                });
-            }
-            if data.is_empty() {
-                return Ok(fed);
+        // 1. Complete the frame held in the tail.
+        if !self.tail.is_empty() {
+            match self.complete_tail(codec, data, max_frame, pool, &mut on_frame, &mut fed)? {
+                Some(rest) => data = rest,
+                None => return Ok(fed),
             }
         }
         // 2. Decode straight from the input: no copy for whole frames.
-        let mut pos = 0;
-        while pos < data.len() {
-            match codec.decode(&data[pos..], max_frame)? {
-                Decoded::Frame(frame, used) => {
-                    debug_assert!(used > 0 && used <= data.len() - pos);
-                    pos += used.max(1);
-                    fed.frames += 1;
-                    match on_frame(codec, pool, frame).into() {
-                        Flow::Continue => {}
-                        Flow::Pause => {
-                            self.pause(0, &data[pos..], pool);
-                            return Ok(fed);
-                        }
-                        Flow::Stop => {
-                            fed.stopped = true;
-                            return Ok(fed);
-                        }
-                    }
-                }
-                Decoded::NeedMore(total) => {
-                    self.need = total;
-                    break;
-                }
+        let pos = match decode_run(codec, data, max_frame, pool, &mut on_frame, &mut fed)? {
+            Run::Drained { pos, need } => {
+                self.need = need;
+                pos
             }
-        }
+            Run::Paused(pos) => {
+                self.pause(0, &data[pos..], pool);
+                return Ok(fed);
+            }
+            Run::Stopped => return Ok(fed),
+        };
         // 3. Keep the incomplete remainder.
         let rest = &data[pos..];
         if !rest.is_empty() {
@@ -328,6 +261,122 @@ impl FrameReader {
         }
         Ok(fed)
     }
+
+    /// Completes the frame held in the tail from `data`, taking only what it needs when the
+    /// codec said how much, and decodes what the tail then holds. Returns the input left to
+    /// decode straight from `data` once the tail is empty, or `None` when this feed is done
+    /// (the tail still waits for more, or the callback paused or stopped).
+    fn complete_tail<'d, C, F, R>(
+        &mut self,
+        codec: &mut C,
+        mut data: &'d [u8],
+        max_frame: usize,
+        pool: &mut BufPool,
+        on_frame: &mut F,
+        fed: &mut Fed,
+    ) -> Result<Option<&'d [u8]>, CodecError>
+    where
+        C: Codec,
+        F: FnMut(&mut C, &mut BufPool, C::Frame<'_>) -> R,
+        R: Into<Flow>,
+    {
+        let limit = max_frame.saturating_add(FRAME_HEADROOM);
+        while !self.tail.is_empty() {
+            let take = match self.need {
+                Some(total) if total > self.tail.len() => (total - self.tail.len()).min(data.len()),
+                Some(_) => data.len(),
+                // The header itself is incomplete: copy a little (doubling), not the whole
+                // buffer, so that the frames behind it still decode straight from `data`.
+                None => data.len().min(self.tail.len().max(HEADER_PROBE)),
+            };
+            self.tail.extend_from_slice(&data[..take]);
+            fed.copied += take;
+            data = &data[take..];
+            if self.need.is_some_and(|total| self.tail.len() < total) && self.tail.len() <= limit {
+                // Short of the total the codec said the frame takes: decoding again now would
+                // only say so again (and re-parse what is held).
+                debug_assert!(data.is_empty());
+                return Ok(None);
+            }
+            let pos = match decode_run(codec, &self.tail, max_frame, pool, on_frame, fed)? {
+                Run::Drained { pos, need } => {
+                    self.need = need;
+                    pos
+                }
+                Run::Paused(pos) => {
+                    self.pause(pos, data, pool);
+                    return Ok(None);
+                }
+                Run::Stopped => {
+                    self.release(pool);
+                    return Ok(None);
+                }
+            };
+            self.tail.drain(..pos);
+            if self.tail.is_empty() {
+                self.release(pool);
+                break;
+            }
+            if self.tail.len() > limit {
+                return Err(CodecError::FrameTooLarge {
+                    len: self.tail.len(),
+                    max: max_frame,
+                });
+            }
+            if data.is_empty() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(data))
+    }
+}
+
+/// How decoding one run of bytes ended.
+enum Run {
+    /// Every whole frame at hand was decoded, taking `pos` bytes; what is left (if anything)
+    /// is the start of a frame that takes `need` bytes in all, when the codec said.
+    Drained { pos: usize, need: Option<usize> },
+    /// The callback paused after the frame that ends at this position.
+    Paused(usize),
+    /// The callback stopped.
+    Stopped,
+}
+
+/// Decodes whole frames from the start of `src` and hands each to `on_frame`, until the codec
+/// needs more bytes or the callback pauses or stops.
+fn decode_run<C, F, R>(
+    codec: &mut C,
+    src: &[u8],
+    max_frame: usize,
+    pool: &mut BufPool,
+    on_frame: &mut F,
+    fed: &mut Fed,
+) -> Result<Run, CodecError>
+where
+    C: Codec,
+    F: FnMut(&mut C, &mut BufPool, C::Frame<'_>) -> R,
+    R: Into<Flow>,
+{
+    let mut pos = 0;
+    while pos < src.len() {
+        match codec.decode(&src[pos..], max_frame)? {
+            Decoded::Frame(frame, used) => {
+                debug_assert!(used > 0 && used <= src.len() - pos);
+                pos += used.max(1);
+                fed.frames += 1;
+                match on_frame(codec, pool, frame).into() {
+                    Flow::Continue => {}
+                    Flow::Pause => return Ok(Run::Paused(pos)),
+                    Flow::Stop => {
+                        fed.stopped = true;
+                        return Ok(Run::Stopped);
+                    }
+                }
+            }
+            Decoded::NeedMore(need) => return Ok(Run::Drained { pos, need }),
+        }
+    }
+    Ok(Run::Drained { pos, need: None })
 }
 
 #[cfg(test)]
