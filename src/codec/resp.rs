@@ -7,8 +7,10 @@
 //! `PING_INLINE`). A decoded [`Command`] borrows its arguments from the received bytes: decoding
 //! allocates nothing and copies nothing. Replies are [`Reply`] values, encoded by `send`.
 //!
-//! Invariant: `decode` is a pure function of the bytes from the start of the frame (the codec
-//! holds only its [`Limits`]), so bytes presented again after `NeedMore` decode the same way.
+//! Invariant: what `decode` returns depends only on the bytes from the start of the frame, so
+//! bytes presented again after `NeedMore` decode the same way. Besides its [`Limits`] the codec
+//! keeps only its progress through an incomplete array request (where to resume checking its
+//! elements), used only when the bytes presented start with that same request's header.
 //! Every length is checked against the limits and the maximum frame size as soon as its
 //! header is read, before anything is buffered for it.
 //!

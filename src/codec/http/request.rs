@@ -83,7 +83,7 @@ impl<'a> Request<'a> {
         self.expect_continue && self.has_body()
     }
 
-    /// What a response to this request must take into account (see [`Response::to`]).
+    /// What a response to this request must take into account (see [`Response::to`](super::Response::to)).
     pub fn reply_to(&self) -> ReplyTo {
         ReplyTo {
             keep_alive: self.keep_alive,
