@@ -39,9 +39,17 @@ mod settings;
 pub use client::{Client, ClientHandle};
 pub use codec::Codec;
 pub use ringwire_runtime::{
-    probe, CloseReason, Config, CoreLatency, CoreSnapshot, CoreStats, Counter, DriverKind, Hooks,
-    IoOp, ProbeError, ServerError, ServerHandle, ServerStats, Session, SessionError, SessionId,
-    Stopper, UringFeatures,
+    probe, CloseReason, CoreLatency, CoreSnapshot, CoreStats, Counter, DriverKind, Handler, IoOp,
+    ProbeError, ServerError, ServerHandle, ServerStats, Session, SessionError, SessionId, Stopper,
+    UringFeatures,
 };
-pub use ringwire_runtime::{BufPool, Handler};
 pub use server::Server;
+
+/// Not public API: the engine's frame reassembly and buffer pool, which the fuzz targets and
+/// the benchmarks drive directly to mirror what a core does. Hidden from the docs and exempt
+/// from semver; handlers never need it.
+#[doc(hidden)]
+pub mod engine {
+    pub use ringwire_runtime::codec::{Fed, Flow, FrameReader, FRAME_HEADROOM};
+    pub use ringwire_runtime::BufPool;
+}

@@ -1,6 +1,7 @@
 //! Entry points for ringwire's micro-benchmarks into engine internals that are not public API
 //! (user_data encoding, the timer heap, provided-buffer recycling). Not for other uses; hidden
-//! from the docs and exempt from semver.
+//! from the docs, exempt from semver, and built only with the `bench-support` feature (which
+//! ringwire-bench turns on).
 
 use std::io;
 

@@ -12,6 +12,7 @@ use crate::pool::BufPool;
 
 /// The outcome of one [`Codec::decode`] call.
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decoded<F> {
     /// A whole frame, and the number of bytes of the input it took (more than zero).
     Frame(F, usize),

@@ -24,6 +24,7 @@ pub mod probe;
 pub mod session;
 pub mod stats;
 
+#[cfg(feature = "bench-support")]
 #[doc(hidden)]
 pub mod bench_support;
 mod buf_ring;
@@ -37,7 +38,7 @@ mod timer;
 mod user_data;
 mod worker;
 
-pub use codec::{Codec, CodecError, Decoded, Fed, FrameReader, FRAME_HEADROOM};
+pub use codec::{Codec, CodecError, Decoded, Fed, Flow, FrameReader, FRAME_HEADROOM};
 pub use config::Config;
 pub use error::{IoOp, ServerError, SessionError};
 pub use handler::Handler;

@@ -42,6 +42,7 @@ const MAX_CHUNK_LINE: usize = 1024;
 
 /// Limits on one request. The server's maximum frame size also caps the head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Largest request head (request line and header fields), and largest trailer section:
     /// 431 past it. Default 8 KiB.
@@ -59,8 +60,23 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// These limits with `max_head` changed.
+    pub fn with_max_head(mut self, bytes: usize) -> Self {
+        self.max_head = bytes;
+        self
+    }
+
+    /// These limits with `max_body` changed.
+    pub fn with_max_body(mut self, bytes: u64) -> Self {
+        self.max_body = bytes;
+        self
+    }
+}
+
 /// Why a request was rejected; [`status`](RequestError::status) is what the server answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RequestError {
     /// 400: malformed syntax or framing.
     BadRequest,
@@ -86,6 +102,7 @@ impl RequestError {
 
 /// How a request's body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BodyKind {
     /// No body (no `Content-Length`, or `Content-Length: 0`).
     None,

@@ -6,6 +6,10 @@ use std::fmt;
 use super::{BodyKind, ReplyTo};
 
 /// One frame of the request stream.
+///
+/// Deliberately not `#[non_exhaustive]`: a handler must deal with every part of a request,
+/// and a new kind of part would change what every handler has to do, so adding one is a
+/// breaking change that should fail to compile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Part<'a> {
     /// A request head. If the request has a body ([`Request::has_body`]), `Body` frames

@@ -6,8 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use proptest::prelude::*;
 
 use super::*;
-use crate::codec::FrameReader;
-use crate::BufPool;
+use crate::engine::{BufPool, FrameReader};
 
 const MAX: usize = 1 << 20;
 
