@@ -112,8 +112,10 @@ impl Handler<Http> for Web {
     }
 
     fn on_error(&mut self, session: &mut Session<'_, Http>, error: &SessionError) {
-        if let SessionError::Codec { .. } = error {
-            let why = session.codec().error().unwrap_or(RequestError::BadRequest);
+        if let SessionError::Codec { error, .. } = error {
+            let why = error
+                .downcast_ref::<http::Rejection>()
+                .map_or(RequestError::BadRequest, |r| r.error);
             // The engine writes this, then closes the session.
             let _ = session.send(&http::error_response(why));
         }

@@ -6,7 +6,9 @@
 //! tail buffer that is bounded by the maximum frame size.
 
 use std::borrow::Cow;
+use std::error::Error;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::pool::BufPool;
 
@@ -24,7 +26,30 @@ pub enum Decoded<F> {
 }
 
 /// Why a codec rejected its input. The session that sent it is closed; no other is affected.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// A codec with errors of its own (a protocol's status codes, say) returns them as
+/// [`Custom`](CodecError::Custom), built with [`CodecError::custom`]; the handler's `on_error`
+/// gets the same value back and recovers the codec's type with
+/// [`downcast_ref`](CodecError::downcast_ref). The engine never looks inside: it counts the
+/// error and closes the session, whatever the variant.
+///
+/// ```
+/// use ringwire::codec::CodecError;
+///
+/// #[derive(Debug)]
+/// struct BadOpcode(u8);
+/// impl std::fmt::Display for BadOpcode {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         write!(f, "unknown opcode {}", self.0)
+///     }
+/// }
+/// impl std::error::Error for BadOpcode {}
+///
+/// let e = CodecError::custom(BadOpcode(7));
+/// assert_eq!(e.downcast_ref::<BadOpcode>().map(|b| b.0), Some(7));
+/// assert_eq!(e.to_string(), "unknown opcode 7");
+/// ```
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum CodecError {
     /// A frame declares or reaches a size over the configured maximum.
@@ -38,7 +63,43 @@ pub enum CodecError {
     Malformed(Cow<'static, str>),
     /// An outgoing item cannot be encoded.
     Encode(Cow<'static, str>),
+    /// The codec's own error. Shared (`Arc`) so that the error stays `Clone`; allocated only
+    /// when a codec fails, never on the data path.
+    Custom(Arc<dyn Error + Send + Sync>),
 }
+
+impl CodecError {
+    /// Wraps a codec's own error, for the handler to [`downcast_ref`](CodecError::downcast_ref).
+    pub fn custom(error: impl Error + Send + Sync + 'static) -> Self {
+        CodecError::Custom(Arc::new(error))
+    }
+
+    /// The codec's own error, if this is a [`Custom`](CodecError::Custom) one of type `E`.
+    pub fn downcast_ref<E: Error + 'static>(&self) -> Option<&E> {
+        match self {
+            CodecError::Custom(e) => e.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+}
+
+/// Equal variants with equal fields; two `Custom` errors are equal only when they are the same
+/// error (one `Arc`), as a codec's own error type need not be comparable.
+impl PartialEq for CodecError {
+    fn eq(&self, other: &Self) -> bool {
+        use CodecError::*;
+        match (self, other) {
+            (FrameTooLarge { len: a, max: m }, FrameTooLarge { len: b, max: n }) => {
+                a == b && m == n
+            }
+            (Malformed(a), Malformed(b)) | (Encode(a), Encode(b)) => a == b,
+            (Custom(a), Custom(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for CodecError {}
 
 impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -48,11 +109,20 @@ impl fmt::Display for CodecError {
             }
             CodecError::Malformed(why) => write!(f, "malformed input: {why}"),
             CodecError::Encode(why) => write!(f, "cannot encode: {why}"),
+            CodecError::Custom(e) => e.fmt(f),
         }
     }
 }
 
-impl std::error::Error for CodecError {}
+/// A `Custom` error is transparent: its message and its source are the codec's error's own.
+impl Error for CodecError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            CodecError::Custom(e) => e.source(),
+            _ => None,
+        }
+    }
+}
 
 /// Bytes to frames and back, for one session.
 ///
@@ -532,6 +602,60 @@ mod tests {
             rest.len()
         );
         assert_eq!(lines[0], 6);
+    }
+
+    /// A codec's own error.
+    #[derive(Debug, PartialEq)]
+    struct Opcode(u8);
+
+    impl fmt::Display for Opcode {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "unknown opcode {}", self.0)
+        }
+    }
+
+    impl Error for Opcode {}
+
+    /// Frames are single bytes; any byte over 9 is an unknown opcode.
+    struct Opcodes;
+    impl Codec for Opcodes {
+        type Frame<'a> = u8;
+        type Item = u8;
+        fn decode(&mut self, src: &[u8], _: usize) -> Result<Decoded<u8>, CodecError> {
+            match src.first() {
+                None => Ok(Decoded::NeedMore(None)),
+                Some(&op) if op > 9 => Err(CodecError::custom(Opcode(op))),
+                Some(&op) => Ok(Decoded::Frame(op, 1)),
+            }
+        }
+        fn encode(&mut self, _: &u8, _: &mut Vec<u8>) -> Result<(), CodecError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_codec_hands_its_own_error_through_the_reader() {
+        let mut reader = FrameReader::new();
+        let mut pool = BufPool::default();
+        let mut ops = Vec::new();
+        let err = reader
+            .feed(&mut Opcodes, &[1, 2, 42, 3], 16, &mut pool, |_, _, op| {
+                ops.push(op);
+                true
+            })
+            .unwrap_err();
+        assert_eq!(ops, [1, 2], "frames before the error are delivered");
+        assert_eq!(err.downcast_ref::<Opcode>(), Some(&Opcode(42)));
+        assert_eq!(err.to_string(), "unknown opcode 42");
+        assert!(CodecError::Malformed("x".into())
+            .downcast_ref::<Opcode>()
+            .is_none());
+        assert_eq!(err.clone(), err, "a clone shares the codec's error");
+        assert_ne!(
+            err,
+            CodecError::custom(Opcode(42)),
+            "another error is another error"
+        );
     }
 
     #[test]

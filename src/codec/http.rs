@@ -10,8 +10,9 @@
 //!
 //! Invariant: the codec's state (where the current body stands) changes only when `decode`
 //! returns a frame; `NeedMore` and errors leave it as it was, so bytes presented again after
-//! `NeedMore` decode the same way. Errors record why ([`RequestError`]) for the handler's
-//! `on_error`, which answers with [`error_response`]; the engine then closes the session.
+//! `NeedMore` decode the same way. An error is a [`Rejection`] (what to answer, and why)
+//! inside [`CodecError::Custom`]: the handler's `on_error` gets it back and answers with
+//! [`error_response`]; the engine then closes the session.
 //!
 //! What is rejected, and with which status: malformed syntax, a missing or repeated `Host` in
 //! HTTP/1.1, a repeated or invalid `Content-Length`, `Content-Length` together with
@@ -22,6 +23,7 @@
 //! than `chunked`: 501.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use super::{Codec, CodecError, Decoded};
 
@@ -100,6 +102,64 @@ impl RequestError {
     }
 }
 
+/// The HTTP codec's own error: what to answer ([`RequestError`]) and why. `decode` returns it
+/// inside [`CodecError::Custom`], so the handler's `on_error` gets it back with
+/// [`CodecError::downcast_ref`] and answers with [`error_response`]:
+///
+/// ```
+/// use ringwire::codec::http::{error_response, Http, Rejection, RequestError};
+/// use ringwire::{Handler, Session, SessionError};
+///
+/// struct Web;
+/// impl Handler<Http> for Web {
+///     fn on_error(&mut self, session: &mut Session<'_, Http>, error: &SessionError) {
+///         if let SessionError::Codec { error, .. } = error {
+///             let why = error
+///                 .downcast_ref::<Rejection>()
+///                 .map_or(RequestError::BadRequest, |r| r.error);
+///             let _ = session.send(&error_response(why));
+///         }
+///     }
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Rejection {
+    /// What the server answers.
+    pub error: RequestError,
+    /// Why, in words, for logs.
+    pub detail: Cow<'static, str>,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.error.status();
+        write!(f, "{status} {}: {}", reason(status), self.detail)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// The codec's error for `error`, because of `why`. Built only when a request is rejected.
+fn fail(error: RequestError, why: &'static str) -> CodecError {
+    CodecError::custom(Rejection {
+        error,
+        detail: Cow::Borrowed(why),
+    })
+}
+
+/// The codec's error for a head, trailer section or body of `len` bytes over `max`.
+fn too_large(error: RequestError, len: u64, max: u64) -> CodecError {
+    let what = match error {
+        RequestError::ContentTooLarge => "body",
+        _ => "header section",
+    };
+    CodecError::custom(Rejection {
+        error,
+        detail: Cow::Owned(format!("{what} of {len} bytes over the limit of {max}")),
+    })
+}
+
 /// How a request's body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -150,7 +210,6 @@ pub struct Http {
     /// Bytes of chunk extensions so far in the current request's body (bounded by
     /// `Limits::max_head`: they are not data, yet cost parsing).
     chunk_extensions: usize,
-    error: Option<RequestError>,
 }
 
 impl Http {
@@ -167,27 +226,9 @@ impl Http {
         self.limits
     }
 
-    /// Why the last `decode` failed, if it did: what `on_error` should answer.
-    pub fn error(&self) -> Option<RequestError> {
-        self.error
-    }
-
     /// Whether a request body is being read (its head was delivered, its end not yet).
     pub fn in_body(&self) -> bool {
         self.state != State::Head
-    }
-
-    fn fail(&mut self, error: RequestError, why: &'static str) -> CodecError {
-        self.error = Some(error);
-        CodecError::Malformed(Cow::Borrowed(why))
-    }
-
-    fn too_large(&mut self, error: RequestError, len: u64, max: u64) -> CodecError {
-        self.error = Some(error);
-        CodecError::FrameTooLarge {
-            len: usize::try_from(len).unwrap_or(usize::MAX),
-            max: usize::try_from(max).unwrap_or(usize::MAX),
-        }
     }
 }
 

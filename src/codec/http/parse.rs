@@ -4,7 +4,10 @@
 use std::mem::MaybeUninit;
 
 use super::request::{tokens, trim};
-use super::{BodyKind, Http, Part, Request, RequestError, State, MAX_CHUNK_LINE, MAX_HEADERS};
+use super::{
+    fail, too_large, BodyKind, Http, Part, Request, RequestError, State, MAX_CHUNK_LINE,
+    MAX_HEADERS,
+};
 use crate::codec::{CodecError, Decoded};
 
 /// What the head's fields say about framing and the connection.
@@ -26,11 +29,11 @@ impl Http {
             let name = h.name.as_bytes();
             if name.eq_ignore_ascii_case(b"content-length") {
                 if f.content_length.is_some() {
-                    return Err(self.fail(RequestError::BadRequest, "repeated Content-Length"));
+                    return Err(fail(RequestError::BadRequest, "repeated Content-Length"));
                 }
                 let v = h.value;
                 if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-                    return Err(self.fail(RequestError::BadRequest, "invalid Content-Length"));
+                    return Err(fail(RequestError::BadRequest, "invalid Content-Length"));
                 }
                 // More than 18 digits is more than any limit: saturate, 413 follows.
                 let n = v.iter().try_fold(0u64, |n, d| {
@@ -39,7 +42,7 @@ impl Http {
                 f.content_length = Some(n.unwrap_or(u64::MAX));
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 if f.transfer_encoding {
-                    return Err(self.fail(RequestError::BadRequest, "repeated Transfer-Encoding"));
+                    return Err(fail(RequestError::BadRequest, "repeated Transfer-Encoding"));
                 }
                 f.transfer_encoding = true;
                 let mut codings = tokens(h.value);
@@ -76,40 +79,46 @@ impl Http {
             }
             Ok(_) => {
                 let len = src.len().min(max_head + 1) as u64;
-                return Err(self.too_large(
+                return Err(too_large(
                     RequestError::HeaderFieldsTooLarge,
                     len,
                     max_head as u64,
                 ));
             }
             Err(httparse::Error::TooManyHeaders) => {
-                return Err(self.fail(RequestError::HeaderFieldsTooLarge, "too many header fields"));
+                return Err(fail(
+                    RequestError::HeaderFieldsTooLarge,
+                    "too many header fields",
+                ));
             }
-            Err(e) => return Err(self.fail(RequestError::BadRequest, httparse_error(e))),
+            Err(e) => return Err(fail(RequestError::BadRequest, httparse_error(e))),
         };
         if has_bare_lf(&src[..len]) {
-            return Err(self.fail(RequestError::BadRequest, "bare LF as a line ending"));
+            return Err(fail(RequestError::BadRequest, "bare LF as a line ending"));
         }
         let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
         else {
-            return Err(self.fail(RequestError::BadRequest, "incomplete request line"));
+            return Err(fail(RequestError::BadRequest, "incomplete request line"));
         };
         let f = self.framing(req.headers)?;
         if version == 1 && f.hosts != 1 || f.hosts > 1 {
-            return Err(self.fail(RequestError::BadRequest, "missing or repeated Host"));
+            return Err(fail(RequestError::BadRequest, "missing or repeated Host"));
         }
         let body = if f.transfer_encoding {
             if f.content_length.is_some() {
-                return Err(self.fail(
+                return Err(fail(
                     RequestError::BadRequest,
                     "Content-Length together with Transfer-Encoding",
                 ));
             }
             if version == 0 {
-                return Err(self.fail(RequestError::BadRequest, "Transfer-Encoding in HTTP/1.0"));
+                return Err(fail(
+                    RequestError::BadRequest,
+                    "Transfer-Encoding in HTTP/1.0",
+                ));
             }
             if !f.chunked {
-                return Err(self.fail(
+                return Err(fail(
                     RequestError::NotImplemented,
                     "transfer coding other than chunked",
                 ));
@@ -118,7 +127,7 @@ impl Http {
         } else {
             match f.content_length {
                 Some(n) if n > self.limits.max_body => {
-                    return Err(self.too_large(
+                    return Err(too_large(
                         RequestError::ContentTooLarge,
                         n,
                         self.limits.max_body,
@@ -198,16 +207,17 @@ impl Http {
                 [b'\r', b'\n', ..] => pos = 2,
                 [] | [b'\r'] => return Ok(Decoded::NeedMore(None)),
                 _ => {
-                    return Err(
-                        self.fail(RequestError::BadRequest, "chunk data not followed by CRLF")
-                    )
+                    return Err(fail(
+                        RequestError::BadRequest,
+                        "chunk data not followed by CRLF",
+                    ))
                 }
             }
         }
         let window = &src[pos..src.len().min(pos + MAX_CHUNK_LINE)];
         let Some(nl) = window.iter().position(|&b| b == b'\n') else {
             return if window.len() == MAX_CHUNK_LINE {
-                Err(self.fail(RequestError::BadRequest, "chunk-size line too long"))
+                Err(fail(RequestError::BadRequest, "chunk-size line too long"))
             } else {
                 Ok(Decoded::NeedMore(None))
             };
@@ -219,7 +229,11 @@ impl Http {
         }
         let total = self.chunked_total.saturating_add(size);
         if total > self.limits.max_body {
-            return Err(self.too_large(RequestError::ContentTooLarge, total, self.limits.max_body));
+            return Err(too_large(
+                RequestError::ContentTooLarge,
+                total,
+                self.limits.max_body,
+            ));
         }
         if src.len() == pos {
             return Ok(Decoded::NeedMore(None));
@@ -236,24 +250,27 @@ impl Http {
     /// bytes after it (extensions), which the caller counts when it takes the chunk.
     fn chunk_size(&mut self, line: &[u8]) -> Result<(u64, usize), CodecError> {
         let Some(line) = line.strip_suffix(b"\r") else {
-            return Err(self.fail(
+            return Err(fail(
                 RequestError::BadRequest,
                 "chunk-size line not ended by CRLF",
             ));
         };
         let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
         if digits == 0 || digits > 15 {
-            return Err(self.fail(RequestError::BadRequest, "invalid chunk size"));
+            return Err(fail(RequestError::BadRequest, "invalid chunk size"));
         }
         let rest = trim(&line[digits..]);
         if !rest.is_empty() && rest[0] != b';' {
-            return Err(self.fail(RequestError::BadRequest, "invalid chunk size"));
+            return Err(fail(RequestError::BadRequest, "invalid chunk size"));
         }
         // Counted when the chunk is taken (a line may be parsed again while its data is
         // incomplete), checked now.
         let extensions = line.len() - digits;
         if self.chunk_extensions + extensions > self.limits.max_head {
-            return Err(self.fail(RequestError::BadRequest, "chunk extensions over the limit"));
+            return Err(fail(
+                RequestError::BadRequest,
+                "chunk extensions over the limit",
+            ));
         }
         let hex = std::str::from_utf8(&line[..digits]).unwrap_or("0");
         Ok((u64::from_str_radix(hex, 16).unwrap_or(0), extensions))
@@ -269,7 +286,7 @@ impl Http {
         let max = self.limits.max_head;
         match httparse::parse_headers(&src[pos..], &mut fields) {
             Ok(httparse::Status::Complete((len, _))) if has_bare_lf(&src[pos..pos + len]) => {
-                Err(self.fail(RequestError::BadRequest, "bare LF as a line ending"))
+                Err(fail(RequestError::BadRequest, "bare LF as a line ending"))
             }
             Ok(httparse::Status::Complete((len, _))) if len <= max => {
                 self.state = State::Head;
@@ -285,9 +302,13 @@ impl Http {
             Ok(httparse::Status::Partial) if src.len() - pos <= max => Ok(Decoded::NeedMore(None)),
             Ok(_) | Err(httparse::Error::TooManyHeaders) => {
                 let len = (src.len() - pos) as u64;
-                Err(self.too_large(RequestError::HeaderFieldsTooLarge, len, max as u64))
+                Err(too_large(
+                    RequestError::HeaderFieldsTooLarge,
+                    len,
+                    max as u64,
+                ))
             }
-            Err(e) => Err(self.fail(RequestError::BadRequest, httparse_error(e))),
+            Err(e) => Err(fail(RequestError::BadRequest, httparse_error(e))),
         }
     }
 }
