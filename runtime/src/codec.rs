@@ -34,7 +34,7 @@ pub enum Decoded<F> {
 /// error and closes the session, whatever the variant.
 ///
 /// ```
-/// use ringwire::codec::CodecError;
+/// use ringwire_runtime::codec::CodecError;
 ///
 /// #[derive(Debug)]
 /// struct BadOpcode(u8);
