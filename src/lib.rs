@@ -45,6 +45,10 @@ pub use ringwire_runtime::{
 };
 pub use server::Server;
 
+/// Unit tests for handlers, without sockets: feed bytes through a codec into a handler on a
+/// test clock and check what it wrote, its ticks, errors and closes.
+pub use ringwire_runtime::testing;
+
 /// Not public API: the engine's frame reassembly and buffer pool, which the fuzz targets and
 /// the benchmarks drive directly to mirror what a core does. Hidden from the docs and exempt
 /// from semver; handlers never need it.

@@ -23,6 +23,7 @@ pub mod pool;
 pub mod probe;
 pub mod session;
 pub mod stats;
+pub mod testing;
 
 #[cfg(feature = "bench-support")]
 #[doc(hidden)]
