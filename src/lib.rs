@@ -25,6 +25,9 @@
 //! ```
 //!
 //! Handlers run inline on their core: a slow callback stalls every session of that core.
+//!
+//! A handler is unit-tested without sockets with [`testing::Harness`]: it feeds bytes through
+//! the codec into the handler on a test clock and records what the handler did.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -4,10 +4,11 @@
 //! ring and its session slab; it accepts, receives and sends through io_uring, decodes frames
 //! and runs the handler inline. Nothing on the data path is shared between cores.
 //!
-//! Layout: [`codec`], [`handler`] and [`session`] are what handlers see; `worker` is the
-//! driver-neutral core (sessions, codec pipeline, write batching, dispatch); `driver` is the
-//! boundary to the code that submits and completes I/O, with `driver::uring` the io_uring
-//! driver built from `ring`, `buf_ring` and one `op` file per operation; `sys` wraps syscalls.
+//! Layout: [`codec`], [`handler`] and [`session`] are what handlers see; [`testing`] runs a
+//! handler without sockets, for its unit tests; `worker` is the driver-neutral core (sessions,
+//! codec pipeline, write batching, dispatch); `driver` is the boundary to the code that
+//! submits and completes I/O, with `driver::uring` the io_uring driver built from `ring`,
+//! `buf_ring` and one `op` file per operation; `sys` wraps syscalls.
 //!
 //! Most users want the `ringwire` crate, which re-exports what is public here.
 
