@@ -34,7 +34,8 @@ pub enum Decoded<F> {
 /// error and closes the session, whatever the variant.
 ///
 /// ```
-/// use ringwire_runtime::codec::CodecError;
+/// # extern crate ringwire_runtime as ringwire;
+/// use ringwire::codec::CodecError;
 ///
 /// #[derive(Debug)]
 /// struct BadOpcode(u8);

@@ -13,9 +13,10 @@
 //! once and nothing after it. Where the kit differs from a core it says so on the method.
 //!
 //! ```
-//! use ringwire_runtime::codec::{Codec, CodecError, Decoded};
-//! use ringwire_runtime::testing::{Event, Harness};
-//! use ringwire_runtime::{CloseReason, Handler, Session};
+//! # extern crate ringwire_runtime as ringwire;
+//! use ringwire::codec::{Codec, CodecError, Decoded};
+//! use ringwire::testing::{Event, Harness};
+//! use ringwire::{CloseReason, Handler, Session};
 //!
 //! /// Newline-terminated lines.
 //! #[derive(Clone)]
