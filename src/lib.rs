@@ -41,8 +41,9 @@ mod settings;
 
 pub use client::{Client, ClientHandle};
 pub use codec::Codec;
+pub use ringwire_runtime::probe::probe;
 pub use ringwire_runtime::{
-    probe, CloseReason, CoreLatency, CoreSnapshot, CoreStats, Counter, DriverKind, Handler, IoOp,
+    CloseReason, CoreLatency, CoreSnapshot, CoreStats, Counter, DriverKind, Handler, IoOp,
     ProbeError, ServerError, ServerHandle, ServerStats, Session, SessionError, SessionId, Stopper,
     UringFeatures,
 };
