@@ -88,6 +88,10 @@ pub enum Event {
 }
 
 /// One session's codec and handler under test. See the [module docs](self).
+///
+/// The session has no socket: [`Session::peer_addr`] fails, and `is_outbound`, `is_paused`
+/// and `is_draining` are false. A panic in a callback is not caught (a core would close the
+/// session with [`CloseReason::Panic`]): it fails the test, with its message.
 pub struct Harness<C: Codec, H: Handler<C>> {
     codec: C,
     handler: H,
