@@ -43,10 +43,11 @@ struct Args {
 }
 
 fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
-    let codec = Http::with_limits(Limits {
-        max_head: args.max_head,
-        max_body: args.max_body,
-    });
+    let codec = Http::with_limits(
+        Limits::default()
+            .with_max_head(args.max_head)
+            .with_max_body(args.max_body),
+    );
     let server = Server::new(codec, Web::default)
         .bind(args.addr)
         // A head may take the whole frame budget; bodies stream and are never buffered whole.

@@ -70,11 +70,11 @@ thread_local! {
 }
 
 fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
-    let codec = Resp::with_limits(Limits {
-        max_bulk: args.max_bulk,
-        max_args: args.max_args,
-        ..Limits::default()
-    });
+    let codec = Resp::with_limits(
+        Limits::default()
+            .with_max_bulk(args.max_bulk)
+            .with_max_args(args.max_args),
+    );
     let shared = Arc::new(Store::new(args.shards));
     let sweep = shared.clone();
     let (kind, shards) = (args.store, args.shards);

@@ -1,13 +1,69 @@
 //! The `Client` builder: outbound connections on per-core loops.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::settings::engine_settings;
-use ringwire_runtime::{Codec, Config, Handler, Hooks, ServerError, ServerHandle};
+use ringwire_runtime::{
+    Codec, Config, CoreLatency, CoreStats, Handler, Hooks, ServerError, ServerHandle, ServerStats,
+    Stopper,
+};
 
-/// A running client: the same handle as a server's (counters, stop, join); its
-/// [`local_addr`](ServerHandle::local_addr) is the target.
-pub type ClientHandle = ServerHandle;
+/// A running client: its target, its counters, and the means to stop and join it. Dropping
+/// the handle stops the client and waits for its workers.
+pub struct ClientHandle {
+    inner: ServerHandle,
+}
+
+impl ClientHandle {
+    /// The address the client connects to.
+    pub fn target(&self) -> SocketAddr {
+        self.inner.local_addr()
+    }
+
+    /// A snapshot of every worker's counters.
+    pub fn stats(&self) -> ServerStats {
+        self.inner.stats()
+    }
+
+    /// The live (read-only) counters of each worker, in worker order.
+    pub fn core_stats(&self) -> &[Arc<CoreStats>] {
+        self.inner.core_stats()
+    }
+
+    /// Each worker's latency histograms (empty unless
+    /// [`record_latency`](Client::record_latency) was set).
+    pub fn latency(&self) -> &[CoreLatency] {
+        self.inner.latency()
+    }
+
+    /// What the client runs on (see [`ServerHandle::driver`]).
+    pub fn driver(&self) -> &str {
+        self.inner.driver()
+    }
+
+    /// A handle that stops the client from any thread.
+    pub fn stopper(&self) -> Stopper {
+        self.inner.stopper()
+    }
+
+    /// Stops at once, closing every connection; [`join`](ClientHandle::join) waits.
+    pub fn stop(&self) {
+        self.inner.stop();
+    }
+
+    /// Lets every connection run until its peer closes it or `timeout` has passed, closes
+    /// what is left, and waits for the workers (see [`Stopper::shutdown`]).
+    pub fn shutdown(self, timeout: Duration) -> Result<(), ServerError> {
+        self.inner.shutdown(timeout)
+    }
+
+    /// Waits for every worker to exit; returns the first failure.
+    pub fn join(self) -> Result<(), ServerError> {
+        self.inner.join()
+    }
+}
 
 /// Builds and starts a client: one pinned worker per core, each opening `connections`
 /// connections to the target on its own io_uring, with the same [`Codec`] and [`Handler`]
@@ -87,6 +143,7 @@ where
     pub fn start(mut self) -> Result<ClientHandle, ServerError> {
         self.config.connect = Some((self.config.addr, self.connections));
         self.config.max_sessions = self.config.max_sessions.max(self.connections);
-        ringwire_runtime::start(self.config, self.codec, self.factory, self.hooks)
+        let inner = ringwire_runtime::start(self.config, self.codec, self.factory, self.hooks)?;
+        Ok(ClientHandle { inner })
     }
 }

@@ -25,6 +25,9 @@
 //! ```
 //!
 //! Handlers run inline on their core: a slow callback stalls every session of that core.
+//!
+//! A handler is unit-tested without sockets with [`testing::Harness`]: it feeds bytes through
+//! the codec into the handler on a test clock and records what the handler did.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -39,10 +42,23 @@ pub mod signal;
 
 pub use client::{Client, ClientHandle};
 pub use codec::Codec;
+pub use ringwire_runtime::probe::probe;
 pub use ringwire_runtime::{
-    probe, CloseReason, Config, CoreLatency, CoreSnapshot, CoreStats, Counter, DriverKind, Hooks,
-    IoOp, ProbeError, ServerError, ServerHandle, ServerInfo, ServerStats, Session, SessionError,
+    CloseReason, CoreLatency, CoreSnapshot, CoreStats, Counter, DriverKind, Handler, IoOp,
+    ProbeError, ServerError, ServerHandle, ServerInfo, ServerStats, Session, SessionError,
     SessionId, Stopper, UringFeatures,
 };
-pub use ringwire_runtime::{BufPool, Handler};
 pub use server::Server;
+
+/// Unit tests for handlers, without sockets: feed bytes through a codec into a handler on a
+/// test clock and check what it wrote, its ticks, errors and closes.
+pub use ringwire_runtime::testing;
+
+/// Not public API: the engine's frame reassembly and buffer pool, which the fuzz targets and
+/// the benchmarks drive directly to mirror what a core does. Hidden from the docs and exempt
+/// from semver; handlers never need it.
+#[doc(hidden)]
+pub mod engine {
+    pub use ringwire_runtime::codec::{Fed, Flow, FrameReader, FRAME_HEADROOM};
+    pub use ringwire_runtime::BufPool;
+}

@@ -69,24 +69,27 @@ macro_rules! engine_settings {
             self
         }
 
-        /// Closes a session that received nothing for `timeout` (default: never). A session can
-        /// change its own with [`Session::set_idle_timeout`](crate::Session::set_idle_timeout).
-        pub fn idle_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.config.idle_timeout = Some(timeout);
+        /// Closes a session that received nothing for `timeout` (a `Duration`, or `None`:
+        /// never, the default). A session can change its own with
+        /// [`Session::set_idle_timeout`](crate::Session::set_idle_timeout), which takes the same.
+        pub fn idle_timeout(mut self, timeout: impl Into<Option<std::time::Duration>>) -> Self {
+            self.config.idle_timeout = timeout.into();
             self
         }
 
         /// Closes a session whose incomplete frame is not completed within `timeout`: the slow
-        /// trickle of a frame that never ends (default: never).
-        pub fn read_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.config.read_timeout = Some(timeout);
+        /// trickle of a frame that never ends (`None`: never, the default). A session can change
+        /// its own with [`Session::set_read_timeout`](crate::Session::set_read_timeout).
+        pub fn read_timeout(mut self, timeout: impl Into<Option<std::time::Duration>>) -> Self {
+            self.config.read_timeout = timeout.into();
             self
         }
 
         /// Closes a session whose pending output makes no progress for `timeout`: a peer that
-        /// stopped reading (default: never).
-        pub fn write_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.config.write_timeout = Some(timeout);
+        /// stopped reading (`None`: never, the default). A session can change its own with
+        /// [`Session::set_write_timeout`](crate::Session::set_write_timeout).
+        pub fn write_timeout(mut self, timeout: impl Into<Option<std::time::Duration>>) -> Self {
+            self.config.write_timeout = timeout.into();
             self
         }
 
@@ -116,8 +119,8 @@ macro_rules! engine_settings {
         /// reply, then EOF) and input is read and dropped until the peer's EOF, at most this long.
         /// Closing while the peer still sends would reset the connection and could destroy the
         /// last reply. Default 2 s; `None` closes at once.
-        pub fn linger(mut self, linger: Option<std::time::Duration>) -> Self {
-            self.config.linger = linger;
+        pub fn linger(mut self, linger: impl Into<Option<std::time::Duration>>) -> Self {
+            self.config.linger = linger.into();
             self
         }
 
@@ -153,11 +156,6 @@ macro_rules! engine_settings {
         pub fn record_latency(mut self, on: bool) -> Self {
             self.config.record_latency = on;
             self
-        }
-
-        /// The engine configuration built so far.
-        pub fn config(&self) -> &ringwire_runtime::Config {
-            &self.config
         }
     };
 }

@@ -63,6 +63,11 @@ fn client_connections_exchange_frames_with_a_server() {
     .cpus([1])
     .start()
     .unwrap();
+    assert_eq!(
+        client.target(),
+        server.local_addr(),
+        "a client names its target"
+    );
     wait_for(
         "8 connections x 1000 round trips",
         Duration::from_secs(20),

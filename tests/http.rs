@@ -33,10 +33,9 @@ const CURL_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_BODY: u64 = 64 * 1024;
 
 fn http_server(cores: usize) -> Running {
-    let limits = Limits {
-        max_head: 8 * 1024,
-        max_body: MAX_BODY,
-    };
+    let limits = Limits::default()
+        .with_max_head(8 * 1024)
+        .with_max_body(MAX_BODY);
     let server = Server::new(Http::with_limits(limits), Web::default)
         .bind(util::any_port())
         .cores(cores)

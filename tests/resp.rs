@@ -288,11 +288,10 @@ fn reply(stream: &mut TcpStream) -> String {
 /// A malformed or over-limit request gets a RESP error and closes that connection only.
 #[test]
 fn protocol_errors_close_only_their_connection() {
-    let limits = Limits {
-        max_bulk: 100,
-        max_args: 4,
-        max_inline: 64,
-    };
+    let limits = Limits::default()
+        .with_max_bulk(100)
+        .with_max_args(4)
+        .with_max_inline(64);
     let (server, _) = kv_server(1, limits);
     let mut bystander = util::connect(server.addr());
     request(&mut bystander, &[b"SET", b"k", b"v"]);

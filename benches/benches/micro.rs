@@ -11,8 +11,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ringwire::codec::{Codec, Decoded, FrameReader, Len32, Raw};
-use ringwire::BufPool;
+use ringwire::codec::{Codec, Decoded, Len32, Raw};
+use ringwire::engine::{BufPool, FrameReader};
 use ringwire_runtime::bench_support::{user_data_round_trip, ProvidedBuffers, TimerHeap};
 
 /// Frames in each codec benchmark's buffer.

@@ -112,10 +112,91 @@ impl Handler<Http> for Web {
     }
 
     fn on_error(&mut self, session: &mut Session<'_, Http>, error: &SessionError) {
-        if let SessionError::Codec { .. } = error {
-            let why = session.codec().error().unwrap_or(RequestError::BadRequest);
+        if let SessionError::Codec { error, .. } = error {
+            let why = error
+                .downcast_ref::<http::Rejection>()
+                .map_or(RequestError::BadRequest, |r| r.error);
             // The engine writes this, then closes the session.
             let _ = session.send(&http::error_response(why));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ringwire::codec::http::{Http, Limits};
+    use ringwire::testing::Harness;
+    use ringwire::CloseReason;
+
+    use super::Web;
+
+    fn web() -> Harness<Http, Web> {
+        Harness::new(Http::default(), Web::default())
+    }
+
+    /// The status lines of the responses in `out`, in order (a body may run into the next
+    /// status line: the bodies here hold no "HTTP/").
+    fn statuses(out: &[u8]) -> Vec<String> {
+        let text = String::from_utf8_lossy(out);
+        let starts = text.match_indices("HTTP/1.").map(|(i, _)| &text[i..]);
+        starts
+            .map(|s| s[..s.find("\r\n").unwrap_or(s.len())].to_owned())
+            .collect()
+    }
+
+    /// Pipelined requests, bodies included, get the same responses however the bytes arrive.
+    #[test]
+    fn pipelined_requests_answer_the_same_at_every_split() {
+        let wire: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\
+            POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+            GET /nowhere HTTP/1.1\r\nHost: a\r\n\r\n";
+        let whole = web().feed(wire);
+        assert_eq!(
+            statuses(&whole),
+            [
+                "HTTP/1.1 200 OK",
+                "HTTP/1.1 200 OK",
+                "HTTP/1.1 404 Not Found"
+            ]
+        );
+        assert!(String::from_utf8_lossy(&whole).contains("discarded 3 bytes"));
+        for a in 0..=wire.len() {
+            for b in a..=wire.len() {
+                let mut t = web();
+                let mut out = Vec::new();
+                for part in [&wire[..a], &wire[a..b], &wire[b..]] {
+                    out.extend(t.feed(part));
+                }
+                assert_eq!(out, whole, "split at {a} and {b}");
+            }
+        }
+    }
+
+    /// The codec's rejection reaches `on_error`, which answers with its status and closes.
+    #[test]
+    fn a_rejected_request_gets_its_status_and_closes() {
+        let mut t = web();
+        let out = t.feed(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(statuses(&out), ["HTTP/1.1 400 Bad Request"]);
+        assert!(String::from_utf8_lossy(&out).contains("Connection: close\r\n"));
+        assert_eq!(t.closed(), Some(CloseReason::CodecError));
+
+        let mut t = Harness::new(
+            Http::with_limits(Limits::default().with_max_body(10)),
+            Web::default(),
+        );
+        let out = t.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n");
+        assert_eq!(statuses(&out), ["HTTP/1.1 413 Content Too Large"]);
+        assert_eq!(t.errors().len(), 1);
+        assert!(t.errors()[0].contains("413"), "{:?}", t.errors());
+    }
+
+    #[test]
+    fn connection_close_is_honoured() {
+        let mut t = web();
+        let out =
+            t.feed(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n");
+        assert_eq!(statuses(&out), ["HTTP/1.1 200 OK"]);
+        assert_eq!(t.closed(), Some(CloseReason::Local));
     }
 }

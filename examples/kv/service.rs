@@ -336,7 +336,56 @@ fn info(store: &Store) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use super::glob;
+    use std::sync::Arc;
+
+    use ringwire::codec::resp::Resp;
+    use ringwire::testing::Harness;
+    use ringwire::CloseReason;
+
+    use super::{glob, Kv, Store};
+
+    fn kv() -> Harness<Resp, Kv> {
+        Harness::new(Resp::default(), Kv::new(Arc::new(Store::new(4))))
+    }
+
+    /// Pipelined commands give the same replies however the bytes arrive.
+    #[test]
+    fn pipelined_commands_answer_the_same_at_every_split() {
+        let wire: &[u8] = b"*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n41\r\n\
+            INCR k\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+        let expected: &[u8] = b"+PONG\r\n+OK\r\n:42\r\n$2\r\n42\r\n";
+        assert_eq!(kv().feed(wire), expected);
+        for a in 0..=wire.len() {
+            for b in a..=wire.len() {
+                let mut t = kv();
+                let mut out = Vec::new();
+                for part in [&wire[..a], &wire[a..b], &wire[b..]] {
+                    out.extend(t.feed(part));
+                }
+                assert_eq!(out, expected, "split at {a} and {b}");
+                assert_eq!(t.closed(), None);
+            }
+        }
+    }
+
+    #[test]
+    fn a_protocol_error_is_answered_then_closes_the_session() {
+        let mut t = kv();
+        let out = t.feed(b"*1\r\n$4\r\nPING\r\n*1\r\n$x\r\n*1\r\n$4\r\nPING\r\n");
+        assert_eq!(
+            out,
+            b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
+        );
+        assert_eq!(t.closed(), Some(CloseReason::CodecError));
+        assert_eq!(t.errors().len(), 1);
+    }
+
+    #[test]
+    fn quit_answers_then_closes() {
+        let mut t = kv();
+        assert_eq!(t.feed(b"QUIT\r\nPING\r\n"), b"+OK\r\n");
+        assert_eq!(t.closed(), Some(CloseReason::Local));
+    }
 
     #[test]
     fn glob_matches_as_config_get_patterns_do() {

@@ -14,8 +14,8 @@
 use std::fmt::Debug;
 use std::path::Path;
 
-use ringwire::codec::{http, resp, Codec, FrameReader};
-use ringwire::BufPool;
+use ringwire::codec::{http, resp, Codec};
+use ringwire::engine::{BufPool, FrameReader};
 
 /// Largest frame the targets allow: small, so that inputs reach the limits.
 const MAX_FRAME: usize = 512;
@@ -74,11 +74,10 @@ fn three_ways<C: Codec + Clone, T: Debug + PartialEq>(
 
 /// The RESP request decoder.
 pub fn resp_decode(data: &[u8]) {
-    let limits = resp::Limits {
-        max_bulk: 128,
-        max_args: 16,
-        max_inline: 128,
-    };
+    let limits = resp::Limits::default()
+        .with_max_bulk(128)
+        .with_max_args(16)
+        .with_max_inline(128);
     let codec = resp::Resp::with_limits(limits);
     let mut commands: Vec<Vec<Vec<u8>>> = Vec::new();
     three_ways(
@@ -111,10 +110,9 @@ pub fn resp_decode(data: &[u8]) {
 /// The HTTP/1.1 request decoder. Body frames are split differently by different feeds, so
 /// what is compared is each request's head and whole body.
 pub fn http_decode(data: &[u8]) {
-    let limits = http::Limits {
-        max_head: 256,
-        max_body: 256,
-    };
+    let limits = http::Limits::default()
+        .with_max_head(256)
+        .with_max_body(256);
     three_ways(
         http::Http::with_limits(limits),
         data,

@@ -1,6 +1,7 @@
 //! Entry points for ringwire's micro-benchmarks into engine internals that are not public API
 //! (user_data encoding, the timer heap, provided-buffer recycling). Not for other uses; hidden
-//! from the docs and exempt from semver.
+//! from the docs, exempt from semver, and built only with the `bench-support` feature (which
+//! ringwire-bench turns on).
 
 use std::io;
 
@@ -21,13 +22,13 @@ pub fn user_data_round_trip(slot: u32, generation: u32) -> (bool, u32, u32) {
 pub struct TimerHeap(Timers);
 
 impl TimerHeap {
-    /// Schedules `slot` at `at` (milliseconds).
+    /// Schedules `slot` at `at` (microseconds on the core's clock, as the engine's timers).
     #[inline]
     pub fn schedule(&mut self, at: u64, slot: u32) {
         self.0.schedule(at, slot, slot as u64);
     }
 
-    /// Pops one entry due at `now`.
+    /// Pops one entry due at `now` (microseconds).
     #[inline]
     pub fn pop_due(&mut self, now: u64) -> Option<u32> {
         self.0.pop_due(now).map(|(_, slot, _)| slot)

@@ -6,12 +6,15 @@
 //! tail buffer that is bounded by the maximum frame size.
 
 use std::borrow::Cow;
+use std::error::Error;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::pool::BufPool;
 
 /// The outcome of one [`Codec::decode`] call.
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decoded<F> {
     /// A whole frame, and the number of bytes of the input it took (more than zero).
     Frame(F, usize),
@@ -23,7 +26,31 @@ pub enum Decoded<F> {
 }
 
 /// Why a codec rejected its input. The session that sent it is closed; no other is affected.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// A codec with errors of its own (a protocol's status codes, say) returns them as
+/// [`Custom`](CodecError::Custom), built with [`CodecError::custom`]; the handler's `on_error`
+/// gets the same value back and recovers the codec's type with
+/// [`downcast_ref`](CodecError::downcast_ref). The engine never looks inside: it counts the
+/// error and closes the session, whatever the variant.
+///
+/// ```
+/// # extern crate ringwire_runtime as ringwire;
+/// use ringwire::codec::CodecError;
+///
+/// #[derive(Debug)]
+/// struct BadOpcode(u8);
+/// impl std::fmt::Display for BadOpcode {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         write!(f, "unknown opcode {}", self.0)
+///     }
+/// }
+/// impl std::error::Error for BadOpcode {}
+///
+/// let e = CodecError::custom(BadOpcode(7));
+/// assert_eq!(e.downcast_ref::<BadOpcode>().map(|b| b.0), Some(7));
+/// assert_eq!(e.to_string(), "unknown opcode 7");
+/// ```
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum CodecError {
     /// A frame declares or reaches a size over the configured maximum.
@@ -37,7 +64,43 @@ pub enum CodecError {
     Malformed(Cow<'static, str>),
     /// An outgoing item cannot be encoded.
     Encode(Cow<'static, str>),
+    /// The codec's own error. Shared (`Arc`) so that the error stays `Clone`; allocated only
+    /// when a codec fails, never on the data path.
+    Custom(Arc<dyn Error + Send + Sync>),
 }
+
+impl CodecError {
+    /// Wraps a codec's own error, for the handler to [`downcast_ref`](CodecError::downcast_ref).
+    pub fn custom(error: impl Error + Send + Sync + 'static) -> Self {
+        CodecError::Custom(Arc::new(error))
+    }
+
+    /// The codec's own error, if this is a [`Custom`](CodecError::Custom) one of type `E`.
+    pub fn downcast_ref<E: Error + 'static>(&self) -> Option<&E> {
+        match self {
+            CodecError::Custom(e) => e.downcast_ref::<E>(),
+            _ => None,
+        }
+    }
+}
+
+/// Equal variants with equal fields; two `Custom` errors are equal only when they are the same
+/// error (one `Arc`), as a codec's own error type need not be comparable.
+impl PartialEq for CodecError {
+    fn eq(&self, other: &Self) -> bool {
+        use CodecError::*;
+        match (self, other) {
+            (FrameTooLarge { len: a, max: m }, FrameTooLarge { len: b, max: n }) => {
+                a == b && m == n
+            }
+            (Malformed(a), Malformed(b)) | (Encode(a), Encode(b)) => a == b,
+            (Custom(a), Custom(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for CodecError {}
 
 impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -47,11 +110,20 @@ impl fmt::Display for CodecError {
             }
             CodecError::Malformed(why) => write!(f, "malformed input: {why}"),
             CodecError::Encode(why) => write!(f, "cannot encode: {why}"),
+            CodecError::Custom(e) => e.fmt(f),
         }
     }
 }
 
-impl std::error::Error for CodecError {}
+/// A `Custom` error is transparent: its message and its source are the codec's error's own.
+impl Error for CodecError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            CodecError::Custom(e) => e.source(),
+            _ => None,
+        }
+    }
+}
 
 /// Bytes to frames and back, for one session.
 ///
@@ -235,92 +307,25 @@ impl FrameReader {
             return Ok(fed);
         }
         let limit = max_frame.saturating_add(FRAME_HEADROOM);
-        // 1. Complete the frame held in the tail, taking only what it needs when known.
-        while !self.tail.is_empty() {
-            let take = match self.need {
-                Some(total) if total > self.tail.len() => (total - self.tail.len()).min(data.len()),
-                Some(_) => data.len(),
-                // The header itself is incomplete: copy a little (doubling), not the whole
-                // buffer, so that the frames behind it still decode straight from `data`.
-                None => data.len().min(self.tail.len().max(HEADER_PROBE)),
-            };
-            self.tail.extend_from_slice(&data[..take]);
-            fed.copied += take;
-            data = &data[take..];
-            if self.need.is_some_and(|total| self.tail.len() < total) && self.tail.len() <= limit {
-                // Short of the total the codec said the frame takes: decoding again now would
-                // only say so again (and re-parse what is held).
-                debug_assert!(data.is_empty());
-                return Ok(fed);
-            }
-            let mut pos = 0;
-            while pos < self.tail.len() {
-                let flow = match codec.decode(&self.tail[pos..], max_frame)? {
-                    Decoded::Frame(frame, used) => {
-                        debug_assert!(used > 0 && used <= self.tail.len() - pos);
-                        pos += used.max(1);
-                        fed.frames += 1;
-                        on_frame(codec, pool, frame).into()
-                    }
-                    Decoded::NeedMore(total) => {
-                        self.need = total;
-                        break;
-                    }
-                };
-                match flow {
-                    Flow::Continue => {}
-                    Flow::Pause => {
-                        self.pause(pos, data, pool);
-                        return Ok(fed);
-                    }
-                    Flow::Stop => {
-                        fed.stopped = true;
-                        self.release(pool);
-                        return Ok(fed);
-                    }
-                }
-            }
-            self.tail.drain(..pos);
-            if self.tail.is_empty() {
-                self.release(pool);
-                break;
-            }
-            if self.tail.len() > limit {
-                return Err(CodecError::FrameTooLarge {
-                    len: self.tail.len(),
-                    max: max_frame,
-                });
-            }
-            if data.is_empty() {
-                return Ok(fed);
+        // 1. Complete the frame held in the tail.
+        if !self.tail.is_empty() {
+            match self.complete_tail(codec, data, max_frame, pool, &mut on_frame, &mut fed)? {
+                Some(rest) => data = rest,
+                None => return Ok(fed),
             }
         }
         // 2. Decode straight from the input: no copy for whole frames.
-        let mut pos = 0;
-        while pos < data.len() {
-            match codec.decode(&data[pos..], max_frame)? {
-                Decoded::Frame(frame, used) => {
-                    debug_assert!(used > 0 && used <= data.len() - pos);
-                    pos += used.max(1);
-                    fed.frames += 1;
-                    match on_frame(codec, pool, frame).into() {
-                        Flow::Continue => {}
-                        Flow::Pause => {
-                            self.pause(0, &data[pos..], pool);
-                            return Ok(fed);
-                        }
-                        Flow::Stop => {
-                            fed.stopped = true;
-                            return Ok(fed);
-                        }
-                    }
-                }
-                Decoded::NeedMore(total) => {
-                    self.need = total;
-                    break;
-                }
+        let pos = match decode_run(codec, data, max_frame, pool, &mut on_frame, &mut fed)? {
+            Run::Drained { pos, need } => {
+                self.need = need;
+                pos
             }
-        }
+            Run::Paused(pos) => {
+                self.pause(0, &data[pos..], pool);
+                return Ok(fed);
+            }
+            Run::Stopped => return Ok(fed),
+        };
         // 3. Keep the incomplete remainder.
         let rest = &data[pos..];
         if !rest.is_empty() {
@@ -337,6 +342,122 @@ impl FrameReader {
         }
         Ok(fed)
     }
+
+    /// Completes the frame held in the tail from `data`, taking only what it needs when the
+    /// codec said how much, and decodes what the tail then holds. Returns the input left to
+    /// decode straight from `data` once the tail is empty, or `None` when this feed is done
+    /// (the tail still waits for more, or the callback paused or stopped).
+    fn complete_tail<'d, C, F, R>(
+        &mut self,
+        codec: &mut C,
+        mut data: &'d [u8],
+        max_frame: usize,
+        pool: &mut BufPool,
+        on_frame: &mut F,
+        fed: &mut Fed,
+    ) -> Result<Option<&'d [u8]>, CodecError>
+    where
+        C: Codec,
+        F: FnMut(&mut C, &mut BufPool, C::Frame<'_>) -> R,
+        R: Into<Flow>,
+    {
+        let limit = max_frame.saturating_add(FRAME_HEADROOM);
+        while !self.tail.is_empty() {
+            let take = match self.need {
+                Some(total) if total > self.tail.len() => (total - self.tail.len()).min(data.len()),
+                Some(_) => data.len(),
+                // The header itself is incomplete: copy a little (doubling), not the whole
+                // buffer, so that the frames behind it still decode straight from `data`.
+                None => data.len().min(self.tail.len().max(HEADER_PROBE)),
+            };
+            self.tail.extend_from_slice(&data[..take]);
+            fed.copied += take;
+            data = &data[take..];
+            if self.need.is_some_and(|total| self.tail.len() < total) && self.tail.len() <= limit {
+                // Short of the total the codec said the frame takes: decoding again now would
+                // only say so again (and re-parse what is held).
+                debug_assert!(data.is_empty());
+                return Ok(None);
+            }
+            let pos = match decode_run(codec, &self.tail, max_frame, pool, on_frame, fed)? {
+                Run::Drained { pos, need } => {
+                    self.need = need;
+                    pos
+                }
+                Run::Paused(pos) => {
+                    self.pause(pos, data, pool);
+                    return Ok(None);
+                }
+                Run::Stopped => {
+                    self.release(pool);
+                    return Ok(None);
+                }
+            };
+            self.tail.drain(..pos);
+            if self.tail.is_empty() {
+                self.release(pool);
+                break;
+            }
+            if self.tail.len() > limit {
+                return Err(CodecError::FrameTooLarge {
+                    len: self.tail.len(),
+                    max: max_frame,
+                });
+            }
+            if data.is_empty() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(data))
+    }
+}
+
+/// How decoding one run of bytes ended.
+enum Run {
+    /// Every whole frame at hand was decoded, taking `pos` bytes; what is left (if anything)
+    /// is the start of a frame that takes `need` bytes in all, when the codec said.
+    Drained { pos: usize, need: Option<usize> },
+    /// The callback paused after the frame that ends at this position.
+    Paused(usize),
+    /// The callback stopped.
+    Stopped,
+}
+
+/// Decodes whole frames from the start of `src` and hands each to `on_frame`, until the codec
+/// needs more bytes or the callback pauses or stops.
+fn decode_run<C, F, R>(
+    codec: &mut C,
+    src: &[u8],
+    max_frame: usize,
+    pool: &mut BufPool,
+    on_frame: &mut F,
+    fed: &mut Fed,
+) -> Result<Run, CodecError>
+where
+    C: Codec,
+    F: FnMut(&mut C, &mut BufPool, C::Frame<'_>) -> R,
+    R: Into<Flow>,
+{
+    let mut pos = 0;
+    while pos < src.len() {
+        match codec.decode(&src[pos..], max_frame)? {
+            Decoded::Frame(frame, used) => {
+                debug_assert!(used > 0 && used <= src.len() - pos);
+                pos += used.max(1);
+                fed.frames += 1;
+                match on_frame(codec, pool, frame).into() {
+                    Flow::Continue => {}
+                    Flow::Pause => return Ok(Run::Paused(pos)),
+                    Flow::Stop => {
+                        fed.stopped = true;
+                        return Ok(Run::Stopped);
+                    }
+                }
+            }
+            Decoded::NeedMore(need) => return Ok(Run::Drained { pos, need }),
+        }
+    }
+    Ok(Run::Drained { pos, need: None })
 }
 
 #[cfg(test)]
@@ -491,6 +612,60 @@ mod tests {
             rest.len()
         );
         assert_eq!(lines[0], 6);
+    }
+
+    /// A codec's own error.
+    #[derive(Debug, PartialEq)]
+    struct Opcode(u8);
+
+    impl fmt::Display for Opcode {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "unknown opcode {}", self.0)
+        }
+    }
+
+    impl Error for Opcode {}
+
+    /// Frames are single bytes; any byte over 9 is an unknown opcode.
+    struct Opcodes;
+    impl Codec for Opcodes {
+        type Frame<'a> = u8;
+        type Item = u8;
+        fn decode(&mut self, src: &[u8], _: usize) -> Result<Decoded<u8>, CodecError> {
+            match src.first() {
+                None => Ok(Decoded::NeedMore(None)),
+                Some(&op) if op > 9 => Err(CodecError::custom(Opcode(op))),
+                Some(&op) => Ok(Decoded::Frame(op, 1)),
+            }
+        }
+        fn encode(&mut self, _: &u8, _: &mut Vec<u8>) -> Result<(), CodecError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_codec_hands_its_own_error_through_the_reader() {
+        let mut reader = FrameReader::new();
+        let mut pool = BufPool::default();
+        let mut ops = Vec::new();
+        let err = reader
+            .feed(&mut Opcodes, &[1, 2, 42, 3], 16, &mut pool, |_, _, op| {
+                ops.push(op);
+                true
+            })
+            .unwrap_err();
+        assert_eq!(ops, [1, 2], "frames before the error are delivered");
+        assert_eq!(err.downcast_ref::<Opcode>(), Some(&Opcode(42)));
+        assert_eq!(err.to_string(), "unknown opcode 42");
+        assert!(CodecError::Malformed("x".into())
+            .downcast_ref::<Opcode>()
+            .is_none());
+        assert_eq!(err.clone(), err, "a clone shares the codec's error");
+        assert_ne!(
+            err,
+            CodecError::custom(Opcode(42)),
+            "another error is another error"
+        );
     }
 
     #[test]

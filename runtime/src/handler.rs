@@ -15,8 +15,11 @@ use crate::session::{CloseReason, Session};
 /// behind an `Arc` captured by the factory.
 ///
 /// Callbacks run inline on the owning core, between the kernel's completions: a slow callback
-/// stalls every session of that core. Move slow or blocking work to another thread and send
-/// its result back through the session later.
+/// stalls every session of that core. Keep blocking work (disk, locks held by other threads,
+/// synchronous calls to other services) out of callbacks. There is not yet a way to hand a
+/// result computed on another thread back to a session, so a handler must answer from what it
+/// has on its core; a backend service is reached without blocking through an outbound
+/// session of the same core ([`Session::connect`]).
 ///
 /// A panic in a callback is caught at the callback boundary; it closes that session only
 /// (with [`CloseReason::Panic`]) and the core keeps serving.

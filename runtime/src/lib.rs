@@ -4,10 +4,11 @@
 //! ring and its session slab; it accepts, receives and sends through io_uring, decodes frames
 //! and runs the handler inline. Nothing on the data path is shared between cores.
 //!
-//! Layout: [`codec`], [`handler`] and [`session`] are what handlers see; `worker` is the
-//! driver-neutral core (sessions, codec pipeline, write batching, dispatch); `driver` is the
-//! boundary to the code that submits and completes I/O, with `driver::uring` the io_uring
-//! driver built from `ring`, `buf_ring` and one `op` file per operation; `sys` wraps syscalls.
+//! Layout: [`codec`], [`handler`] and [`session`] are what handlers see; [`testing`] runs a
+//! handler without sockets, for its unit tests; `worker` is the driver-neutral core (sessions,
+//! codec pipeline, write batching, dispatch); `driver` is the boundary to the code that
+//! submits and completes I/O, with `driver::uring` the io_uring driver built from `ring`,
+//! `buf_ring` and one `op` file per operation; `sys` wraps syscalls.
 //!
 //! Most users want the `ringwire` crate, which re-exports what is public here.
 
@@ -24,7 +25,9 @@ pub mod pool;
 pub mod probe;
 pub mod session;
 pub mod stats;
+pub mod testing;
 
+#[cfg(feature = "bench-support")]
 #[doc(hidden)]
 pub mod bench_support;
 mod buf_ring;
@@ -40,7 +43,7 @@ mod timer;
 mod user_data;
 mod worker;
 
-pub use codec::{Codec, CodecError, Decoded, Fed, FrameReader, FRAME_HEADROOM};
+pub use codec::{Codec, CodecError, Decoded, Fed, Flow, FrameReader, FRAME_HEADROOM};
 pub use config::Config;
 pub use error::{IoOp, ServerError, SessionError};
 pub use handler::Handler;

@@ -59,10 +59,10 @@ impl Stopper {
 
     /// Drains, then stops: every worker stops accepting at once (new connects are refused once
     /// all listeners are closed), takes the connections already queued in its listener's
-    /// backlog, and keeps serving its sessions until their peers close or `deadline` passes;
-    /// sessions still open then are closed. Every session sees `on_close`.
-    pub fn shutdown(&self, deadline: Duration) {
-        self.control.request_stop(deadline);
+    /// backlog, and keeps serving its sessions until their peers close or `timeout` has
+    /// passed; sessions still open then are closed. Every session sees `on_close`.
+    pub fn shutdown(&self, timeout: Duration) {
+        self.control.request_stop(timeout);
         for waker in self.wakers.iter() {
             if let Err(e) = sys::eventfd_signal(waker) {
                 log::error!("ringwire: cannot wake a worker: {e}");
@@ -84,8 +84,9 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// The address the server listens on (with the port picked when port 0 was asked); for a
-    /// client, the address it connects to.
+    /// The address the server listens on (with the port picked when port 0 was asked). A
+    /// client's workers run under this handle too, with the target here; `ringwire` wraps it
+    /// in a `ClientHandle` that calls it `target`.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -102,7 +103,8 @@ impl ServerHandle {
         &self.stats
     }
 
-    /// Each core's latency histograms (empty unless `Config::record_latency`). Snapshots lag
+    /// Each core's latency histograms (empty unless the builder's `record_latency` was set;
+    /// `Config::record_latency` here). Snapshots lag
     /// by at most 50 ms; a stopped core has published everything.
     pub fn latency(&self) -> &[CoreLatency] {
         &self.latency
@@ -130,9 +132,9 @@ impl ServerHandle {
         self.stopper.stop();
     }
 
-    /// Drains for at most `deadline` (see [`Stopper::shutdown`]) and waits for the workers.
-    pub fn shutdown(self, deadline: Duration) -> Result<(), ServerError> {
-        self.stopper.shutdown(deadline);
+    /// Drains for at most `timeout` (see [`Stopper::shutdown`]) and waits for the workers.
+    pub fn shutdown(self, timeout: Duration) -> Result<(), ServerError> {
+        self.stopper.shutdown(timeout);
         self.join()
     }
 

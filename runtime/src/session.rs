@@ -21,17 +21,18 @@ use crate::timer::Micros;
 /// Most chunks one send covers (one sendmsg with this many iovecs at most).
 pub(crate) const MAX_IOV: usize = 8;
 
-/// Identifies a session: the core that owns it and a sequence number unique on that core.
+/// Identifies a session: the worker that owns it and a sequence number unique on that worker.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(u64);
 
 impl SessionId {
-    pub(crate) fn new(core: usize, seq: u64) -> Self {
-        SessionId(((core as u64) << 48) | (seq & ((1 << 48) - 1)))
+    pub(crate) fn new(worker: usize, seq: u64) -> Self {
+        SessionId(((worker as u64) << 48) | (seq & ((1 << 48) - 1)))
     }
 
-    /// The core (worker index) that owns the session.
-    pub fn core(self) -> usize {
+    /// The index of the worker that owns the session (`0..` the number of workers; not a CPU
+    /// number: see the builder's `cpus`).
+    pub fn worker(self) -> usize {
         (self.0 >> 48) as usize
     }
 
@@ -43,7 +44,7 @@ impl SessionId {
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.core(), self.0 & ((1 << 48) - 1))
+        write!(f, "{}/{}", self.worker(), self.0 & ((1 << 48) - 1))
     }
 }
 
@@ -77,7 +78,7 @@ pub enum CloseReason {
     ReadTimeout,
     /// Pending output made no progress within the write timeout.
     WriteTimeout,
-    /// Pending output passed the session's output limit (`Config::max_output`).
+    /// Pending output passed the session's output limit (the builder's `max_output`).
     OutputLimit,
     /// The server is draining for shutdown and the session was idle (no frame half-received,
     /// no output pending): closed gracefully, before the drain deadline. ([`Shutdown`] is a
@@ -169,13 +170,18 @@ impl SendBuf {
         self.len
     }
 
+    /// Appends a copy of the bytes this send covers to `dst` (the test kit's "peer").
+    pub(crate) fn copy_to(&self, dst: &mut Vec<u8>) {
+        for (i, chunk) in self.chunks.iter().enumerate() {
+            dst.extend_from_slice(&chunk[if i == 0 { self.head } else { 0 }..]);
+        }
+    }
+
     /// The bytes this send covers, copied (for tests).
     #[cfg(test)]
     pub(crate) fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len);
-        for (i, chunk) in self.chunks.iter().enumerate() {
-            v.extend_from_slice(&chunk[if i == 0 { self.head } else { 0 }..]);
-        }
+        self.copy_to(&mut v);
         v
     }
 }
@@ -514,9 +520,9 @@ impl<'a, C: Codec> Session<'a, C> {
         self.state.id
     }
 
-    /// The index of the core (worker) that owns this session.
-    pub fn core_id(&self) -> usize {
-        self.state.id.core()
+    /// The index of the worker that owns this session (see [`SessionId::worker`]).
+    pub fn worker(&self) -> usize {
+        self.state.id.worker()
     }
 
     /// The peer's address (one `getpeername` call).
@@ -571,26 +577,28 @@ impl<'a, C: Codec> Session<'a, C> {
     /// core's clock (multiples of the period), so sessions of a core with the same period tick
     /// together, in one loop turn. Resolution: a microsecond on the io_uring driver, a
     /// millisecond on epoll.
-    pub fn set_tick(&mut self, period: Option<Duration>) {
-        self.state.timeouts.tick = micros(period);
+    pub fn set_tick(&mut self, period: impl Into<Option<Duration>>) {
+        self.state.timeouts.tick = micros(period.into());
         self.state.timeouts_changed = true;
     }
 
-    /// Closes the session when nothing is received for `timeout` (`None`: never).
-    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
-        self.state.timeouts.idle = micros(timeout);
+    /// Closes the session when nothing is received for `timeout` (`None`: never). Takes a
+    /// `Duration` or an `Option`, as the builder's `idle_timeout` does.
+    pub fn set_idle_timeout(&mut self, timeout: impl Into<Option<Duration>>) {
+        self.state.timeouts.idle = micros(timeout.into());
         self.state.timeouts_changed = true;
     }
 
-    /// Closes the session when an incomplete frame is not completed within `timeout`.
-    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
-        self.state.timeouts.read = micros(timeout);
+    /// Closes the session when an incomplete frame is not completed within `timeout` (`None`:
+    /// never).
+    pub fn set_read_timeout(&mut self, timeout: impl Into<Option<Duration>>) {
+        self.state.timeouts.read = micros(timeout.into());
         self.state.timeouts_changed = true;
     }
 
-    /// Closes the session when pending output makes no progress for `timeout`.
-    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
-        self.state.timeouts.write = micros(timeout);
+    /// Closes the session when pending output makes no progress for `timeout` (`None`: never).
+    pub fn set_write_timeout(&mut self, timeout: impl Into<Option<Duration>>) {
+        self.state.timeouts.write = micros(timeout.into());
         self.state.timeouts_changed = true;
     }
 }

@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::session::CloseReason;
 
-/// A counter with a single writer.
+/// A counter with a single writer, the engine's core that owns it; read-only to everyone else.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
 impl Counter {
     /// Adds `n`. Only the owning core calls this.
     #[inline]
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
     }
 
@@ -28,7 +28,8 @@ impl Counter {
 
 macro_rules! counters {
     ($( $(#[$doc:meta])* $name:ident, )*) => {
-        /// The live counters of one core.
+        /// The live counters of one core, written by that core only; read them with
+        /// [`Counter::get`] or take a [`snapshot`](CoreStats::snapshot).
         #[derive(Debug, Default)]
         pub struct CoreStats {
             $( $(#[$doc])* pub $name: Counter, )*
@@ -38,6 +39,7 @@ macro_rules! counters {
 
         /// A copy of one core's counters at one moment.
         #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        #[non_exhaustive]
         pub struct CoreSnapshot {
             $( $(#[$doc])* pub $name: u64, )*
             /// Sessions closed, by [`CloseReason`] (indexed as [`CloseReason::ALL`]).
@@ -132,6 +134,7 @@ impl CoreSnapshot {
 
 /// Counters of every core of a server.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct ServerStats {
     /// One snapshot per core, in core order.
     pub cores: Vec<CoreSnapshot>,

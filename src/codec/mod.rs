@@ -58,4 +58,4 @@ pub mod resp;
 pub use len32::Len32;
 pub use lines::Lines;
 pub use raw::Raw;
-pub use ringwire_runtime::codec::{Codec, CodecError, Decoded, Fed, FrameReader, FRAME_HEADROOM};
+pub use ringwire_runtime::codec::{Codec, CodecError, Decoded};

@@ -7,8 +7,10 @@
 //! `PING_INLINE`). A decoded [`Command`] borrows its arguments from the received bytes: decoding
 //! allocates nothing and copies nothing. Replies are [`Reply`] values, encoded by `send`.
 //!
-//! Invariant: `decode` is a pure function of the bytes from the start of the frame (the codec
-//! holds only its [`Limits`]), so bytes presented again after `NeedMore` decode the same way.
+//! Invariant: what `decode` returns depends only on the bytes from the start of the frame, so
+//! bytes presented again after `NeedMore` decode the same way. Besides its [`Limits`] the codec
+//! keeps only its progress through an incomplete array request (where to resume checking its
+//! elements), used only when the bytes presented start with that same request's header.
 //! Every length is checked against the limits and the maximum frame size as soon as its
 //! header is read, before anything is buffered for it.
 //!
@@ -27,6 +29,7 @@ use super::{Codec, CodecError, Decoded};
 /// session gets a protocol error and is closed); the maximum frame size of the server applies
 /// on top of these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Longest bulk string (Redis's `proto-max-bulk-len`; default 512 MiB, so that the
     /// maximum frame size is what binds).
@@ -44,6 +47,26 @@ impl Default for Limits {
             max_args: 1 << 20,
             max_inline: 64 << 10,
         }
+    }
+}
+
+impl Limits {
+    /// These limits with `max_bulk` changed.
+    pub fn with_max_bulk(mut self, bytes: usize) -> Self {
+        self.max_bulk = bytes;
+        self
+    }
+
+    /// These limits with `max_args` changed.
+    pub fn with_max_args(mut self, count: usize) -> Self {
+        self.max_args = count;
+        self
+    }
+
+    /// These limits with `max_inline` changed.
+    pub fn with_max_inline(mut self, bytes: usize) -> Self {
+        self.max_inline = bytes;
+        self
     }
 }
 
@@ -438,6 +461,7 @@ impl<'a> Iterator for Args<'a> {
 /// A RESP2 reply. Cheap to build for the common cases: static status strings, integers, and
 /// bulk strings held as [`Bytes`] (a reference count, not a copy, for values kept elsewhere).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Reply {
     /// `+OK`: a status line (no CR or LF inside).
     Simple(Cow<'static, str>),

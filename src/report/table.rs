@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 ///
 /// Every field but `count` is 0.0 for an empty histogram.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Summary {
     /// Number of recorded values.
     pub count: u64,

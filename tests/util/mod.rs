@@ -63,7 +63,7 @@ where
         }
         Err(e @ ServerError::IoUringUnavailable { .. }) => panic!(
             "\n\n*** io_uring IS NOT AVAILABLE ON THIS MACHINE: {e}\n\
-             *** ringwire's integration tests need a kernel (5.19+) that allows io_uring.\n\n"
+             *** ringwire's integration tests need a kernel (Linux 6.0 or later) that allows io_uring.\n\n"
         ),
         Err(e) => panic!("server failed to start: {e}"),
     }

@@ -28,7 +28,7 @@ pub fn write(path: &Path, hist: &Histogram<u64>) -> io::Result<()> {
     out.flush()
 }
 
-/// Reads a histogram that [`write`] wrote.
+/// Reads a histogram that [`write()`] wrote.
 pub fn read(path: &Path) -> io::Result<Histogram<u64>> {
     let text = fs::read_to_string(path)?;
     let bad = |line: &str| {

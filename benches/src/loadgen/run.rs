@@ -173,6 +173,45 @@ pub fn run(args: &RunArgs) -> ExitCode {
     report_run(args, &shared, connections, &before, &after)
 }
 
+/// What the client counted in the measured window, and the rates that follow.
+struct Tally {
+    msgs: u64,
+    mismatches: u64,
+    unexpected: u64,
+    early_closes: u64,
+    connect_errors: u64,
+    unanswered: u64,
+    /// Every kind of error above, together.
+    errors: u64,
+    /// The measured window, in seconds.
+    window: f64,
+    msgs_per_sec: f64,
+    /// The client's own CPU use, in cores.
+    client_cpu: f64,
+}
+
+impl Tally {
+    fn new(args: &RunArgs, shared: &Shared, before: &Sample, after: &Sample) -> Tally {
+        let t = &shared.totals;
+        let msgs = t.msgs.load(Relaxed);
+        let (mismatches, unexpected) = (t.mismatches.load(Relaxed), t.unexpected.load(Relaxed));
+        let (early, connect) = (t.early_closes.load(Relaxed), t.connect_errors.load(Relaxed));
+        let window = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
+        Tally {
+            msgs,
+            mismatches,
+            unexpected,
+            early_closes: early,
+            connect_errors: connect,
+            unanswered: t.unanswered.load(Relaxed),
+            errors: mismatches + unexpected + early + connect,
+            window,
+            msgs_per_sec: msgs as f64 / args.duration,
+            client_cpu: (after.own.saturating_sub(before.own)).as_secs_f64() / window,
+        }
+    }
+}
+
 /// Prints the tables and the JSON line, writes the histogram files; returns the exit code.
 fn report_run(
     args: &RunArgs,
@@ -181,16 +220,32 @@ fn report_run(
     before: &Sample,
     after: &Sample,
 ) -> ExitCode {
-    let t = &shared.totals;
+    let tally = Tally::new(args, shared, before, after);
     let latency = shared.latency.snapshot();
-    let msgs = t.msgs.load(Relaxed);
-    let (mismatches, unexpected) = (t.mismatches.load(Relaxed), t.unexpected.load(Relaxed));
-    let (early, connect) = (t.early_closes.load(Relaxed), t.connect_errors.load(Relaxed));
-    let errors = mismatches + unexpected + early + connect;
-    let window = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
-    let msgs_per_sec = msgs as f64 / args.duration;
-    let client_cpu = (after.own.saturating_sub(before.own)).as_secs_f64() / window;
+    let mut line = serde_json::Map::new();
+    print_latency(args, shared, connections, &latency, &mut line);
+    print_throughput(args, &tally);
+    run_fields(args, connections, &tally, &latency, &mut line);
+    server_cpu(before, after, &tally, &mut line);
+    cpu_busy(args, before, after, &tally, &mut line);
+    write_histograms(args, &latency);
+    println!("{}", Value::Object(line));
+    if args.strict && tally.errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
 
+/// The run's description and its latency tables (for an open loop, also the latency from the
+/// actual send and the send lag, whose percentiles go into `line`).
+fn print_latency(
+    args: &RunArgs,
+    shared: &Shared,
+    connections: usize,
+    latency: &Histogram<u64>,
+    line: &mut serde_json::Map<String, Value>,
+) {
     let open = args.rate.is_some();
     println!(
         "loadgen {}{}: {} loop, {connections} connections{}, {} B {:?}, {} s after {} s of warm-up",
@@ -216,9 +271,8 @@ fn report_run(
         } else {
             ""
         },
-        report::table(&latency)
+        report::table(latency)
     );
-    let mut line = serde_json::Map::new();
     if open {
         let service = shared.service.snapshot();
         let lag = shared.lag.snapshot();
@@ -227,22 +281,47 @@ fn report_run(
             "send lag (actual - intended send time):\n{}",
             report::table(&lag)
         );
-        latency_fields("service_", &service, &mut line);
-        latency_fields("lag_", &lag, &mut line);
+        latency_fields("service_", &service, line);
+        latency_fields("lag_", &lag, line);
     }
+}
+
+/// Messages, throughput, client CPU and errors.
+fn print_throughput(args: &RunArgs, tally: &Tally) {
+    let Tally {
+        msgs,
+        mismatches,
+        unexpected,
+        early_closes: early,
+        connect_errors: connect,
+        errors,
+        msgs_per_sec,
+        client_cpu,
+        ..
+    } = *tally;
     println!(
         "{msgs} messages: {:.0} msgs/s, {:.2} MB/s; client CPU {client_cpu:.2} cores; errors {errors} \
          ({mismatches} mismatched, {unexpected} unexpected, {early} closed early, {connect} connect failures)",
         msgs_per_sec,
         msgs_per_sec * args.size as f64 / 1e6
     );
-    if open {
+    if args.rate.is_some() {
         println!(
             "unanswered at the end (recorded as late): {}",
-            t.unanswered.load(Relaxed)
+            tally.unanswered
         );
     }
+}
 
+/// The JSON fields that describe the run and what the client counted.
+fn run_fields(
+    args: &RunArgs,
+    connections: usize,
+    tally: &Tally,
+    latency: &Histogram<u64>,
+    line: &mut serde_json::Map<String, Value>,
+) {
+    let open = args.rate.is_some();
     line.insert("label".into(), json!(args.label));
     if let Some(case) = &args.case {
         line.insert("case".into(), json!(case));
@@ -264,22 +343,32 @@ fn report_run(
     line.insert("duration_s".into(), json!(args.duration));
     line.insert("warmup_s".into(), json!(args.warmup));
     line.insert("client_cpus".into(), json!(args.cpus));
-    line.insert("msgs".into(), json!(msgs));
-    line.insert("msgs_per_sec".into(), json!(round(msgs_per_sec, 1)));
+    line.insert("msgs".into(), json!(tally.msgs));
+    line.insert("msgs_per_sec".into(), json!(round(tally.msgs_per_sec, 1)));
     line.insert(
         "mb_per_sec".into(),
-        json!(round(msgs_per_sec * args.size as f64 / 1e6, 3)),
+        json!(round(tally.msgs_per_sec * args.size as f64 / 1e6, 3)),
     );
-    latency_fields("", &latency, &mut line);
-    line.insert("errors".into(), json!(errors));
-    line.insert("mismatches".into(), json!(mismatches));
-    line.insert("unexpected".into(), json!(unexpected));
-    line.insert("early_closes".into(), json!(early));
-    line.insert("connect_errors".into(), json!(connect));
+    latency_fields("", latency, line);
+    line.insert("errors".into(), json!(tally.errors));
+    line.insert("mismatches".into(), json!(tally.mismatches));
+    line.insert("unexpected".into(), json!(tally.unexpected));
+    line.insert("early_closes".into(), json!(tally.early_closes));
+    line.insert("connect_errors".into(), json!(tally.connect_errors));
     if open {
-        line.insert("unanswered".into(), json!(t.unanswered.load(Relaxed)));
+        line.insert("unanswered".into(), json!(tally.unanswered));
     }
-    line.insert("client_cpu".into(), json!(round(client_cpu, 3)));
+    line.insert("client_cpu".into(), json!(round(tally.client_cpu, 3)));
+}
+
+/// The server process's CPU use (when its pid was given) and everything else's on the machine.
+fn server_cpu(
+    before: &Sample,
+    after: &Sample,
+    tally: &Tally,
+    line: &mut serde_json::Map<String, Value>,
+) {
+    let (msgs, window) = (tally.msgs, tally.window);
     if let (Some(a), Some(b)) = (before.server, after.server) {
         let cpu = b.saturating_sub(a).as_secs_f64();
         line.insert("server_cpu".into(), json!(round(cpu / window, 3)));
@@ -305,6 +394,16 @@ fn report_run(
             "other processes used {others:.2} cores during the window: figures may be disturbed"
         );
     }
+}
+
+/// How busy the client's and the server's CPUs were, and on what (softirq, steal, ...).
+fn cpu_busy(
+    args: &RunArgs,
+    before: &Sample,
+    after: &Sample,
+    tally: &Tally,
+    line: &mut serde_json::Map<String, Value>,
+) {
     let mut watched: Vec<usize> = args.cpus.clone();
     watched.extend(&args.server_cpus);
     watched.sort_unstable();
@@ -361,12 +460,12 @@ fn report_run(
         line.insert("server_cpus".into(), json!(args.server_cpus));
         if let Some(b) = mean_busy(&args.server_cpus) {
             line.insert("server_cpus_busy".into(), json!(round(b, 4)));
-            if msgs > 0 {
+            if tally.msgs > 0 {
                 // Everything the server's CPUs did (softirq work included) per message.
-                let busy_ns = b * args.server_cpus.len() as f64 * window * 1e9;
+                let busy_ns = b * args.server_cpus.len() as f64 * tally.window * 1e9;
                 line.insert(
                     "server_cpus_busy_ns_per_msg".into(),
-                    json!(round(busy_ns / msgs as f64, 1)),
+                    json!(round(busy_ns / tally.msgs as f64, 1)),
                 );
             }
         }
@@ -382,22 +481,19 @@ fn report_run(
             parts.join(", ")
         );
     }
+}
 
+/// The `.hgrm` and histogram-log files, where asked for.
+fn write_histograms(args: &RunArgs, latency: &Histogram<u64>) {
     if let Some(path) = &args.hgrm {
-        if let Err(e) = write_hgrm(path, &latency) {
+        if let Err(e) = write_hgrm(path, latency) {
             eprintln!("loadgen: cannot write {}: {e}", path.display());
         }
     }
     if let Some(path) = &args.hist_out {
-        if let Err(e) = histfile::write(path, &latency) {
+        if let Err(e) = histfile::write(path, latency) {
             eprintln!("loadgen: cannot write {}: {e}", path.display());
         }
-    }
-    println!("{}", Value::Object(line));
-    if args.strict && errors > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
     }
 }
 

@@ -88,8 +88,7 @@ impl Codec for Chunks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringwire::codec::FrameReader;
-    use ringwire::BufPool;
+    use ringwire::engine::{BufPool, FrameReader};
 
     #[test]
     fn payloads_are_deterministic_and_differ() {

@@ -18,6 +18,7 @@ use crate::codec::CodecError;
 /// it asked with `HEAD` (no body sent). Small and `Copy`, to keep between a request's head
 /// and the end of its body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReplyTo {
     /// The connection stays open after the response.
     pub keep_alive: bool,
@@ -40,6 +41,7 @@ pub struct ReplyTo {
 /// assert!(text.ends_with("Content-Length: 2\r\nConnection: close\r\n\r\nhi"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Response {
     /// The status code (100 to 999).
     pub status: u16,

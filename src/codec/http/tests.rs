@@ -6,8 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use proptest::prelude::*;
 
 use super::*;
-use crate::codec::FrameReader;
-use crate::BufPool;
+use crate::engine::{BufPool, FrameReader};
 
 const MAX: usize = 1 << 20;
 
@@ -61,12 +60,10 @@ fn feed(codec: &mut Http, chunks: &[&[u8]]) -> (Vec<Seen>, Option<RequestError>)
             on_part(&mut seen, part);
             true
         });
-        if fed.is_err() {
-            assert!(
-                codec.error().is_some(),
-                "an error without a recorded status"
-            );
-            return (seen, codec.error());
+        if let Err(e) = fed {
+            let rejection = e.downcast_ref::<Rejection>();
+            assert!(rejection.is_some(), "an error without a status: {e:?}");
+            return (seen, rejection.map(|r| r.error));
         }
     }
     (seen, None)
@@ -388,4 +385,25 @@ proptest! {
         let split = feed(&mut Http::with_limits(limits), &[&wire[..at], &wire[at..]]);
         prop_assert_eq!(whole, split);
     }
+}
+
+#[test]
+fn a_rejection_travels_inside_the_codec_error() {
+    let wire = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
+    let err = Http::default().decode(wire, MAX).unwrap_err();
+    let rejection = err
+        .downcast_ref::<Rejection>()
+        .expect("the codec's own error");
+    assert_eq!(rejection.error, RequestError::BadRequest);
+    assert_eq!(err.to_string(), "400 Bad Request: repeated Content-Length");
+    let big = Http::with_limits(Limits::default().with_max_body(10))
+        .decode(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n",
+            MAX,
+        )
+        .unwrap_err();
+    assert_eq!(
+        big.to_string(),
+        "413 Content Too Large: body of 11 bytes over the limit of 10"
+    );
 }

@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::codec::FrameReader;
-use crate::BufPool;
+use crate::engine::BufPool;
+use crate::engine::FrameReader;
 
 const MAX: usize = 1 << 20;
 

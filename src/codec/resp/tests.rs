@@ -3,8 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::codec::FrameReader;
-use crate::BufPool;
+use crate::engine::{BufPool, FrameReader};
 
 const MAX: usize = 1 << 20;
 
@@ -12,6 +11,7 @@ fn decode_one(src: &[u8]) -> Result<Decoded<Vec<Vec<u8>>>, CodecError> {
     Ok(match Resp::default().decode(src, MAX)? {
         Decoded::Frame(cmd, used) => Decoded::Frame(cmd.args().map(<[u8]>::to_vec).collect(), used),
         Decoded::NeedMore(n) => Decoded::NeedMore(n),
+        _ => unreachable!("a codec returns a frame or asks for more"),
     })
 }
 
@@ -102,6 +102,7 @@ fn incomplete_input_needs_more() {
             }
             Decoded::NeedMore(None) => assert!(end < 18, "{end}"),
             Decoded::Frame(..) => panic!("frame from {end} of {} bytes", wire.len()),
+            _ => unreachable!(),
         }
     }
     assert_eq!(decode_one(b"PIN").unwrap(), Decoded::NeedMore(None));

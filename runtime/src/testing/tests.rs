@@ -1,0 +1,212 @@
+//! The kit itself: input in any pieces gives the same replies, errors reach `on_error`, closes
+//! and timeouts are recorded once, ticks fall on the clock's grid.
+
+use std::time::Duration;
+
+use super::*;
+use crate::codec::{CodecError, Decoded};
+
+/// Newline-terminated lines; a line starting with `!` is malformed.
+#[derive(Clone)]
+struct Lines;
+
+impl Codec for Lines {
+    type Frame<'a> = &'a [u8];
+    type Item = [u8];
+    fn decode<'a>(&mut self, src: &'a [u8], _: usize) -> Result<Decoded<&'a [u8]>, CodecError> {
+        if src.first() == Some(&b'!') {
+            return Err(CodecError::Malformed("bang".into()));
+        }
+        Ok(match src.iter().position(|&b| b == b'\n') {
+            Some(i) => Decoded::Frame(&src[..i], i + 1),
+            None => Decoded::NeedMore(None),
+        })
+    }
+    fn encode(&mut self, line: &[u8], dst: &mut Vec<u8>) -> Result<(), CodecError> {
+        dst.extend_from_slice(line);
+        dst.push(b'\n');
+        Ok(())
+    }
+}
+
+/// Greets, echoes, and obeys a few commands; every callback leaves a trace in `log`.
+#[derive(Default)]
+struct Echo {
+    log: Vec<String>,
+}
+
+impl Handler<Lines> for Echo {
+    fn on_open(&mut self, s: &mut Session<'_, Lines>) {
+        s.send(b"hello").unwrap();
+    }
+    fn on_message(&mut self, s: &mut Session<'_, Lines>, line: &[u8]) {
+        match line {
+            b"bye" => {
+                s.send(b"ciao").unwrap();
+                s.close();
+            }
+            b"tick" => s.set_tick(Duration::from_millis(10)),
+            b"untick" => s.set_tick(None),
+            b"flood" => {
+                for _ in 0..100 {
+                    let _ = s.send(&[b'x'; 100]);
+                }
+            }
+            b"connect" => s.connect("127.0.0.1:9".parse().unwrap()),
+            _ => s.send(line).unwrap(),
+        }
+    }
+    fn on_tick(&mut self, s: &mut Session<'_, Lines>) {
+        s.send(b"T").unwrap();
+    }
+    fn on_error(&mut self, s: &mut Session<'_, Lines>, error: &SessionError) {
+        self.log.push(format!("error {error}"));
+        let _ = s.send(b"ERR");
+    }
+    fn on_close(&mut self, s: &mut Session<'_, Lines>, reason: CloseReason) {
+        self.log.push(format!("close {reason:?}"));
+        let _ = s.send(b"never written");
+    }
+}
+
+fn harness() -> Harness<Lines, Echo> {
+    Harness::new(Lines, Echo::default())
+}
+
+#[test]
+fn input_split_at_every_boundary_gives_the_same_replies() {
+    let wire = b"one\ntwo\n\nthree\nbye\nafter\n";
+    let mut whole = harness();
+    assert_eq!(whole.feed(wire), b"hello\none\ntwo\n\nthree\nciao\n");
+    for a in 0..=wire.len() {
+        for b in a..=wire.len() {
+            let mut t = harness();
+            let mut out = Vec::new();
+            for part in [&wire[..a], &wire[a..b], &wire[b..]] {
+                out.extend(t.feed(part));
+            }
+            assert_eq!(out, whole.written(), "split at {a} and {b}");
+            assert_eq!(t.events(), whole.events(), "split at {a} and {b}");
+            let (s, w) = (t.stats(), whole.stats());
+            assert_eq!(
+                (s.frames_in, s.frames_out, s.bytes_out),
+                (w.frames_in, w.frames_out, w.bytes_out),
+                "split at {a} and {b}"
+            );
+        }
+    }
+    assert_eq!(
+        whole.stats().frames_in,
+        5,
+        "nothing is decoded after the close"
+    );
+}
+
+#[test]
+fn a_codec_error_reaches_on_error_then_closes() {
+    let mut t = harness();
+    assert_eq!(t.feed(b"ok\n!bad\nlost\n"), b"hello\nok\nERR\n");
+    assert_eq!(t.closed(), Some(CloseReason::CodecError));
+    assert_eq!(t.errors(), ["session 0/0: malformed input: bang"]);
+    assert_eq!(
+        t.handler().log,
+        [
+            "error session 0/0: malformed input: bang",
+            "close CodecError"
+        ]
+    );
+    assert_eq!(t.feed(b"more\n"), b"", "input after the close is dropped");
+    let stats = t.stats();
+    assert_eq!(stats.codec_errors, 1);
+    assert_eq!(stats.closed_for(CloseReason::CodecError), 1);
+}
+
+#[test]
+fn a_close_is_recorded_once_and_its_reply_goes_first() {
+    let mut t = harness();
+    assert_eq!(t.feed(b"bye\n"), b"hello\nciao\n");
+    assert_eq!(
+        t.events(),
+        [
+            Event::Opened,
+            Event::Wrote(b"hello\nciao\n".to_vec()),
+            Event::Closed(CloseReason::Local)
+        ]
+    );
+    t.peer_close();
+    t.advance(Duration::from_secs(10));
+    assert_eq!(t.handler().log, ["close Local"], "on_close runs once");
+    assert!(!t.written().ends_with(b"never written\n"));
+
+    let mut t = harness();
+    t.open();
+    t.peer_close();
+    assert_eq!(t.closed(), Some(CloseReason::PeerClosed));
+}
+
+#[test]
+fn ticks_fall_on_the_grid_of_the_test_clock() {
+    let mut t = harness();
+    assert_eq!(
+        t.advance(Duration::from_millis(3)),
+        b"hello\n",
+        "on_open runs first"
+    );
+    assert_eq!(t.feed(b"tick\n"), b"");
+    assert_eq!(t.advance(Duration::from_millis(25)), b"T\nT\n");
+    assert_eq!(
+        t.ticks(),
+        [Duration::from_millis(10), Duration::from_millis(20)]
+    );
+    assert_eq!(t.now(), Duration::from_millis(28));
+    t.feed(b"untick\n");
+    assert_eq!(t.advance(Duration::from_secs(1)), b"");
+    assert_eq!(t.stats().ticks, 2);
+}
+
+#[test]
+fn idle_and_read_timeouts_close_on_the_test_clock() {
+    let mut t = harness().idle_timeout(Duration::from_millis(100));
+    t.advance(Duration::from_millis(60));
+    t.feed(b"x\n");
+    t.advance(Duration::from_millis(99));
+    assert_eq!(
+        t.closed(),
+        None,
+        "input at 60 ms moved the deadline to 160 ms"
+    );
+    t.advance(Duration::from_millis(1));
+    assert_eq!(t.closed(), Some(CloseReason::IdleTimeout));
+
+    let mut t = harness().read_timeout(Duration::from_millis(50));
+    t.advance(Duration::from_secs(1));
+    assert_eq!(t.closed(), None, "no frame started: nothing to time out");
+    t.feed(b"par");
+    t.advance(Duration::from_millis(30));
+    t.feed(b"ti");
+    t.advance(Duration::from_millis(19));
+    assert_eq!(t.closed(), None);
+    t.advance(Duration::from_millis(1));
+    assert_eq!(
+        t.closed(),
+        Some(CloseReason::ReadTimeout),
+        "a trickle does not restart the frame's clock"
+    );
+}
+
+#[test]
+fn output_over_the_limit_closes_without_writing_it() {
+    let mut t = harness().max_output(1000);
+    assert_eq!(t.feed(b"flood\n"), b"hello\n");
+    assert_eq!(t.closed(), Some(CloseReason::OutputLimit));
+    assert_eq!(t.errors().len(), 1);
+}
+
+#[test]
+fn connects_are_recorded_not_made() {
+    let mut t = harness();
+    t.feed(b"connect\n");
+    assert!(t
+        .events()
+        .contains(&Event::Connect("127.0.0.1:9".parse().unwrap())));
+}
