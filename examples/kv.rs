@@ -18,7 +18,6 @@ mod common;
 #[path = "kv/service.rs"]
 mod service;
 
-use std::cell::OnceCell;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -27,7 +26,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use common::{serve_until_signalled, ServerArgs};
 use ringwire::codec::resp::{Limits, Resp};
-use ringwire::Server;
+use ringwire::{CoreCtx, Server};
 use service::{Kv, Store};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -64,10 +63,8 @@ struct Args {
     server: ServerArgs,
 }
 
-thread_local! {
-    /// This core's store, with `--store per-core`.
-    static CORE_STORE: OnceCell<Arc<Store>> = const { OnceCell::new() };
-}
+/// A core's own store, with `--store per-core`.
+type PerCoreStore = Option<Arc<Store>>;
 
 fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
     let codec = Resp::with_limits(
@@ -78,13 +75,15 @@ fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
     let shared = Arc::new(Store::new(args.shards));
     let sweep = shared.clone();
     let (kind, shards) = (args.store, args.shards);
-    let factory = move || match kind {
+    // With `--store per-core`, each core's own store is its per-core state.
+    let factory = move |ctx: &mut CoreCtx| match kind {
         StoreKind::Shared => Kv::new(shared.clone()),
-        StoreKind::PerCore => {
-            Kv::new(CORE_STORE.with(|s| s.get_or_init(|| Arc::new(Store::new(shards))).clone()))
-        }
+        StoreKind::PerCore => Kv::new(ctx.state::<PerCoreStore>().clone().expect("made")),
     };
     let server = Server::new(codec, factory)
+        .core_state(move |_| -> PerCoreStore {
+            (kind == StoreKind::PerCore).then(|| Arc::new(Store::new(shards)))
+        })
         .bind(args.addr)
         .max_frame(args.max_frame)
         // Expired keys that nobody touches are swept a shard at a time.

@@ -1,5 +1,6 @@
 //! The `Client` builder: outbound connections on per-core loops.
 
+use crate::factory::{Factory, MakeHandler};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,23 +95,24 @@ impl ClientHandle {
 /// client.shutdown(std::time::Duration::from_secs(1))?;
 /// # Ok::<(), ringwire::ServerError>(())
 /// ```
-pub struct Client<C, F> {
+pub struct Client<C, H> {
     config: Config,
     codec: C,
-    factory: F,
+    factory: Factory<H>,
     hooks: Hooks,
     connections: usize,
 }
 
-impl<C, H, F> Client<C, F>
+impl<C, H> Client<C, H>
 where
     C: Codec + Clone + Send,
     H: Handler<C>,
-    F: Fn() -> H + Send + Sync + 'static,
 {
-    /// A client speaking `codec`, with a handler per connection from `factory`. Defaults: 1 core
-    /// (the first CPU this process may run on), 1 connection per core, to 127.0.0.1:7000.
-    pub fn new(codec: C, factory: F) -> Self {
+    /// A client speaking `codec`, with a handler per connection from `factory` (a closure
+    /// taking nothing, or the core's [`CoreCtx`](crate::CoreCtx): see [`MakeHandler`]).
+    /// Defaults: 1 core (the first CPU this process may run on), 1 connection per core, to
+    /// 127.0.0.1:7000.
+    pub fn new<A>(codec: C, factory: impl MakeHandler<H, A>) -> Self {
         let config = Config {
             listen: false,
             addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
@@ -119,7 +121,7 @@ where
         Client {
             config,
             codec,
-            factory,
+            factory: crate::factory::boxed(factory),
             hooks: Hooks::default(),
             connections: 1,
         }

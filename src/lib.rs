@@ -34,6 +34,7 @@
 
 mod client;
 pub mod codec;
+mod factory;
 pub mod handlers;
 pub mod report;
 mod server;
@@ -42,9 +43,10 @@ pub mod signal;
 
 pub use client::{Client, ClientHandle};
 pub use codec::Codec;
+pub use factory::MakeHandler;
 pub use ringwire_runtime::probe::probe;
 pub use ringwire_runtime::{
-    CloseReason, CoreLatency, CoreSnapshot, CoreStats, Counter, DriverKind, Handler, IoOp,
+    CloseReason, CoreCtx, CoreLatency, CoreSnapshot, CoreStats, Counter, DriverKind, Handler, IoOp,
     ProbeError, ServerError, ServerHandle, ServerInfo, ServerStats, Session, SessionError,
     SessionId, Stopper, UringFeatures,
 };

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::factory::{Factory, MakeHandler};
 use crate::settings::engine_settings;
 use ringwire_runtime::{Codec, Config, Handler, Hooks, ServerError, ServerHandle};
 
@@ -26,27 +27,27 @@ use ringwire_runtime::{Codec, Config, Handler, Hooks, ServerError, ServerHandle}
 /// server.join()?;
 /// # Ok::<(), ringwire::ServerError>(())
 /// ```
-pub struct Server<C, F> {
+pub struct Server<C, H> {
     config: Config,
     codec: C,
-    factory: F,
+    factory: Factory<H>,
     hooks: Hooks,
 }
 
-impl<C, H, F> Server<C, F>
+impl<C, H> Server<C, H>
 where
     C: Codec + Clone + Send,
     H: Handler<C>,
-    F: Fn() -> H + Send + Sync + 'static,
 {
-    /// A server speaking `codec`, with a handler per session from `factory`. Defaults: binds
-    /// 127.0.0.1 on a port the kernel picks, 1 core (the first CPU this process may run on), 1 MiB
-    /// frames.
-    pub fn new(codec: C, factory: F) -> Self {
+    /// A server speaking `codec`, with a handler per session from `factory` (a closure taking
+    /// nothing, or the core's [`CoreCtx`](crate::CoreCtx): see [`MakeHandler`]). Defaults:
+    /// binds 127.0.0.1 on a port the kernel picks, 1 core (the first CPU this process may run
+    /// on), 1 MiB frames.
+    pub fn new<A>(codec: C, factory: impl MakeHandler<H, A>) -> Self {
         Server {
             config: Config::default(),
             codec,
-            factory,
+            factory: crate::factory::boxed(factory),
             hooks: Hooks::default(),
         }
     }

@@ -135,6 +135,43 @@ macro_rules! engine_settings {
             self
         }
 
+        /// Per-core state: `init(worker_index)` runs once on each worker's thread before it
+        /// serves, and what it returns is that core's own, reached from the handler factory
+        /// (`|ctx: &mut CoreCtx| ...`) and from every callback (`session.core().state::<S>()`),
+        /// with no lock and no `thread_local!`. `S` need not be `Send`: it never leaves its
+        /// core. A panic in `init` fails the start.
+        ///
+        /// ```no_run
+        /// use ringwire::{codec::Len32, CoreCtx, Handler, Server, Session};
+        ///
+        /// /// Numbers each frame of its core, across that core's sessions.
+        /// struct Numbered;
+        ///
+        /// impl Handler<Len32> for Numbered {
+        ///     fn on_message(&mut self, s: &mut Session<'_, Len32>, _frame: &[u8]) {
+        ///         let seen = s.core().state::<u64>();
+        ///         *seen += 1;
+        ///         let reply = seen.to_string();
+        ///         let _ = s.send(reply.as_bytes());
+        ///     }
+        /// }
+        ///
+        /// Server::new(Len32, |_: &mut CoreCtx| Numbered)
+        ///     .cores(2)
+        ///     .core_state(|_worker| 0u64)
+        ///     .run()?;
+        /// # Ok::<(), ringwire::ServerError>(())
+        /// ```
+        pub fn core_state<S: 'static>(
+            mut self,
+            init: impl Fn(usize) -> S + Send + Sync + 'static,
+        ) -> Self {
+            self.hooks.core_state = Some(std::sync::Arc::new(move |worker| {
+                Box::new(init(worker)) as Box<dyn std::any::Any>
+            }));
+            self
+        }
+
         /// Runs `hook(worker_index)` on each worker thread before it serves.
         pub fn on_worker_start(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
             self.hooks.on_worker_start = Some(std::sync::Arc::new(hook));

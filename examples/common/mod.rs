@@ -49,11 +49,10 @@ pub struct ServerArgs {
 
 impl ServerArgs {
     /// Applies the flags to a server being built.
-    pub fn apply<C, H, F>(&self, server: Server<C, F>) -> Server<C, F>
+    pub fn apply<C, H>(&self, server: Server<C, H>) -> Server<C, H>
     where
         C: Codec + Clone + Send,
         H: Handler<C>,
-        F: Fn() -> H + Send + Sync + 'static,
     {
         let ms = Duration::from_millis;
         let mut server = server

@@ -99,8 +99,9 @@ impl BufRing {
             this.put(bid);
         }
         this.publish();
-        // SAFETY: the entries stay mapped until `self` drops, which the driver orders after the
-        // ring (and so after the kernel's last use of them).
+        // SAFETY: the entries stay mapped until `self` drops, which the driver allows only when
+        // no receive is in flight (the kernel reads the ring and writes the buffers only for
+        // a receive), and otherwise never (it leaks them).
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 entries.as_ptr() as u64,
@@ -112,7 +113,6 @@ impl BufRing {
         Ok(this)
     }
 
-    /// The first `len` bytes of buffer `bid`, as the kernel filled them.
     /// The bytes a receive put in `buf`.
     pub(crate) fn read(&self, buf: &RecvBuf) -> &[u8] {
         let (bid, len) = (buf.bid, buf.len);
@@ -163,8 +163,8 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: both regions were mapped in `new` with these lengths; the ring that used them
-        // is gone (the driver drops it first), so nothing refers to them any more.
+        // SAFETY: both regions were mapped in `new` with these lengths; the driver drops this
+        // only when no receive is in flight, so the kernel no longer uses them.
         unsafe {
             sys::munmap(self.bufs, self.bufs_len);
             sys::munmap(self.entries.cast(), self.entries_len);

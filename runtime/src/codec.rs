@@ -150,12 +150,15 @@ pub trait Codec: 'static {
     /// Appends the encoding of `item` to `dst`.
     fn encode(&mut self, item: &Self::Item, dst: &mut Vec<u8>) -> Result<(), CodecError>;
 
-    /// Whether the protocol has message boundaries, so that a session with nothing
-    /// half-received and nothing pending is idle (a draining server closes idle sessions; see
-    /// `Handler::on_drain`). `true` by default; an unframed byte stream (the stock `Raw` codec)
-    /// says `false`: any byte may be the middle of the peer's message, so a drain serves such
-    /// a session until its peer closes or the deadline passes.
-    fn has_boundaries(&self) -> bool {
+    /// Whether what was decoded so far ends at a message boundary: no message is partly
+    /// decoded (a request head taken, its body still to come). A draining server closes a
+    /// session only at a boundary, with nothing half-received and no output pending (see
+    /// `Handler::on_drain`). `true` by default, which is right for a codec whose frames are
+    /// whole messages; a codec that streams a message as several frames says `false` between
+    /// them, and an unframed byte stream (the stock `Raw` codec) always says `false`: any byte
+    /// may be the middle of the peer's message, so a drain serves such a session until its peer
+    /// closes or the deadline passes.
+    fn at_boundary(&self) -> bool {
         true
     }
 }

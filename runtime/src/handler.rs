@@ -10,9 +10,11 @@ use crate::session::{CloseReason, Session};
 /// A handler lives per session: the server's factory makes one when a connection is accepted,
 /// on the core that accepted it, and drops it when the session's slot is freed. Per-session
 /// state (a parser's progress, authentication) is then plain fields, with no map lookup per
-/// message. State shared by the sessions of a core belongs in a `thread_local!` (each core is
-/// one thread), set up in the server's worker-start hook; state shared by all cores belongs
-/// behind an `Arc` captured by the factory.
+/// message. State shared by the sessions of a core is the core's per-core state (the builder's
+/// `core_state`, reached through [`Session::core`] and the factory's [`CoreCtx`]); state
+/// shared by all cores belongs behind an `Arc` captured by the factory.
+///
+/// [`CoreCtx`]: crate::CoreCtx
 ///
 /// Callbacks run inline on the owning core, between the kernel's completions: a slow callback
 /// stalls every session of that core. Keep blocking work (disk, locks held by other threads,
@@ -49,15 +51,21 @@ pub trait Handler<C: Codec>: 'static {
     /// Override it to send a goodbye frame first (then call `close_when_idle`), or to keep the
     /// session until a boundary the protocol knows about (and close it there). A session
     /// accepted from the listener's backlog during the drain hears this after its first input,
-    /// so the request it came with is served. A codec without message boundaries
-    /// (`Codec::has_boundaries`, e.g. `Raw`) is never idle: such a session is served until its
-    /// peer closes or the deadline passes.
+    /// so the request it came with is served. A session is idle only at a message
+    /// boundary (`Codec::at_boundary`): an HTTP request whose body is still arriving is not,
+    /// and a `Raw` stream never is (served until its peer closes or the deadline passes).
+    ///
+    /// The default leaves outbound sessions (`Session::is_outbound`) alone: a request they sent
+    /// may still await its response. A handler that answers later than the callback that got
+    /// the request (from `on_tick`, say) should override this and close when its answer is out.
     ///
     /// As with any server that closes idle keep-alive connections, a request the peer sends
     /// just as the session is closed can meet the close: clients of such protocols retry on a
     /// fresh connection.
     fn on_drain(&mut self, session: &mut Session<'_, C>) {
-        session.close_when_idle();
+        if !session.is_outbound() {
+            session.close_when_idle();
+        }
     }
 
     /// The session closed. Output sent from here is discarded.

@@ -17,6 +17,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod core_ctx;
 pub mod error;
 pub mod handler;
 pub mod info;
@@ -45,12 +46,13 @@ mod worker;
 
 pub use codec::{Codec, CodecError, Decoded, Fed, Flow, FrameReader, FRAME_HEADROOM};
 pub use config::Config;
+pub use core_ctx::CoreCtx;
 pub use error::{IoOp, ServerError, SessionError};
 pub use handler::Handler;
 pub use info::ServerInfo;
 pub use pool::BufPool;
 pub use probe::{probe, DriverKind, ProbeError, UringFeatures};
-pub use server::{start, Hooks, ServerHandle, Stopper, WorkerHook};
+pub use server::{start, CoreStateInit, Hooks, ServerHandle, Stopper, WorkerHook};
 pub use session::{CloseReason, Session, SessionId};
 pub use stats::{CoreSnapshot, CoreStats, Counter, ServerStats};
 pub use worker::CoreLatency;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::codec::Codec;
 use crate::config::Config;
+use crate::core_ctx::CoreCtx;
 use crate::driver::epoll::EpollDriver;
 use crate::driver::uring::UringDriver;
 use crate::driver::{Command, Core, Driver, SendBuf};
@@ -29,6 +30,9 @@ use crate::worker::{Control, CoreLatency, CoreTick, Worker, WorkerConfig};
 /// (thread locals), counters, profilers. Gets the worker's index.
 pub type WorkerHook = Arc<dyn Fn(usize) + Send + Sync>;
 
+/// Makes a worker's per-core state, given the worker's index.
+pub type CoreStateInit = Arc<dyn Fn(usize) -> Box<dyn std::any::Any> + Send + Sync>;
+
 /// Optional callbacks around the workers' lives.
 #[derive(Clone, Default)]
 pub struct Hooks {
@@ -37,6 +41,9 @@ pub struct Hooks {
     /// Runs on each worker thread every period, between loop turns: per-core housekeeping
     /// such as refreshing a cached `Date` header. Gets the worker's index.
     pub on_core_tick: Option<(Duration, WorkerHook)>,
+    /// Makes each worker's per-core state, on the worker's thread, before it serves (see
+    /// [`CoreCtx`]). Gets the worker's index.
+    pub core_state: Option<CoreStateInit>,
     /// Tests only: the worker with this index panics in the engine (outside any user callback)
     /// at the end of its first loop turn after the flag is set.
     #[cfg(test)]
@@ -194,7 +201,7 @@ fn worker_main<C, H, F>(mut setup: WorkerSetup<C, F>) -> Result<(), ServerError>
 where
     C: Codec + Clone,
     H: Handler<C>,
-    F: Fn() -> H,
+    F: Fn(&mut CoreCtx) -> H,
 {
     let (index, cpu) = (setup.index, setup.cpu);
     if setup.config.pin && !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
@@ -225,7 +232,7 @@ fn launch<C, H, F, D>(setup: WorkerSetup<C, F>, driver: D) -> Result<(), ServerE
 where
     C: Codec + Clone,
     H: Handler<C>,
-    F: Fn() -> H,
+    F: Fn(&mut CoreCtx) -> H,
     D: Driver,
 {
     #[cfg(test)]
@@ -240,7 +247,7 @@ fn serve<C, H, F, D>(setup: WorkerSetup<C, F>, mut driver: D) -> Result<(), Serv
 where
     C: Codec + Clone,
     H: Handler<C>,
-    F: Fn() -> H,
+    F: Fn(&mut CoreCtx) -> H,
     D: Driver,
 {
     let WorkerSetup {
@@ -255,6 +262,22 @@ where
         latency,
         ..
     } = setup;
+    // The per-core state is made on this thread, before the worker reports ready: a panic in
+    // the user's initialiser fails the start.
+    let state = match &hooks.core_state {
+        None => Box::new(()) as Box<dyn std::any::Any>,
+        Some(init) => match catch_unwind(AssertUnwindSafe(|| init(index))) {
+            Ok(state) => state,
+            Err(payload) => {
+                let message = format!("core_state panicked: {}", panic_message(&*payload));
+                let _ = ready.send(Err(ServerError::WorkerPanicked {
+                    core: index,
+                    message,
+                }));
+                return Ok(());
+            }
+        },
+    };
     let _ = ready.send(Ok(driver.describe()));
     drop(ready);
     let cfg = WorkerConfig {
@@ -279,7 +302,8 @@ where
         }),
     };
     let deaths = stats.clone();
-    let mut worker = Worker::new(cfg, codec, factory, stats, control);
+    let ctx = CoreCtx::new(index, state);
+    let mut worker = Worker::new(cfg, codec, factory, stats, control, ctx);
     // A panic here is an engine bug (user callbacks are caught one by one).
     let result = catch_unwind(AssertUnwindSafe(|| worker.run(&mut driver)));
     // After an abnormal stop, end what is in flight (closing every session's socket) before
@@ -354,6 +378,9 @@ fn abandon<D: Driver>(driver: &mut D) -> bool {
         fn commands(&mut self) -> &mut Vec<Command> {
             &mut self.cmds
         }
+        fn wait_bound(&self) -> Option<Duration> {
+            None
+        }
     }
 
     driver.abort_all();
@@ -426,7 +453,7 @@ pub fn start<C, H, F>(
 where
     C: Codec + Clone + Send,
     H: Handler<C>,
-    F: Fn() -> H + Send + Sync + 'static,
+    F: Fn(&mut CoreCtx) -> H + Send + Sync + 'static,
 {
     let mut config = config;
     config.validate()?;

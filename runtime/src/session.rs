@@ -13,6 +13,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use crate::codec::{Codec, CodecError};
+use crate::core_ctx::CoreCtx;
 use crate::pool::BufPool;
 use crate::stats::CoreStats;
 use crate::sys;
@@ -459,6 +460,8 @@ pub struct Session<'a, C: Codec> {
     pub(crate) stats: &'a CoreStats,
     /// Outbound connections requested during the callback, opened by the core right after.
     pub(crate) connects: &'a mut Vec<SocketAddr>,
+    /// The worker's context: its index and the per-core state.
+    pub(crate) core: &'a mut CoreCtx,
 }
 
 impl<'a, C: Codec> Session<'a, C> {
@@ -513,6 +516,12 @@ impl<'a, C: Codec> Session<'a, C> {
     /// Bytes produced and not yet written to the socket.
     pub fn pending_output(&self) -> usize {
         self.state.out.len()
+    }
+
+    /// The context of the worker that owns this session: its index and the per-core state
+    /// (the server's `core_state`), shared by every session of the core without a lock.
+    pub fn core(&mut self) -> &mut CoreCtx {
+        self.core
     }
 
     /// This session's id.

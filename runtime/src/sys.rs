@@ -291,12 +291,9 @@ pub(crate) fn take_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
     socket2::SockRef::from(&fd).take_error()
 }
 
-/// Reads (and so resets) an eventfd's counter. EAGAIN (nothing to read) is not an error.
+/// Reads (and so resets) an eventfd's counter (called when epoll says it is readable).
 pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) -> io::Result<()> {
     let mut value = 0u64;
     // SAFETY: the kernel writes 8 bytes into `value`.
-    match cvt(unsafe { libc::read(fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) }) {
-        Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
-        _ => Ok(()),
-    }
+    cvt(unsafe { libc::read(fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) }).map(drop)
 }

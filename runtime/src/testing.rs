@@ -61,6 +61,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::codec::{Codec, Flow, FrameReader};
+use crate::core_ctx::CoreCtx;
 use crate::error::SessionError;
 use crate::handler::Handler;
 use crate::pool::BufPool;
@@ -100,6 +101,7 @@ pub struct Harness<C: Codec, H: Handler<C>> {
     pool: BufPool,
     stats: CoreStats,
     connects: Vec<SocketAddr>,
+    core: CoreCtx,
     max_frame: usize,
     opened: bool,
     closed: Option<CloseReason>,
@@ -132,6 +134,7 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
             pool: BufPool::default(),
             stats: CoreStats::default(),
             connects: Vec::new(),
+            core: CoreCtx::new(0, Box::new(())),
             max_frame: 1 << 20,
             opened: false,
             closed: None,
@@ -142,6 +145,13 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
             wrote: Vec::new(),
             events: Vec::new(),
         }
+    }
+
+    /// The per-core state the handler finds through `Session::core` (the server's
+    /// `core_state`; none by default).
+    pub fn core_state<S: 'static>(mut self, state: S) -> Self {
+        self.core = CoreCtx::new(0, Box::new(state));
+        self
     }
 
     /// Largest frame the codec accepts (the server's `max_frame`).
@@ -315,6 +325,7 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
             pool,
             stats,
             connects,
+            core,
             ..
         } = self;
         let on_frame = |codec: &mut C, pool: &mut BufPool, frame: C::Frame<'_>| {
@@ -324,6 +335,7 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
                 pool,
                 stats: &*stats,
                 connects: &mut *connects,
+                core: &mut *core,
             };
             handler.on_message(&mut session, frame);
             if session.state.close == CloseAsk::AfterFlush
@@ -384,6 +396,7 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
             pool: &mut self.pool,
             stats: &self.stats,
             connects: &mut self.connects,
+            core: &mut self.core,
         };
         f(&mut self.handler, &mut session);
     }

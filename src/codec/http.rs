@@ -253,6 +253,12 @@ impl Codec for Http {
     fn encode(&mut self, item: &Response, dst: &mut Vec<u8>) -> Result<(), CodecError> {
         item.encode(dst)
     }
+
+    /// Between requests only: a request whose head was taken and whose body is still to come
+    /// is not at a boundary, so a drain does not close its session.
+    fn at_boundary(&self) -> bool {
+        matches!(self.state, State::Head)
+    }
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ impl Codec for Raw {
     }
 
     /// A byte stream has no message boundaries: a drain waits for the peer.
-    fn has_boundaries(&self) -> bool {
+    fn at_boundary(&self) -> bool {
         false
     }
 }

@@ -36,21 +36,20 @@ pub fn any_port() -> SocketAddr {
 }
 
 /// An echo server builder bound to loopback on a kernel-picked port.
-pub fn echo<C>(codec: C) -> Server<C, fn() -> Echo>
+pub fn echo<C>(codec: C) -> Server<C, Echo>
 where
     C: Codec + Clone + Send,
     Echo: Handler<C>,
 {
-    Server::new(codec, (|| Echo) as fn() -> Echo).bind(any_port())
+    Server::new(codec, || Echo).bind(any_port())
 }
 
 /// Starts `server`. A kernel without usable io_uring fails the test loudly with the engine's
 /// diagnosis: every test here needs it, and skipping would hide a broken setup.
-pub fn start<C, H, F>(server: Server<C, F>) -> Running
+pub fn start<C, H>(server: Server<C, H>) -> Running
 where
     C: Codec + Clone + Send,
     H: Handler<C>,
-    F: Fn() -> H + Send + Sync + 'static,
 {
     match server.start() {
         Ok(handle) => {

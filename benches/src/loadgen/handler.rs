@@ -11,9 +11,7 @@
 //! echoed, in sending order (the echo comes back in the same order); nothing is counted or
 //! recorded outside the measured window.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -140,7 +138,7 @@ struct Counts {
 }
 
 /// What the handlers of one client core record into.
-struct Core {
+pub struct Core {
     latency: Recorder,
     service: Recorder,
     lag: Recorder,
@@ -151,7 +149,7 @@ struct Core {
 const NEVER: Duration = Duration::from_secs(1 << 30);
 
 impl Core {
-    fn new(shared: &Shared) -> Core {
+    pub fn new(shared: &Shared) -> Core {
         Core {
             latency: shared.latency.recorder(NEVER),
             service: shared.service.recorder(NEVER),
@@ -174,11 +172,6 @@ impl Core {
     }
 }
 
-thread_local! {
-    /// The core this thread runs; made by the first handler the thread's factory call makes.
-    static CORE: RefCell<Option<Rc<RefCell<Core>>>> = const { RefCell::new(None) };
-}
-
 /// When one message was meant to go and when it went, in nanoseconds after the run's start.
 #[derive(Clone, Copy, Debug)]
 struct Stamp {
@@ -189,7 +182,6 @@ struct Stamp {
 /// One connection of the load generator.
 pub struct Load {
     shared: Arc<Shared>,
-    core: Rc<RefCell<Core>>,
     /// This connection's number, which its payloads derive from.
     conn: u64,
     /// Messages sent (the sequence number of the next one).
@@ -205,11 +197,6 @@ pub struct Load {
 impl Load {
     /// A handler for the next connection; called by the client's factory on its core.
     pub fn new(shared: &Arc<Shared>) -> Load {
-        let core = CORE.with(|cell| {
-            cell.borrow_mut()
-                .get_or_insert_with(|| Rc::new(RefCell::new(Core::new(shared))))
-                .clone()
-        });
         let conn = shared.next_conn.fetch_add(1, Relaxed);
         let plan = &shared.plan;
         let capacity = match plan.schedule {
@@ -220,7 +207,6 @@ impl Load {
         };
         Load {
             shared: shared.clone(),
-            core,
             conn,
             sent: 0,
             received: 0,
@@ -268,7 +254,7 @@ impl Load {
                 return;
             }
             if self.shared.plan.in_window(at) {
-                self.core.borrow_mut().lag.record(now - at);
+                session.core().state::<Core>().lag.record(now - at);
             }
             self.send(
                 session,
@@ -318,7 +304,7 @@ where
     fn on_message(&mut self, session: &mut Session<'_, C>, frame: &[u8]) {
         let now = self.shared.now();
         let plan = &self.shared.plan;
-        let mut core = self.core.borrow_mut();
+        let core = session.core().state::<Core>();
         let Some(stamp) = self.in_flight.pop_front() else {
             core.counts.unexpected += 1;
             return;
@@ -334,7 +320,6 @@ where
                     core.counts.msgs += 1;
                     core.latency.record(now - stamp.intended);
                 }
-                drop(core);
                 if now < plan.end && !session.is_closing() {
                     self.send(
                         session,
@@ -362,7 +347,7 @@ where
         }
     }
 
-    fn on_close(&mut self, _session: &mut Session<'_, C>, reason: CloseReason) {
+    fn on_close(&mut self, session: &mut Session<'_, C>, reason: CloseReason) {
         let shared = &self.shared;
         let totals = &shared.totals;
         if !shared.stopping.load(Relaxed) {
@@ -376,7 +361,7 @@ where
                 totals.connect_errors.fetch_add(1, Relaxed);
             }
         }
-        let mut core = self.core.borrow_mut();
+        let core = session.core().state::<Core>();
         if let Schedule::Open { .. } = shared.plan.schedule {
             // Unanswered messages of the window were late by at least the time until now.
             let now = shared.now();

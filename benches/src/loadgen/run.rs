@@ -13,7 +13,7 @@ use ringwire::{Client, ClientHandle, ServerError};
 use ringwire_bench::Framing;
 use serde_json::{json, Value};
 
-use super::handler::{Load, Plan, Schedule, Shared};
+use super::handler::{Core, Load, Plan, Schedule, Shared};
 use super::sysinfo::{self, CpuTicks};
 use super::wire::{Chunks, Pattern};
 use super::{histfile, RunArgs};
@@ -27,7 +27,9 @@ where
     C: for<'a> Codec<Frame<'a> = &'a [u8], Item = [u8]> + Clone + Send,
 {
     let factory_shared = shared.clone();
+    let core_shared = shared.clone();
     Client::new(codec, move || Load::new(&factory_shared))
+        .core_state(move |_| Core::new(&core_shared))
         .connect(args.addr)
         .connections(per_core)
         .cpus(args.cpus.iter().copied())

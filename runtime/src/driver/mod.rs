@@ -85,6 +85,10 @@ pub(crate) trait Core {
     fn closed(&mut self, slot: u32);
     /// Another thread woke this core.
     fn woken(&mut self);
+    /// How long the core may wait now: until its earliest deadline (`None`: no deadline).
+    /// Events a driver reports before its wait can bring a deadline closer than the bound the
+    /// turn began with (a session that starts lingering).
+    fn wait_bound(&self) -> Option<Duration>;
     /// The commands queued since the driver last looked, in order. The driver drains them.
     fn commands(&mut self) -> &mut Vec<Command>;
 }

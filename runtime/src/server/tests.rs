@@ -140,7 +140,7 @@ fn worker_death(driver: DriverKind) {
         fault: Some((1, trigger.clone())),
         ..Hooks::default()
     };
-    let handle = start(config, Bytes, || Echo, hooks).expect("server starts");
+    let handle = start(config, Bytes, |_: &mut CoreCtx| Echo, hooks).expect("server starts");
     let addr = handle.local_addr();
 
     // A live connection on core 0, two on core 1 (the kernel picks the core by hashing the

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::{Phase, Worker};
 use crate::codec::Codec;
+use crate::core_ctx::CoreCtx;
 use crate::driver::Command;
 use crate::error::panic_message;
 use crate::handler::Handler;
@@ -74,10 +75,10 @@ impl<C, H, F> Worker<C, H, F>
 where
     C: Codec + Clone,
     H: Handler<C>,
-    F: Fn() -> H,
+    F: Fn(&mut CoreCtx) -> H,
 {
     /// How long the next turn may wait: until the earliest deadline, or forever.
-    pub(super) fn wait_bound(&self) -> Option<Duration> {
+    pub(crate) fn wait_bound(&self) -> Option<Duration> {
         let next = [
             self.timers.next(),
             Some(self.next_core_tick),

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::{is_reset, Phase, Worker};
 use crate::codec::Codec;
+use crate::core_ctx::CoreCtx;
 use crate::driver::{Command, Core, SendBuf};
 use crate::error::{IoOp, SessionError};
 use crate::handler::Handler;
@@ -16,10 +17,14 @@ impl<C, H, F> Core for Worker<C, H, F>
 where
     C: Codec + Clone,
     H: Handler<C>,
-    F: Fn() -> H,
+    F: Fn(&mut CoreCtx) -> H,
 {
     fn commands(&mut self) -> &mut Vec<Command> {
         &mut self.cmds
+    }
+
+    fn wait_bound(&self) -> Option<std::time::Duration> {
+        Worker::wait_bound(self)
     }
 
     fn turn_started(&mut self) {

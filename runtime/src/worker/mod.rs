@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::codec::{Codec, Flow, FrameReader};
+use crate::core_ctx::CoreCtx;
 use crate::driver::{Command, Driver};
 use crate::error::{panic_message, SessionError};
 use crate::handler::Handler;
@@ -87,7 +88,7 @@ impl<C, H> Conn<C, H> {
         C: Codec,
     {
         self.phase == Phase::Open
-            && self.codec.has_boundaries()
+            && self.codec.at_boundary()
             && self.state.out.is_empty()
             && self.reader.buffered() == 0
             && self.reader.held() == 0
@@ -162,6 +163,8 @@ pub(crate) struct Worker<C, H, F> {
     idle_watch: Vec<u32>,
     /// Scratch list of the sessions `close_idle` closes.
     closing: Vec<u32>,
+    /// The worker's index and the user's per-core state, for the factory and every callback.
+    ctx: CoreCtx,
 }
 
 fn is_reset(e: &io::Error) -> bool {
@@ -175,7 +178,7 @@ impl<C, H, F> Worker<C, H, F>
 where
     C: Codec + Clone,
     H: Handler<C>,
-    F: Fn() -> H,
+    F: Fn(&mut CoreCtx) -> H,
 {
     pub(crate) fn new(
         cfg: WorkerConfig,
@@ -183,6 +186,7 @@ where
         factory: Arc<F>,
         stats: Arc<CoreStats>,
         control: Arc<Control>,
+        ctx: CoreCtx,
     ) -> Self {
         let clock = Clock::new();
         let recorders = cfg.latency.as_ref().map(|l| Recorders {
@@ -213,6 +217,7 @@ where
             cmds: Vec::with_capacity(64),
             idle_watch: Vec::new(),
             closing: Vec::new(),
+            ctx,
         }
     }
 
@@ -288,7 +293,7 @@ where
             let Some(conn) = self.conns.get_mut(slot as usize) else {
                 return false;
             };
-            if conn.phase != Phase::Open {
+            if conn.phase != Phase::Open || conn.state.close != CloseAsk::WhenIdle {
                 conn.idle_watched = false;
                 return false;
             }
@@ -354,6 +359,7 @@ where
             pool: &mut self.pool,
             stats: &self.stats,
             connects: &mut self.connects,
+            core: &mut self.ctx,
         };
         let handler = &mut conn.handler;
         Some(catch_unwind(AssertUnwindSafe(|| f(handler, &mut session))))
@@ -378,6 +384,7 @@ where
         let (max_frame, high_water, max_output) =
             (self.cfg.max_frame, self.cfg.high_water, self.cfg.max_output);
         let connects = &mut self.connects;
+        let core = &mut self.ctx;
         let pool = &mut self.pool;
         let mut handling = self.recorders.as_mut().map(|r| &mut r.handling);
         let result = catch_unwind(AssertUnwindSafe(|| {
@@ -388,6 +395,7 @@ where
                     pool,
                     stats,
                     connects: &mut *connects,
+                    core: &mut *core,
                 };
                 match handling.as_deref_mut() {
                     Some(rec) => {
@@ -476,6 +484,8 @@ where
         } else {
             conn.state.read = Read::Receiving;
             self.cmds.push(Command::ResumeRecv { slot });
+            // A session taken from the backlog during a drain whose first input was held.
+            self.drain_if_due(slot);
         }
     }
 
@@ -493,7 +503,9 @@ where
     /// factory panicked.
     fn insert(&mut self, fd: &OwnedFd, phase: Phase) -> Option<u32> {
         // Both are user code: a panic refuses this connection only.
-        let made = catch_unwind(AssertUnwindSafe(|| (self.codec.clone(), (self.factory)())));
+        let made = catch_unwind(AssertUnwindSafe(|| {
+            (self.codec.clone(), (self.factory)(&mut self.ctx))
+        }));
         let (codec, handler) = match made {
             Ok(made) => made,
             Err(payload) => {

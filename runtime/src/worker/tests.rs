@@ -93,6 +93,11 @@ impl FakeOps {
         self.collect(w);
     }
 
+    fn connected(&mut self, w: &mut TestWorker, slot: u32, result: io::Result<()>) {
+        w.connected(slot, result);
+        self.collect(w);
+    }
+
     fn woken(&mut self, w: &mut TestWorker) {
         w.woken();
         self.collect(w);
@@ -157,6 +162,7 @@ impl Handler<Bytes> for TestHandler {
                 s.close();
             }
             b"tick" => s.set_tick(Some(std::time::Duration::from_millis(10))),
+            b"dial" => s.connect("127.0.0.1:9".parse().unwrap()),
             _ => s.send(frame).unwrap(),
         }
     }
@@ -172,7 +178,7 @@ impl Handler<Bytes> for TestHandler {
     }
 }
 
-type TestWorker = Worker<Bytes, TestHandler, Box<dyn Fn() -> TestHandler>>;
+type TestWorker = Worker<Bytes, TestHandler, Box<dyn Fn(&mut CoreCtx) -> TestHandler>>;
 
 fn worker() -> (TestWorker, Log, Arc<CoreStats>, Arc<Control>) {
     worker_with(Timeouts::default())
@@ -184,7 +190,7 @@ fn worker_with(timeouts: Timeouts) -> (TestWorker, Log, Arc<CoreStats>, Arc<Cont
     let log: Log = Rc::default();
     let stats = Arc::new(CoreStats::default());
     let factory_log = log.clone();
-    let factory: Box<dyn Fn() -> TestHandler> = Box::new(move || TestHandler {
+    let factory: Box<dyn Fn(&mut CoreCtx) -> TestHandler> = Box::new(move |_| TestHandler {
         log: factory_log.clone(),
     });
     let cfg = WorkerConfig {
@@ -208,6 +214,7 @@ fn worker_with(timeouts: Timeouts) -> (TestWorker, Log, Arc<CoreStats>, Arc<Cont
         Arc::new(factory),
         stats.clone(),
         control.clone(),
+        CoreCtx::new(0, Box::new(())),
     );
     (w, log, stats, control)
 }
@@ -676,9 +683,10 @@ fn on_drain_can_keep_a_session_until_a_protocol_boundary() {
     let mut w: Worker<Bytes, Goodbye, _> = Worker::new(
         w.cfg,
         Bytes,
-        Arc::new(|| Goodbye),
+        Arc::new(|_: &mut CoreCtx| Goodbye),
         stats.clone(),
         control.clone(),
+        CoreCtx::new(0, Box::new(())),
     );
     let mut cmds = Vec::new();
     let fd: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
@@ -761,4 +769,83 @@ fn a_peer_that_closed_first_is_not_lingered_for() {
     ops.take();
     ops.sent(&mut w, 0, Ok(1));
     assert_eq!(ops.take(), [Cmd::Close(0)]);
+}
+
+/// Counts the frames of every session of its core in the core's state.
+struct CountsPerCore {
+    made_on: usize,
+}
+
+impl Handler<Bytes> for CountsPerCore {
+    fn on_message(&mut self, s: &mut Session<'_, Bytes>, _: &[u8]) {
+        let core = s.core();
+        assert_eq!(core.worker(), self.made_on);
+        *core.state::<u64>() += 1;
+        let total = *core.state::<u64>();
+        s.send(total.to_string().as_bytes()).unwrap();
+    }
+}
+
+#[test]
+fn per_core_state_is_reached_from_the_factory_and_every_session() {
+    let (w, _, stats, control) = worker();
+    let factory = |ctx: &mut CoreCtx| {
+        *ctx.state::<u64>() += 100; // One per handler made.
+        CountsPerCore {
+            made_on: ctx.worker(),
+        }
+    };
+    let mut w: Worker<Bytes, CountsPerCore, _> = Worker::new(
+        w.cfg,
+        Bytes,
+        Arc::new(factory),
+        stats,
+        control,
+        CoreCtx::new(0, Box::new(0u64)),
+    );
+    for _ in 0..2 {
+        w.accepted(std::fs::File::open("/dev/null").unwrap().into());
+    }
+    w.received(0, b"a");
+    w.received(1, b"b");
+    w.received(0, b"c");
+    w.end_turn();
+    let sent: Vec<Vec<u8>> = w
+        .commands()
+        .drain(..)
+        .filter_map(|c| match c {
+            Command::Send { send, .. } => Some(send.to_vec()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [b"201203".to_vec(), b"202".to_vec()],
+        "one counter for both sessions"
+    );
+}
+
+#[test]
+fn a_drain_leaves_outbound_sessions_to_their_handler() {
+    let (mut w, _, _, control) = worker();
+    let mut ops = FakeOps::default();
+    ops.accepted(&mut w, 10);
+    ops.received(&mut w, 0, b"dial");
+    ops.end_turn(&mut w);
+    assert_eq!(
+        ops.take(),
+        [
+            Cmd::Open(0, 10),
+            Cmd::Connect(1, "127.0.0.1:9".parse().unwrap())
+        ]
+    );
+    ops.connected(&mut w, 1, Ok(()));
+    control.request_stop(std::time::Duration::from_secs(3600));
+    ops.woken(&mut w);
+    ops.end_turn(&mut w);
+    assert_eq!(
+        ops.take(),
+        [Cmd::StopAccepting, Cmd::Close(0)],
+        "the idle inbound session closes; the outbound one may await a response"
+    );
 }

@@ -356,6 +356,10 @@ impl Driver for EpollDriver {
         if !self.ops.pending.is_empty() {
             core.turn_started();
             self.deliver(core);
+            // What they did may have brought a deadline closer (a session now lingering).
+            if let Some(bound) = core.wait_bound() {
+                timeout = Some(timeout.map_or(bound, |t| t.min(bound)));
+            }
         }
         if !self.ops.pending.is_empty() || core.has_pending_work() {
             timeout = Some(Duration::ZERO);
@@ -376,8 +380,12 @@ impl Driver for EpollDriver {
                 Some(Op::Accept) if self.ops.accept == Accept::Listening => self.accept_ready(core),
                 Some(Op::Accept) => {}
                 Some(Op::Wake) => {
-                    if let Err(e) = sys::eventfd_drain(self.ops.wake_fd.as_fd()) {
-                        self.ops.fatal.get_or_insert(e);
+                    match sys::eventfd_drain(self.ops.wake_fd.as_fd()) {
+                        // Interrupted: the wake-up stays readable and comes back next turn.
+                        Err(e) if e.kind() != io::ErrorKind::Interrupted => {
+                            self.ops.fatal.get_or_insert(e);
+                        }
+                        _ => {}
                     }
                     core.woken();
                     self.ops.apply_all(core.commands());

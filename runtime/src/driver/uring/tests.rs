@@ -61,6 +61,9 @@ impl Core for Recorder {
     fn commands(&mut self) -> &mut Vec<Command> {
         &mut self.cmds
     }
+    fn wait_bound(&self) -> Option<Duration> {
+        None
+    }
 }
 
 fn driver() -> UringDriver {
