@@ -7,10 +7,9 @@
 
 mod util;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -120,64 +119,19 @@ fn emfile_child_server() {
     );
 }
 
-/// The child server; killed if the test fails before it exits.
-struct ChildServer {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+/// The child server: this test binary re-executed.
+struct ChildServer;
 
 impl ChildServer {
-    fn spawn() -> Self {
+    fn spawn() -> util::ChildLines {
         let exe = std::env::current_exe().expect("current_exe");
-        let mut child = Command::new(exe)
-            .args(["--ignored", "--exact", "emfile_child_server", "--nocapture"])
-            .env(CHILD_ENV, "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the child server");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                println!("child: {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        ChildServer { child, lines }
-    }
-
-    /// The rest of the first line of the child's output that contains `marker`.
-    fn line_after(&self, marker: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(at) = line.find(marker) {
-                        return line[at + marker.len()..].to_owned();
-                    }
-                }
-                Err(e) => panic!("no {marker:?} line from the child server: {e}"),
-            }
-        }
-    }
-
-    fn is_alive(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        if self.is_alive() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        util::ChildLines::spawn(
+            Command::new(exe)
+                .args(["--ignored", "--exact", "emfile_child_server", "--nocapture"])
+                .env(CHILD_ENV, "1")
+                .stdin(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        )
     }
 }
 

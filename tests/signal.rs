@@ -9,11 +9,10 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -67,62 +66,35 @@ fn signal_child() {
     println!("\n{RESULT_LINE}SIGTERM was ignored after the server stopped");
 }
 
-/// The child, killed if the test fails before it exits.
-struct ChildProcess {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+/// The child: this test binary re-executed for one case.
+struct ChildProcess(util::ChildLines);
 
 impl ChildProcess {
     fn spawn(case: &str) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "signal_child", "--nocapture"])
-            .env(CHILD, case)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn the child");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                println!("child: {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        ChildProcess { child, lines }
-    }
-
-    fn line_after(&self, marker: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(at) = line.find(marker) {
-                        return line[at + marker.len()..].to_owned();
-                    }
-                }
-                Err(e) => panic!("no {marker:?} line from the child: {e}"),
-            }
-        }
+        ChildProcess(util::ChildLines::spawn(
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--ignored", "--exact", "signal_child", "--nocapture"])
+                .env(CHILD, case),
+        ))
     }
 
     fn signal(&self, sig: i32) {
         // SAFETY: kill takes a process id and a signal number.
-        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        let rc = unsafe { libc::kill(self.0.child.id() as i32, sig) };
         assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
     }
 }
 
-impl Drop for ChildProcess {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+impl std::ops::Deref for ChildProcess {
+    type Target = util::ChildLines;
+    fn deref(&self) -> &util::ChildLines {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildProcess {
+    fn deref_mut(&mut self) -> &mut util::ChildLines {
+        &mut self.0
     }
 }
 

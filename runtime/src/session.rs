@@ -187,6 +187,18 @@ impl SendBuf {
     }
 }
 
+#[cfg(test)]
+impl SendBuf {
+    /// A send buffer covering `bytes`, as a session's output hands one out (tests).
+    pub(crate) fn holding(bytes: &[u8]) -> Box<SendBuf> {
+        let mut out = Output::default();
+        out.tail_chunk(&mut BufPool::default(), 0)
+            .extend_from_slice(bytes);
+        out.appended(bytes.len());
+        out.take_send().expect("bytes to send")
+    }
+}
+
 /// Where a session's send stands: its one [`SendBuf`] is either here, or with the driver.
 #[derive(Debug)]
 enum Sending {

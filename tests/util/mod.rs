@@ -510,3 +510,64 @@ impl Drop for SetOnDrop<'_> {
         self.0.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A child process whose stdout lines are read as they come (and echoed, prefixed `child:`);
+/// killed if still running when dropped (a test that fails before it exits).
+pub struct ChildLines {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ChildLines {
+    /// Spawns `command` with its stdout piped.
+    pub fn spawn(command: &mut std::process::Command) -> Self {
+        use std::io::BufRead;
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the child");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                println!("child: {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        ChildLines { child, lines }
+    }
+
+    /// The rest of the first line of the child's output (from here on) that contains
+    /// `marker`; fails after 30 s without one.
+    pub fn line_after(&self, marker: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(at) = line.find(marker) {
+                        return line[at + marker.len()..].to_owned();
+                    }
+                }
+                Err(e) => panic!("no {marker:?} line from the child: {e}"),
+            }
+        }
+    }
+
+    /// Whether the child still runs.
+    pub fn is_alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for ChildLines {
+    fn drop(&mut self) {
+        if self.is_alive() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -98,14 +98,6 @@ mod tests {
         std::fs::File::open("/dev/null").unwrap().into()
     }
 
-    fn a_send() -> Option<Box<SendBuf>> {
-        let mut out = crate::session::Output::default();
-        out.tail_chunk(&mut crate::pool::BufPool::default(), 0)
-            .push(b'x');
-        out.appended(1);
-        out.take_send()
-    }
-
     const IN: u32 = libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32;
     const OUT: u32 = libc::EPOLLOUT as u32;
 
@@ -120,7 +112,7 @@ mod tests {
             0,
             "paused: no EPOLLIN, or level-triggered epoll spins"
         );
-        s.blocked = a_send();
+        s.blocked = Some(SendBuf::holding(b"x"));
         assert_eq!(s.interest(), OUT);
         s.want_read = true;
         assert_eq!(s.interest(), IN | OUT);

@@ -167,14 +167,6 @@ mod tests {
         unsafe { crate::sys::close(s.take_fd_for_close()) };
     }
 
-    fn a_send() -> Option<Box<SendBuf>> {
-        let mut out = crate::session::Output::default();
-        out.tail_chunk(&mut crate::pool::BufPool::default(), 0)
-            .push(b'x');
-        out.appended(1);
-        out.take_send()
-    }
-
     fn open_slot() -> IoSlot {
         let mut s = IoSlot::new();
         s.open(dev_null());
@@ -186,7 +178,7 @@ mod tests {
     fn close_waits_for_cancelled_ops_in_any_order() {
         // Cancel's completion first, then the receive's final one.
         let mut s = open_slot();
-        s.send = a_send();
+        s.send = Some(SendBuf::holding(b"x"));
         assert_eq!(s.request_close(), CloseStep::Cancel);
         s.cancels -= 1;
         assert!(!s.settle(), "recv and send still in flight");

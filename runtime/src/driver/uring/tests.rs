@@ -168,11 +168,7 @@ fn a_close_waits_for_the_cancel_the_receive_and_the_send() {
     let mut d = driver();
     let mut core = Recorder::default();
     let (generation, _peer) = open(&mut d, 0);
-    let mut out = crate::session::Output::default();
-    out.tail_chunk(&mut crate::pool::BufPool::default(), 0)
-        .extend_from_slice(b"abc");
-    out.appended(3);
-    let send = out.take_send().unwrap();
+    let send = SendBuf::holding(b"abc");
     d.apply(&mut vec![
         Command::Send { slot: 0, send },
         Command::Close { slot: 0 },
@@ -216,22 +212,12 @@ fn a_send_completion_reports_its_result_with_its_buffer() {
     let mut d = driver();
     let mut core = Recorder::default();
     let (generation, _peer) = open(&mut d, 0);
-    let mut out = crate::session::Output::default();
-    out.tail_chunk(&mut crate::pool::BufPool::default(), 0)
-        .extend_from_slice(b"abcdef");
-    out.appended(6);
-    let send = out.take_send().unwrap();
+    let send = SendBuf::holding(b"abcdef");
     d.apply(&mut vec![Command::Send { slot: 0, send }]);
     d.complete(cqe(Op::Send, 0, generation, 4, 0), &mut core);
     d.apply(&mut vec![Command::Send {
         slot: 0,
-        send: {
-            let mut out = crate::session::Output::default();
-            out.tail_chunk(&mut crate::pool::BufPool::default(), 0)
-                .push(b'x');
-            out.appended(1);
-            out.take_send().unwrap()
-        },
+        send: SendBuf::holding(b"x"),
     }]);
     d.complete(cqe(Op::Send, 0, generation, -libc::EPIPE, 0), &mut core);
     assert_eq!(core.events, ["sent 0 Ok(4)", "sent 0 Err(BrokenPipe)"]);
