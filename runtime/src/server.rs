@@ -467,66 +467,16 @@ where
         (config.cpus.iter().map(|_| None).collect::<Vec<_>>(), target)
     };
     let config = Arc::new(config);
-    let factory = Arc::new(factory);
     let control = Arc::new(Control::new());
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let mut wakers = Vec::with_capacity(listeners.len());
-    let mut stats = Vec::with_capacity(listeners.len());
-    let mut threads = Vec::with_capacity(listeners.len());
-    let mut latencies = Vec::new();
-    let mut failure = None;
-    for (index, listener) in listeners.into_iter().enumerate() {
-        let wake = match sys::eventfd() {
-            Ok(fd) => Arc::new(fd),
-            Err(e) => {
-                failure = Some(ServerError::Spawn(e));
-                break;
-            }
-        };
-        let core_stats = Arc::new(CoreStats::default());
-        let core_latency = config.record_latency.then(CoreLatency::default);
-        latencies.extend(core_latency.clone());
-        let setup = WorkerSetup {
-            index,
-            cpu: config.cpus[index],
-            config: config.clone(),
-            listener,
-            codec: codec.clone(),
-            factory: factory.clone(),
-            control: control.clone(),
-            stats: core_stats.clone(),
-            wake: wake.clone(),
-            hooks: hooks.clone(),
-            driver,
-            latency: core_latency.clone(),
-            ready: ready_tx.clone(),
-        };
-        let spawned = std::thread::Builder::new()
-            .name(format!("ringwire-w{index}"))
-            .spawn(move || worker_main::<C, H, F>(setup));
-        match spawned {
-            Ok(thread) => threads.push(thread),
-            Err(e) => {
-                failure = Some(ServerError::Spawn(e));
-                break;
-            }
-        }
-        wakers.push(wake);
-        stats.push(core_stats);
-    }
-    drop(ready_tx);
-    let mut description = String::new();
-    for _ in 0..threads.len() {
-        match ready_rx.recv() {
-            Ok(Ok(desc)) => description = desc,
-            Ok(Err(e)) => {
-                failure.get_or_insert(e);
-            }
-            Err(_) => {
-                failure.get_or_insert(ServerError::Config("a worker exited during setup".into()));
-            }
-        }
-    }
+    let shared = Shared {
+        config: config.clone(),
+        codec,
+        factory: Arc::new(factory),
+        control: control.clone(),
+        hooks,
+        driver,
+    };
+    let (workers, description, failure) = spawn_workers(&shared, listeners);
     let info = ServerInfo {
         driver,
         driver_detail: description.clone(),
@@ -538,14 +488,14 @@ where
     };
     let mut handle = ServerHandle {
         local_addr,
-        stats,
+        stats: workers.stats,
         stopper: Stopper {
             control,
-            wakers: Arc::new(wakers),
+            wakers: Arc::new(workers.wakers),
         },
-        threads,
+        threads: workers.threads,
         driver: description,
-        latency: latencies,
+        latency: workers.latencies,
         info,
     };
     if let Some(e) = failure {
@@ -558,6 +508,95 @@ where
     }
     log::info!("ringwire: {}", handle.info);
     Ok(handle)
+}
+
+/// What every worker of one server is started with.
+struct Shared<C, F> {
+    config: Arc<Config>,
+    codec: C,
+    factory: Arc<F>,
+    control: Arc<Control>,
+    hooks: Hooks,
+    driver: DriverKind,
+}
+
+/// The workers started, with what the handle keeps of each.
+#[derive(Default)]
+struct Workers {
+    wakers: Vec<Arc<OwnedFd>>,
+    stats: Vec<Arc<CoreStats>>,
+    threads: Vec<JoinHandle<Result<(), ServerError>>>,
+    latencies: Vec<CoreLatency>,
+}
+
+/// Starts one pinned worker per listener (or per CPU, for a client) and waits until each is
+/// ready or has failed. Returns the workers that started, the driver's description, and the
+/// first failure (the caller stops the started ones then).
+fn spawn_workers<C, H, F>(
+    shared: &Shared<C, F>,
+    listeners: Vec<Option<OwnedFd>>,
+) -> (Workers, String, Option<ServerError>)
+where
+    C: Codec + Clone + Send,
+    H: Handler<C>,
+    F: Fn(&mut CoreCtx) -> H + Send + Sync + 'static,
+{
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut workers = Workers::default();
+    let mut failure = None;
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let wake = match sys::eventfd() {
+            Ok(fd) => Arc::new(fd),
+            Err(e) => {
+                failure = Some(ServerError::Spawn(e));
+                break;
+            }
+        };
+        let core_stats = Arc::new(CoreStats::default());
+        let core_latency = shared.config.record_latency.then(CoreLatency::default);
+        workers.latencies.extend(core_latency.clone());
+        let setup = WorkerSetup {
+            index,
+            cpu: shared.config.cpus[index],
+            config: shared.config.clone(),
+            listener,
+            codec: shared.codec.clone(),
+            factory: shared.factory.clone(),
+            control: shared.control.clone(),
+            stats: core_stats.clone(),
+            wake: wake.clone(),
+            hooks: shared.hooks.clone(),
+            driver: shared.driver,
+            latency: core_latency,
+            ready: ready_tx.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("ringwire-w{index}"))
+            .spawn(move || worker_main::<C, H, F>(setup));
+        match spawned {
+            Ok(thread) => workers.threads.push(thread),
+            Err(e) => {
+                failure = Some(ServerError::Spawn(e));
+                break;
+            }
+        }
+        workers.wakers.push(wake);
+        workers.stats.push(core_stats);
+    }
+    drop(ready_tx);
+    let mut description = String::new();
+    for _ in 0..workers.threads.len() {
+        match ready_rx.recv() {
+            Ok(Ok(desc)) => description = desc,
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(_) => {
+                failure.get_or_insert(ServerError::Config("a worker exited during setup".into()));
+            }
+        }
+    }
+    (workers, description, failure)
 }
 
 #[cfg(test)]

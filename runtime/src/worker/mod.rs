@@ -32,6 +32,7 @@ use crate::timer::{Clock, Micros, Timers};
 
 mod deadline;
 mod events;
+mod lifecycle;
 
 pub(crate) use deadline::{Control, CoreTick};
 
@@ -281,49 +282,6 @@ where
         self.dirty = dirty;
     }
 
-    /// Closes, as [`CloseReason::Drained`], the watched sessions that are idle, with no input
-    /// waiting in their socket either. Checked at the end of the turn, after every completion
-    /// of the turn was handled, so input a completion of this turn carries is not overlooked.
-    /// (With `DEFER_TASKRUN` the kernel copies nothing between our waits, so input not yet
-    /// delivered is still counted by FIONREAD; without it, input that arrives between this
-    /// check and the close may be lost to the close.)
-    fn close_idle(&mut self) {
-        let mut watch = std::mem::take(&mut self.idle_watch);
-        watch.retain(|&slot| {
-            let Some(conn) = self.conns.get_mut(slot as usize) else {
-                return false;
-            };
-            if conn.phase != Phase::Open || conn.state.close != CloseAsk::WhenIdle {
-                conn.idle_watched = false;
-                return false;
-            }
-            if !conn.is_idle() {
-                return true;
-            }
-            // SAFETY: the descriptor of an open session stays open while the core holds it.
-            let fd = unsafe { sys::borrow(conn.state.fd) };
-            if sys::unread(fd).unwrap_or(0) > 0 {
-                return true; // Its input is on the way: served first.
-            }
-            conn.idle_watched = false;
-            self.closing.push(slot);
-            false
-        });
-        self.idle_watch = watch;
-        let mut closing = std::mem::take(&mut self.closing);
-        for slot in closing.drain(..) {
-            self.begin_close(slot, CloseReason::Drained);
-        }
-        self.closing = closing;
-    }
-
-    /// Whether a watched session is idle as far as the core knows (so the turn must end).
-    pub(crate) fn idle_due(&self) -> bool {
-        self.idle_watch
-            .iter()
-            .any(|&slot| self.conns.get(slot as usize).is_some_and(|c| c.is_idle()))
-    }
-
     /// Runs `f` on a session's handler, catching a panic, then applies what the callback did
     /// (output to write, a close request). Returns `false` if the callback panicked.
     fn dispatch(
@@ -458,47 +416,6 @@ where
         panics
     }
 
-    /// A paused session's output drained to the low-water mark: decode the input held while
-    /// paused (which may pass the high-water mark again and keep it paused), then read again,
-    /// or finish if the peer's EOF came meanwhile.
-    fn resume_reading(&mut self, slot: u32) {
-        let conn = &mut self.conns[slot as usize];
-        // Time spent paused is not the peer's idleness or slowness.
-        conn.last_rx = self.now;
-        conn.frame_started = self.now;
-        if conn.reader.held() > 0 {
-            self.decode(slot, None);
-        }
-        let Some(conn) = self.conns.get_mut(slot as usize) else {
-            return;
-        };
-        if conn.phase != Phase::Open
-            || !conn.state.read.is_paused()
-            || conn.state.out.len() > self.cfg.high_water
-        {
-            return;
-        }
-        if conn.state.read == Read::PausedAtEof {
-            conn.state.read = Read::Eof;
-            self.peer_finished(slot);
-        } else {
-            conn.state.read = Read::Receiving;
-            self.cmds.push(Command::ResumeRecv { slot });
-            // A session taken from the backlog during a drain whose first input was held.
-            self.drain_if_due(slot);
-        }
-    }
-
-    /// The peer sent EOF and all its input is handled: flush what is pending, then close.
-    fn peer_finished(&mut self, slot: u32) {
-        let conn = &mut self.conns[slot as usize];
-        if conn.phase == Phase::Open {
-            conn.phase = Phase::Flushing(CloseReason::PeerClosed);
-            conn.reader.release(&mut self.pool);
-        }
-        self.maybe_finish_flush(slot);
-    }
-
     /// A new session in a free slot, with a handler from the factory; `None` (counted) if the
     /// factory panicked.
     fn insert(&mut self, fd: &OwnedFd, phase: Phase) -> Option<u32> {
@@ -571,165 +488,6 @@ where
         };
         self.cmds.push(Command::Connect { slot, fd, addr });
         self.reschedule(slot);
-    }
-
-    fn panicked(
-        &mut self,
-        slot: u32,
-        callback: &'static str,
-        payload: Box<dyn std::any::Any + Send>,
-    ) {
-        self.stats.panics.add(1);
-        let Some(conn) = self.conns.get(slot as usize) else {
-            return;
-        };
-        let error = SessionError::Panic {
-            session: conn.state.id,
-            callback,
-            message: panic_message(&*payload),
-        };
-        log::error!("ringwire: {error}");
-        self.fail(slot, error, CloseReason::Panic);
-    }
-
-    /// Lists the session for a send if it has new output, pauses reading above the high-water
-    /// mark, (re)schedules its timers when a deadline may have come closer, and starts closing
-    /// if asked to.
-    fn after_callback(&mut self, slot: u32) {
-        let Some(conn) = self.conns.get_mut(slot as usize) else {
-            return;
-        };
-        if conn.phase == Phase::Closing {
-            return;
-        }
-        if conn.state.out.len() > self.cfg.max_output {
-            let error = SessionError::OutputLimit {
-                session: conn.state.id,
-                pending: conn.state.out.len(),
-                limit: self.cfg.max_output,
-            };
-            log::debug!("ringwire: {error}");
-            return self.fail(slot, error, CloseReason::OutputLimit);
-        }
-        if conn.state.out.has_unsent() && !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(slot);
-        }
-        if conn.state.close == CloseAsk::WhenIdle && !conn.idle_watched {
-            conn.idle_watched = true;
-            self.idle_watch.push(slot);
-        }
-        if conn.state.close == CloseAsk::AfterFlush && conn.phase == Phase::Open {
-            conn.phase = Phase::Flushing(CloseReason::Local);
-            conn.reader.release(&mut self.pool);
-        }
-        if conn.state.read == Read::Receiving
-            && conn.phase == Phase::Open
-            && conn.state.out.len() > self.cfg.high_water
-        {
-            conn.state.read = Read::Paused;
-            self.stats.backpressure_pauses.add(1);
-            self.cmds.push(Command::PauseRecv { slot });
-        }
-        // Only transitions can bring a deadline closer; per message this is two compares.
-        let has_tail = conn.reader.buffered() > 0;
-        let has_output = !conn.state.out.is_empty();
-        let mut reschedule = std::mem::take(&mut conn.state.timeouts_changed);
-        if reschedule {
-            conn.next_tick = conn
-                .state
-                .timeouts
-                .tick
-                .map_or(Micros::MAX, |t| deadline::next_on_grid(self.now, t));
-        }
-        if has_tail && !conn.had_tail {
-            conn.frame_started = self.now;
-            reschedule = true;
-        }
-        if has_output && !conn.had_output {
-            conn.write_progress = self.now;
-            reschedule = true;
-        }
-        conn.had_tail = has_tail;
-        conn.had_output = has_output;
-        if reschedule {
-            self.reschedule(slot);
-        }
-        self.maybe_finish_flush(slot);
-    }
-
-    /// A flushing session whose output is all written closes now.
-    fn maybe_finish_flush(&mut self, slot: u32) {
-        let Some(conn) = self.conns.get(slot as usize) else {
-            return;
-        };
-        let Phase::Flushing(reason) = conn.phase else {
-            return;
-        };
-        if !conn.state.out.is_empty() || conn.state.out.in_flight() {
-            return;
-        }
-        match self.cfg.linger {
-            Some(linger)
-                if !matches!(conn.state.read, Read::Eof | Read::PausedAtEof)
-                    && reason != CloseReason::PeerClosed =>
-            {
-                let conn = &mut self.conns[slot as usize];
-                conn.phase = Phase::Lingering(reason);
-                conn.linger_until = self.now + linger;
-                if conn.state.read == Read::Paused {
-                    // Lingering reads (and drops) until the peer's EOF.
-                    conn.state.read = Read::Receiving;
-                    self.cmds.push(Command::ResumeRecv { slot });
-                }
-                self.cmds.push(Command::ShutdownWrite { slot });
-                self.reschedule(slot);
-            }
-            _ => self.begin_close(slot, reason),
-        }
-    }
-
-    /// Reports `error` to the handler, then closes the session without flushing.
-    fn fail(&mut self, slot: u32, error: SessionError, reason: CloseReason) {
-        let Some(conn) = self.conns.get_mut(slot as usize) else {
-            return;
-        };
-        if conn.phase == Phase::Closing {
-            return;
-        }
-        if let Some(Err(_)) = self.call(slot, |h, s| h.on_error(s, &error)) {
-            self.stats.panics.add(1);
-        }
-        self.begin_close(slot, reason);
-    }
-
-    /// The peer sent input the codec rejects: `on_error` (which may reply, e.g. with a
-    /// protocol error), then write what is pending, handle no more input, and close.
-    fn reject_input(&mut self, slot: u32, error: SessionError) {
-        let Some(conn) = self.conns.get_mut(slot as usize) else {
-            return;
-        };
-        conn.phase = Phase::Flushing(CloseReason::CodecError);
-        conn.reader.release(&mut self.pool);
-        log::debug!("ringwire: {error}");
-        self.dispatch(slot, "on_error", |h, s| h.on_error(s, &error));
-    }
-
-    /// Closes the session now: `on_close`, then the driver cancels its I/O and closes the
-    /// descriptor. The slot is freed when the driver reports it closed.
-    fn begin_close(&mut self, slot: u32, reason: CloseReason) {
-        let Some(conn) = self.conns.get_mut(slot as usize) else {
-            return;
-        };
-        if conn.phase == Phase::Closing {
-            return;
-        }
-        conn.phase = Phase::Closing;
-        if let Some(Err(_)) = self.call(slot, |h, s| h.on_close(s, reason)) {
-            self.stats.panics.add(1);
-        }
-        self.stats.closed_by[reason.index()].add(1);
-        self.cmds.push(Command::Close { slot });
     }
 }
 
