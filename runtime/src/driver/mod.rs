@@ -106,6 +106,13 @@ pub(crate) trait Driver {
     /// No session I/O is in flight and the listener is closed: the core may exit.
     fn is_quiescent(&self) -> bool;
 
+    /// Every completion the kernel had for the last turn was reported: none waits in an
+    /// overflow list or beyond the turn's budget. Until it is, input may have left a socket
+    /// without reaching the core yet, so the core closes no session as idle.
+    fn settled(&self) -> bool {
+        true
+    }
+
     /// The core stopped abnormally: stop accepting and close every session, with no core to
     /// tell (see `server::abandon`, which then turns until quiescent).
     fn abort_all(&mut self);

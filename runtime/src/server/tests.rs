@@ -65,6 +65,10 @@ impl<D: Driver> Driver for Faulty<D> {
         self.inner.is_quiescent()
     }
 
+    fn settled(&self) -> bool {
+        self.inner.settled()
+    }
+
     fn abort_all(&mut self) {
         self.inner.abort_all();
     }

@@ -12,12 +12,15 @@ where
     F: Fn(&mut CoreCtx) -> H,
 {
     /// Closes, as [`CloseReason::Drained`], the watched sessions that are idle, with no input
-    /// waiting in their socket either. Checked at the end of the turn, after every completion
-    /// of the turn was handled, so input a completion of this turn carries is not overlooked.
-    /// (With `DEFER_TASKRUN` the kernel copies nothing between our waits, so input not yet
-    /// delivered is still counted by FIONREAD; without it, input that arrives between this
-    /// check and the close may be lost to the close.)
-    pub(super) fn close_idle(&mut self) {
+    /// waiting in their socket either. Checked at the end of a turn whose completions the
+    /// driver all reported (none left in an overflow list or past the turn's budget), so input
+    /// a completion carries is not overlooked. (With `DEFER_TASKRUN` the kernel copies nothing
+    /// between our waits, so input not yet delivered is still counted by FIONREAD; without it,
+    /// input that arrives between this check and the close may be lost to the close.)
+    pub(crate) fn close_idle(&mut self) {
+        if self.idle_watch.is_empty() {
+            return;
+        }
         let mut watch = std::mem::take(&mut self.idle_watch);
         watch.retain(|&slot| {
             let Some(conn) = self.conns.get_mut(slot as usize) else {

@@ -234,6 +234,9 @@ where
             let timeout = self.wait_bound();
             driver.turn(timeout, self)?;
             self.fire_timers();
+            if driver.settled() {
+                self.close_idle();
+            }
             self.end_turn();
             driver.apply(&mut self.cmds);
             if let Some(r) = &mut self.recorders {
@@ -248,12 +251,10 @@ where
         }
     }
 
-    /// End of a turn: close the watched sessions that are idle, open requested connections,
-    /// then one send per session with output and no send in flight.
+    /// End of a turn: open requested connections, then one send per session with output and
+    /// no send in flight. (Before it, `run` closes the idle sessions once the driver has
+    /// reported everything the kernel had.)
     pub(crate) fn end_turn(&mut self) {
-        if !self.idle_watch.is_empty() {
-            self.close_idle();
-        }
         if !self.connects.is_empty() {
             let mut connects = std::mem::take(&mut self.connects);
             for addr in connects.drain(..) {

@@ -103,7 +103,9 @@ impl FakeOps {
         self.collect(w);
     }
 
+    /// The end of a turn, as `Worker::run` does it with a driver that reported everything.
     fn end_turn(&mut self, w: &mut TestWorker) {
+        w.close_idle();
         w.end_turn();
         self.collect(w);
     }
@@ -708,6 +710,7 @@ fn on_drain_can_keep_a_session_until_a_protocol_boundary() {
     assert_eq!(send.to_vec(), b"morelastbye");
     let n = send.len();
     w.sent(0, send, Ok(n));
+    w.close_idle();
     w.end_turn();
     // (The 11 bytes passed the test's 8-byte high-water mark: reading paused and resumed.)
     assert!(

@@ -69,11 +69,16 @@ pub(crate) struct UringDriver {
     fatal: Option<io::Error>,
     /// The kernel's count of dropped completions when last looked at.
     dropped_seen: u32,
+    /// The last turn left completions unreported (overflow, or the budget ran out).
+    unsettled: bool,
     /// Unmapped in `Drop` only when nothing is in flight (no receive can write them, and the
     /// kernel reads the buffer ring only for a receive); otherwise leaked, since the kernel may
     /// still write into them while it tears the ring down.
     bufs: ManuallyDrop<BufRing>,
     batch: Vec<Completion>,
+    /// The next completion of `batch` to report: one a panic in the core interrupted is
+    /// reported at the next turn (the abandoning one), not lost.
+    batch_pos: usize,
 }
 
 fn unavailable(step: &'static str) -> impl FnOnce(io::Error) -> ServerError {
@@ -112,11 +117,21 @@ impl UringDriver {
             stats,
             fatal: None,
             dropped_seen: 0,
+            unsettled: false,
             bufs: ManuallyDrop::new(bufs),
             batch: Vec::with_capacity(cq),
+            batch_pos: 0,
         };
         driver.arm_wake();
         Ok(driver)
+    }
+
+    /// Reports the completions of `batch` not reported yet.
+    fn report_batch<K: Core>(&mut self, core: &mut K) {
+        while let Some(&c) = self.batch.get(self.batch_pos) {
+            self.batch_pos += 1;
+            self.complete(c, core);
+        }
     }
 
     /// Routes one completion; the commands the core queued in reaction are applied before
@@ -210,6 +225,9 @@ impl Driver for UringDriver {
         if let Some(e) = self.fatal.take() {
             return Err(e);
         }
+        // What a panic left of the last batch (its completion's own event is lost with the
+        // panic; the rest still name operations that must be settled).
+        self.report_batch(core);
         self.ring.enter(timeout)?;
         self.stats.turns.add(1);
         core.turn_started();
@@ -219,19 +237,19 @@ impl Driver for UringDriver {
         let mut budget = 4 * cap;
         while budget > 0 {
             self.batch.clear();
+            self.batch_pos = 0;
             let n = self.ring.reap(&mut self.batch, cap.min(budget));
             if n == 0 {
                 break;
             }
             self.stats.completions.add(n as u64);
-            for i in 0..n {
-                let c = self.batch[i];
-                self.complete(c, core);
-            }
+            self.report_batch(core);
             budget -= n;
         }
         let dropped = self.ring.dropped();
-        if self.ring.overflowed() || dropped != self.dropped_seen {
+        let overflowed = self.ring.overflowed() || dropped != self.dropped_seen;
+        self.unsettled = overflowed || budget == 0;
+        if overflowed {
             // The next enter waits for events, which flushes the kernel's overflow list; the
             // multishot operations it ended come back without MORE and are re-armed. (The
             // dropped count is the kernel's running total: count its changes.)
@@ -246,6 +264,10 @@ impl Driver for UringDriver {
 
     fn is_quiescent(&self) -> bool {
         self.live == 0 && self.accept == AcceptState::Closed
+    }
+
+    fn settled(&self) -> bool {
+        !self.unsettled
     }
 
     fn abort_all(&mut self) {

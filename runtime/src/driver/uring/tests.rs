@@ -264,3 +264,28 @@ fn accept_completions_hand_over_connections_and_rearm_or_back_off() {
     assert_eq!(core.events.last().unwrap(), "accept_failed Some(24)");
     d.accept = AcceptState::Closed;
 }
+
+#[test]
+fn completions_left_in_a_batch_by_a_panic_are_reported_at_the_next_turn() {
+    let mut d = driver();
+    let mut core = Recorder::default();
+    let (generation, _peer) = open(&mut d, 0);
+    d.apply(&mut vec![Command::Close { slot: 0 }]);
+    d.complete(cqe(Op::Cancel, 0, generation, 0, 0), &mut core);
+    // The core panicked handling the first completion of this batch; the second, the
+    // receive's final one, was never looked at.
+    d.batch = vec![
+        cqe(Op::Recv, 0, generation, 5, MORE | with_buffer(1)),
+        cqe(Op::Recv, 0, generation, -libc::ECANCELED, 0),
+    ];
+    d.batch_pos = 1;
+    assert_eq!(d.slots[0].life, Life::Closing);
+    d.report_batch(&mut core); // As the next turn (the abandoning one) begins.
+    assert_eq!(
+        d.slots[0].life,
+        Life::CloseSubmitted,
+        "the receive's end was reported, so the close could follow"
+    );
+    d.complete(cqe(Op::Close, 0, generation, 0, 0), &mut core);
+    assert!(d.is_quiescent());
+}
