@@ -29,7 +29,10 @@ use std::time::{Duration, Instant};
 pub(crate) use crate::session::SendBuf;
 
 pub(crate) mod epoll;
+mod slots;
 pub(crate) mod uring;
+
+pub(crate) use slots::{next_generation, DriverSlot, SlotTable};
 
 /// What the core asks a driver to do, applied after the event that produced it.
 #[derive(Debug)]

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::slot::{Life, Slot};
-use super::{AcceptBackoff, Command, Core, Driver, Nodelay, SendBuf};
+use super::{AcceptBackoff, Command, Core, Driver, Nodelay, SendBuf, SlotTable};
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::listener;
@@ -62,8 +62,7 @@ enum Accept {
 
 pub(crate) struct EpollOps {
     epoll: OwnedFd,
-    slots: Vec<Slot>,
-    live: usize,
+    slots: SlotTable<Slot>,
     pending: VecDeque<Pending>,
     listener: Option<OwnedFd>,
     accept: Accept,
@@ -84,7 +83,7 @@ impl Drop for EpollOps {
     fn drop(&mut self) {
         // Sessions still open here (a worker that died, or a fatal error) own their
         // descriptors: close them so their peers see the end.
-        for s in &mut self.slots {
+        for s in self.slots.iter_mut() {
             // Dropping the descriptor closes it.
             s.fd = None;
         }
@@ -124,8 +123,7 @@ impl EpollDriver {
         Ok(EpollDriver {
             ops: EpollOps {
                 epoll,
-                slots: Vec::with_capacity(config.max_sessions),
-                live: 0,
+                slots: SlotTable::with_capacity(config.max_sessions),
                 pending: VecDeque::with_capacity(1024),
                 accept: if listener.is_some() {
                     Accept::Listening
@@ -157,12 +155,12 @@ impl EpollDriver {
                 };
                 match p {
                     Pending::Sent(slot, generation, send, result) => {
-                        if self.ops.slots[slot as usize].is_current(generation) {
+                        if self.ops.slots.is_current(slot, generation) {
                             core.sent(slot, send, result);
                         }
                     }
                     Pending::Connected(slot, generation, result) => {
-                        if self.ops.slots[slot as usize].is_current(generation) {
+                        if self.ops.slots.is_current(slot, generation) {
                             core.connected(slot, result);
                         }
                     }
@@ -170,7 +168,7 @@ impl EpollDriver {
                         let s = &mut self.ops.slots[slot as usize];
                         debug_assert_eq!(s.life, Life::Closed);
                         s.life = Life::Free;
-                        self.ops.live -= 1;
+                        self.ops.slots.release();
                         core.closed(slot);
                     }
                 }
@@ -225,12 +223,8 @@ impl EpollDriver {
 
     fn session_event<K: Core>(&mut self, ud: UserData, events: u32, core: &mut K) {
         let slot = ud.slot();
-        if !self
-            .ops
-            .slots
-            .get(slot as usize)
-            .is_some_and(|s| s.is_current(ud.generation()))
-        {
+        let generation = ud.generation();
+        if !self.ops.slots.is_current(slot, generation) {
             return; // Closed earlier in this turn.
         }
         let error = events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
@@ -238,7 +232,7 @@ impl EpollDriver {
         if events & libc::EPOLLOUT as u32 != 0 || error {
             self.writable(slot);
         }
-        if connecting || !self.ops.slots[slot as usize].is_current(ud.generation()) {
+        if connecting || !self.ops.slots.is_current(slot, generation) {
             // A connect that just finished is reported before any input (next turn, as the
             // core hears `connected` first); level-triggered epoll reports the input again.
             return;
@@ -246,8 +240,9 @@ impl EpollDriver {
         if events & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0 || error {
             self.readable(slot, core);
         }
+        let current = self.ops.slots.is_current(slot, generation);
         let s = &self.ops.slots[slot as usize];
-        if error && s.is_current(ud.generation()) && s.interest() == 0 && s.registered {
+        if error && current && s.interest() == 0 && s.registered {
             // HUP and ERR are reported whatever the interest: stop watching a descriptor the
             // core no longer reads or writes, or level-triggered epoll would spin on it.
             self.ops.deregister(slot);
@@ -401,7 +396,7 @@ impl Driver for EpollDriver {
     }
 
     fn is_quiescent(&self) -> bool {
-        self.ops.live == 0 && self.ops.accept == Accept::Closed
+        self.ops.slots.live() == 0 && self.ops.accept == Accept::Closed
     }
 
     fn abort_all(&mut self) {
@@ -457,16 +452,6 @@ impl EpollOps {
         s.events = 0;
     }
 
-    fn slot_for(&mut self, slot: u32) -> &mut Slot {
-        let idx = slot as usize;
-        if idx == self.slots.len() {
-            // Within capacity: the slots never move.
-            assert!(idx < self.slots.capacity(), "more sessions than configured");
-            self.slots.push(Slot::new());
-        }
-        &mut self.slots[idx]
-    }
-
     /// Applies (and drains) the core's commands, in order.
     fn apply_all(&mut self, commands: &mut Vec<Command>) {
         for cmd in commands.drain(..) {
@@ -477,8 +462,7 @@ impl EpollOps {
     fn apply(&mut self, cmd: Command) {
         match cmd {
             Command::Open { slot, fd } => {
-                self.slot_for(slot).open(fd);
-                self.live += 1;
+                self.slots.open(slot).open(fd);
                 self.update(slot);
             }
             Command::Connect { slot, fd, addr } => self.connect(slot, fd, addr),
@@ -533,8 +517,7 @@ impl EpollOps {
     }
 
     fn connect(&mut self, slot: u32, fd: OwnedFd, addr: SocketAddr) {
-        self.live += 1;
-        let s = self.slot_for(slot);
+        let s = self.slots.open(slot);
         s.open(fd);
         let generation = s.generation;
         let started = sys::set_nonblocking(s.fd(), true).and_then(|()| sys::connect(s.fd(), addr));

@@ -7,8 +7,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use crate::driver::SendBuf;
-use crate::user_data::UserData;
+use crate::driver::{next_generation, DriverSlot, SendBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Life {
@@ -36,8 +35,18 @@ pub(super) struct Slot {
     pub(super) events: u32,
 }
 
+impl DriverSlot for Slot {
+    fn new() -> Self {
+        Slot::unused()
+    }
+
+    fn is_current(&self, generation: u32) -> bool {
+        self.life == Life::Open && self.generation == generation
+    }
+}
+
 impl Slot {
-    pub(super) fn new() -> Self {
+    fn unused() -> Self {
         Slot {
             fd: None,
             generation: 0,
@@ -54,7 +63,7 @@ impl Slot {
     pub(super) fn open(&mut self, fd: OwnedFd) {
         debug_assert_eq!(self.life, Life::Free, "slot reused while in use");
         self.fd = Some(fd);
-        self.generation = (self.generation + 1) & UserData::GEN_MASK;
+        self.generation = next_generation(self.generation);
         self.life = Life::Open;
         self.want_read = true;
         self.read_done = false;
@@ -83,10 +92,6 @@ impl Slot {
             .as_ref()
             .expect("an open slot has a descriptor")
             .as_fd()
-    }
-
-    pub(super) fn is_current(&self, generation: u32) -> bool {
-        self.life == Life::Open && self.generation == generation
     }
 }
 

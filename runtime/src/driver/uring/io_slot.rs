@@ -9,8 +9,7 @@
 
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 
-use crate::driver::SendBuf;
-use crate::user_data::UserData;
+use crate::driver::{next_generation, DriverSlot, SendBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Life {
@@ -63,8 +62,19 @@ pub(super) struct IoSlot {
     pub(super) addr: libc::sockaddr_storage,
 }
 
+impl DriverSlot for IoSlot {
+    fn new() -> Self {
+        IoSlot::unused()
+    }
+
+    /// The completion names this slot as it is now (not a session that has gone).
+    fn is_current(&self, generation: u32) -> bool {
+        self.life != Life::Free && self.generation == generation
+    }
+}
+
 impl IoSlot {
-    pub(super) fn new() -> Self {
+    fn unused() -> Self {
         IoSlot {
             fd: None,
             generation: 0,
@@ -84,7 +94,7 @@ impl IoSlot {
         debug_assert_eq!(self.life, Life::Free, "slot reused while in use");
         debug_assert!(self.send.is_none());
         self.fd = Some(fd);
-        self.generation = (self.generation + 1) & UserData::GEN_MASK;
+        self.generation = next_generation(self.generation);
         self.life = Life::Open;
         self.recv = Recv::Idle;
         self.want_recv = true;
@@ -106,11 +116,6 @@ impl IoSlot {
     /// A receive is armed or still to post its final completion.
     pub(super) fn recv_in_flight(&self) -> bool {
         matches!(self.recv, Recv::Armed | Recv::Cancelling)
-    }
-
-    /// The completion names this slot as it is now (not a session that has gone).
-    pub(super) fn is_current(&self, generation: u32) -> bool {
-        self.life != Life::Free && self.generation == generation
     }
 
     pub(super) fn request_close(&mut self) -> CloseStep {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::io_slot::{IoSlot, Life, Recv};
-use super::{AcceptBackoff, Command, Core, Driver, Nodelay};
+use super::{AcceptBackoff, Command, Core, Driver, Nodelay, SlotTable};
 use crate::buf_ring::BufRing;
 use crate::config::Config;
 use crate::error::ServerError;
@@ -54,8 +54,7 @@ enum AcceptState {
 /// The io_uring driver of one core: the ring, the per-slot I/O state and the provided buffers.
 pub(crate) struct UringDriver {
     ring: Ring,
-    slots: Vec<IoSlot>,
-    live: usize,
+    slots: SlotTable<IoSlot>,
     starved: Vec<(u32, u32)>,
     listener: Option<OwnedFd>,
     accept: AcceptState,
@@ -100,8 +99,7 @@ impl UringDriver {
         let cq = ring.cq_capacity();
         let mut driver = UringDriver {
             ring,
-            slots: Vec::with_capacity(config.max_sessions),
-            live: 0,
+            slots: SlotTable::with_capacity(config.max_sessions),
             starved: Vec::with_capacity(config.max_sessions.min(65536)),
             accept: if listener.is_some() {
                 AcceptState::Idle
@@ -159,10 +157,7 @@ impl UringDriver {
     fn complete_recv<K: Core>(&mut self, ud: UserData, c: &Completion, core: &mut K) {
         let r = op::recv::complete(c);
         let slot = ud.slot();
-        let current = self
-            .slots
-            .get(slot as usize)
-            .is_some_and(|s| s.is_current(ud.generation()));
+        let current = self.slots.is_current(slot, ud.generation());
         if current && r.end.is_some() {
             self.slots[slot as usize].recv = Recv::Idle;
         }
@@ -263,7 +258,7 @@ impl Driver for UringDriver {
     }
 
     fn is_quiescent(&self) -> bool {
-        self.live == 0 && self.accept == AcceptState::Closed
+        self.slots.live() == 0 && self.accept == AcceptState::Closed
     }
 
     fn settled(&self) -> bool {
@@ -355,21 +350,8 @@ impl UringDriver {
         }
     }
 
-    /// The I/O slot for a new session in `slot`, created on first use.
-    fn slot_for(&mut self, slot: u32) -> &mut IoSlot {
-        let idx = slot as usize;
-        if idx == self.slots.len() {
-            // Pushing within capacity never moves the slots: msghdrs in flight stay put.
-            assert!(idx < self.slots.capacity(), "more sessions than configured");
-            self.slots.push(IoSlot::new());
-        }
-        &mut self.slots[idx]
-    }
-
     fn slot_mut(&mut self, ud: UserData) -> Option<&mut IoSlot> {
-        self.slots
-            .get_mut(ud.slot() as usize)
-            .filter(|s| s.is_current(ud.generation()))
+        self.slots.current_mut(ud.slot(), ud.generation())
     }
 
     /// Submits the close of a closing slot once nothing of it is in flight.
@@ -391,10 +373,10 @@ impl UringDriver {
         }
         let mut starved = std::mem::take(&mut self.starved);
         for &(slot, generation) in &starved {
-            let Some(io) = self.slots.get_mut(slot as usize) else {
+            let Some(io) = self.slots.current_mut(slot, generation) else {
                 continue;
             };
-            if !io.is_current(generation) || io.life != Life::Open || io.recv != Recv::Starved {
+            if io.life != Life::Open || io.recv != Recv::Starved {
                 continue;
             }
             io.recv = Recv::Armed;
@@ -555,7 +537,7 @@ impl UringDriver {
         };
         debug_assert!(c.res >= 0, "close failed: {}", c.res);
         io.free();
-        self.live -= 1;
+        self.slots.release();
         core.closed(ud.slot());
         self.apply_all(core.commands());
     }
@@ -569,7 +551,7 @@ impl Drop for UringDriver {
         // hold the sockets until the kernel tears the ring down), and close them. A slot whose
         // close op was submitted is left alone: the op may have run, and closing again could
         // close a descriptor reused elsewhere.
-        for io in &mut self.slots {
+        for io in self.slots.iter_mut() {
             if let Some(fd) = io.fd.take() {
                 let _ = sys::shutdown_both(fd.as_fd());
                 drop(fd);

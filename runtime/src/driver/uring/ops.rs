@@ -30,7 +30,7 @@ impl UringDriver {
     }
 
     fn open(&mut self, slot: u32, fd: OwnedFd) {
-        let io = self.slot_for(slot);
+        let io = self.slots.open(slot);
         io.open(fd);
         io.recv = Recv::Armed;
         let entry = op::recv::multishot(
@@ -38,13 +38,12 @@ impl UringDriver {
             BGID,
             UserData::new(Op::Recv, slot, io.generation),
         );
-        self.live += 1;
         // SAFETY: a multishot receive points to nothing; buffers come from the buffer ring.
         unsafe { self.push(&entry) };
     }
 
     fn connect(&mut self, slot: u32, fd: OwnedFd, addr: SocketAddr) {
-        let io = self.slot_for(slot);
+        let io = self.slots.open(slot);
         io.open(fd);
         io.recv = Recv::Idle;
         io.connecting = true;
@@ -64,7 +63,6 @@ impl UringDriver {
             len,
             UserData::new(Op::Connect, slot, io.generation),
         );
-        self.live += 1;
         // SAFETY: the address lives in the slot, which does not move and is not reused before
         // the connect completes.
         unsafe { self.push(&entry) };
