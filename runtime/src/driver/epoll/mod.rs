@@ -60,7 +60,8 @@ enum Accept {
     Closed,
 }
 
-pub(crate) struct EpollOps {
+/// The epoll driver of one core.
+pub(crate) struct EpollDriver {
     epoll: OwnedFd,
     slots: SlotTable<Slot>,
     pending: VecDeque<Pending>,
@@ -71,15 +72,11 @@ pub(crate) struct EpollOps {
     wake_fd: Arc<OwnedFd>,
     stats: Arc<CoreStats>,
     fatal: Option<io::Error>,
-}
-
-pub(crate) struct EpollDriver {
-    ops: EpollOps,
     events: Vec<libc::epoll_event>,
     buf: Vec<u8>,
 }
 
-impl Drop for EpollOps {
+impl Drop for EpollDriver {
     fn drop(&mut self) {
         // Sessions still open here (a worker that died, or a fatal error) own their
         // descriptors: close them so their peers see the end.
@@ -121,22 +118,20 @@ impl EpollDriver {
         )
         .map_err(fail("epoll_ctl(eventfd)"))?;
         Ok(EpollDriver {
-            ops: EpollOps {
-                epoll,
-                slots: SlotTable::with_capacity(config.max_sessions),
-                pending: VecDeque::with_capacity(1024),
-                accept: if listener.is_some() {
-                    Accept::Listening
-                } else {
-                    Accept::Closed
-                },
-                listener,
-                backoff: AcceptBackoff::new(),
-                nodelay: Nodelay::new(config.nodelay),
-                wake_fd,
-                stats,
-                fatal: None,
+            epoll,
+            slots: SlotTable::with_capacity(config.max_sessions),
+            pending: VecDeque::with_capacity(1024),
+            accept: if listener.is_some() {
+                Accept::Listening
+            } else {
+                Accept::Closed
             },
+            listener,
+            backoff: AcceptBackoff::new(),
+            nodelay: Nodelay::new(config.nodelay),
+            wake_fd,
+            stats,
+            fatal: None,
             events: vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS],
             buf: vec![0; READ_BUF],
         })
@@ -146,65 +141,65 @@ impl EpollDriver {
     /// (a send completes, the core sends again); bounded rounds.
     fn deliver<K: Core>(&mut self, core: &mut K) {
         for _ in 0..4 {
-            if self.ops.pending.is_empty() {
+            if self.pending.is_empty() {
                 return;
             }
-            for _ in 0..self.ops.pending.len() {
-                let Some(p) = self.ops.pending.pop_front() else {
+            for _ in 0..self.pending.len() {
+                let Some(p) = self.pending.pop_front() else {
                     break;
                 };
                 match p {
                     Pending::Sent(slot, generation, send, result) => {
-                        if self.ops.slots.is_current(slot, generation) {
+                        if self.slots.is_current(slot, generation) {
                             core.sent(slot, send, result);
                         }
                     }
                     Pending::Connected(slot, generation, result) => {
-                        if self.ops.slots.is_current(slot, generation) {
+                        if self.slots.is_current(slot, generation) {
                             core.connected(slot, result);
                         }
                     }
                     Pending::Closed(slot) => {
-                        let s = &mut self.ops.slots[slot as usize];
+                        let s = &mut self.slots[slot as usize];
                         debug_assert_eq!(s.life, Life::Closed);
                         s.life = Life::Free;
-                        self.ops.slots.release();
+                        self.slots.release();
                         core.closed(slot);
                     }
                 }
-                self.ops.apply_all(core.commands());
+                self.apply_all(core.commands());
             }
         }
     }
 
     fn readable<K: Core>(&mut self, slot: u32, core: &mut K) {
-        let s = &mut self.ops.slots[slot as usize];
+        let s = &mut self.slots[slot as usize];
         if !s.want_read || s.read_done {
             return;
         }
         match sys::recv(s.fd(), &mut self.buf) {
             Ok(0) => {
                 s.read_done = true;
-                self.ops.update(slot);
+                self.update(slot);
                 core.read_closed(slot, None);
             }
             Ok(n) => {
-                self.ops.stats.completions.add(1);
+                self.stats.completions.add(1);
                 core.received(slot, &self.buf[..n]);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
             Err(e) => {
                 s.read_done = true;
-                self.ops.update(slot);
+                self.update(slot);
                 core.read_closed(slot, Some(e));
             }
         }
-        self.ops.apply_all(core.commands());
+        self.apply_all(core.commands());
     }
 
     fn writable(&mut self, slot: u32) {
-        let s = &mut self.ops.slots[slot as usize];
+        let s = &mut self.slots[slot as usize];
         if s.connecting {
             s.connecting = false;
             let result = match sys::take_error(s.fd()) {
@@ -212,27 +207,26 @@ impl EpollDriver {
                 Ok(Some(e)) | Err(e) => Err(e),
             };
             let generation = s.generation;
-            self.ops.update(slot);
-            self.ops
-                .pending
+            self.update(slot);
+            self.pending
                 .push_back(Pending::Connected(slot, generation, result));
         } else if let Some(send) = s.blocked.take() {
-            self.ops.write(slot, send);
+            self.write(slot, send);
         }
     }
 
     fn session_event<K: Core>(&mut self, ud: UserData, events: u32, core: &mut K) {
         let slot = ud.slot();
         let generation = ud.generation();
-        if !self.ops.slots.is_current(slot, generation) {
+        if !self.slots.is_current(slot, generation) {
             return; // Closed earlier in this turn.
         }
         let error = events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
-        let connecting = self.ops.slots[slot as usize].connecting;
+        let connecting = self.slots[slot as usize].connecting;
         if events & libc::EPOLLOUT as u32 != 0 || error {
             self.writable(slot);
         }
-        if connecting || !self.ops.slots.is_current(slot, generation) {
+        if connecting || !self.slots.is_current(slot, generation) {
             // A connect that just finished is reported before any input (next turn, as the
             // core hears `connected` first); level-triggered epoll reports the input again.
             return;
@@ -240,21 +234,21 @@ impl EpollDriver {
         if events & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0 || error {
             self.readable(slot, core);
         }
-        let current = self.ops.slots.is_current(slot, generation);
-        let s = &self.ops.slots[slot as usize];
+        let current = self.slots.is_current(slot, generation);
+        let s = &self.slots[slot as usize];
         if error && current && s.interest() == 0 && s.registered {
             // HUP and ERR are reported whatever the interest: stop watching a descriptor the
             // core no longer reads or writes, or level-triggered epoll would spin on it.
-            self.ops.deregister(slot);
+            self.deregister(slot);
         }
     }
 
     fn accept_ready<K: Core>(&mut self, core: &mut K) {
-        let Some(listener) = self.ops.listener.take() else {
+        let Some(listener) = self.listener.take() else {
             return;
         };
         self.accept_from(&listener, core);
-        self.ops.listener = Some(listener);
+        self.listener = Some(listener);
     }
 
     fn accept_from<K: Core>(&mut self, listener: &OwnedFd, core: &mut K) {
@@ -262,26 +256,26 @@ impl EpollDriver {
         for _ in 0..ACCEPTS_PER_TURN {
             match sys::accept(listener.as_fd(), true) {
                 Ok(conn) => {
-                    self.ops.backoff.succeeded();
-                    self.ops.nodelay.apply(conn.as_fd());
+                    self.backoff.succeeded();
+                    self.nodelay.apply(conn.as_fd());
                     core.accepted(conn);
-                    self.ops.apply_all(core.commands());
+                    self.apply_all(core.commands());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ECONNABORTED)) => {}
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS: stop watching the listener and retry later.
-                    self.ops.stats.accept_backoffs.add(1);
+                    self.stats.accept_backoffs.add(1);
                     core.accept_failed(&e);
-                    self.ops.apply_all(core.commands());
+                    self.apply_all(core.commands());
                     let _ = sys::epoll_ctl(
-                        self.ops.epoll.as_raw_fd(),
+                        self.epoll.as_raw_fd(),
                         libc::EPOLL_CTL_MOD,
                         fd,
                         0,
                         UserData::engine(Op::Accept).raw(),
                     );
-                    self.ops.accept = Accept::RetryAt(self.ops.backoff.failed());
+                    self.accept = Accept::RetryAt(self.backoff.failed());
                     return;
                 }
             }
@@ -290,7 +284,7 @@ impl EpollDriver {
 
     /// Puts the listener back into epoll once its back-off passed; returns the wait bound.
     fn accept_due(&mut self, timeout: Option<Duration>) -> Option<Duration> {
-        let Accept::RetryAt(at) = self.ops.accept else {
+        let Accept::RetryAt(at) = self.accept else {
             return timeout;
         };
         let now = Instant::now();
@@ -298,31 +292,30 @@ impl EpollDriver {
             let left = at - now;
             return Some(timeout.map_or(left, |t| t.min(left)));
         }
-        if let Some(l) = &self.ops.listener {
+        if let Some(l) = &self.listener {
             let token = UserData::engine(Op::Accept).raw();
             let _ = sys::epoll_ctl(
-                self.ops.epoll.as_raw_fd(),
+                self.epoll.as_raw_fd(),
                 libc::EPOLL_CTL_MOD,
                 l.as_raw_fd(),
                 libc::EPOLLIN as u32,
                 token,
             );
         }
-        self.ops.accept = Accept::Listening;
+        self.accept = Accept::Listening;
         timeout
     }
 
     fn drain<K: Core>(&mut self, core: &mut K) {
-        self.ops.accept = Accept::Closed;
-        let Some(l) = self.ops.listener.take() else {
+        self.accept = Accept::Closed;
+        let Some(l) = self.listener.take() else {
             return;
         };
-        let ops = &mut self.ops;
         listener::drain(l, true, DRAIN_LIMIT, |fd| {
-            ops.stats.drained_accepts.add(1);
-            ops.nodelay.apply(fd.as_fd());
+            self.stats.drained_accepts.add(1);
+            self.nodelay.apply(fd.as_fd());
             core.accepted(fd);
-            ops.apply_all(core.commands());
+            self.apply_all(core.commands());
         });
     }
 }
@@ -337,18 +330,18 @@ fn timeout_ms(timeout: Option<Duration>) -> i32 {
 
 impl Driver for EpollDriver {
     fn apply(&mut self, commands: &mut Vec<Command>) {
-        self.ops.apply_all(commands);
+        self.apply_all(commands);
     }
 
     fn turn<K: Core>(&mut self, timeout: Option<Duration>, core: &mut K) -> io::Result<()> {
         let mut timeout = self.accept_due(timeout);
-        if self.ops.accept == Accept::Drain {
+        if self.accept == Accept::Drain {
             self.drain(core);
             timeout = Some(Duration::ZERO);
         }
         // The outcomes of the sends the core made at the end of the last turn: reported before
         // waiting, so a turn needs one epoll_wait, not a second one that only picks them up.
-        if !self.ops.pending.is_empty() {
+        if !self.pending.is_empty() {
             core.turn_started();
             self.deliver(core);
             // What they did may have brought a deadline closer (a session now lingering).
@@ -356,15 +349,15 @@ impl Driver for EpollDriver {
                 timeout = Some(timeout.map_or(bound, |t| t.min(bound)));
             }
         }
-        if !self.ops.pending.is_empty() || core.has_pending_work() {
+        if !self.pending.is_empty() || core.has_pending_work() {
             timeout = Some(Duration::ZERO);
         }
         let n = sys::epoll_wait(
-            self.ops.epoll.as_raw_fd(),
+            self.epoll.as_raw_fd(),
             &mut self.events,
             timeout_ms(timeout),
         )?;
-        self.ops.stats.turns.add(1);
+        self.stats.turns.add(1);
         core.turn_started();
         self.deliver(core);
         for i in 0..n {
@@ -372,38 +365,38 @@ impl Driver for EpollDriver {
             let ud = UserData::from_raw(event.u64);
             match ud.op() {
                 Some(Op::Recv) => self.session_event(ud, event.events, core),
-                Some(Op::Accept) if self.ops.accept == Accept::Listening => self.accept_ready(core),
+                Some(Op::Accept) if self.accept == Accept::Listening => self.accept_ready(core),
                 Some(Op::Accept) => {}
                 Some(Op::Wake) => {
-                    match sys::eventfd_drain(self.ops.wake_fd.as_fd()) {
+                    match sys::eventfd_drain(self.wake_fd.as_fd()) {
                         // Interrupted: the wake-up stays readable and comes back next turn.
                         Err(e) if e.kind() != io::ErrorKind::Interrupted => {
-                            self.ops.fatal.get_or_insert(e);
+                            self.fatal.get_or_insert(e);
                         }
                         _ => {}
                     }
                     core.woken();
-                    self.ops.apply_all(core.commands());
+                    self.apply_all(core.commands());
                 }
                 _ => debug_assert!(false, "unexpected epoll token {ud:?}"),
             }
         }
         self.deliver(core);
-        match self.ops.fatal.take() {
+        match self.fatal.take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
     fn is_quiescent(&self) -> bool {
-        self.ops.slots.live() == 0 && self.ops.accept == Accept::Closed
+        self.slots.live() == 0 && self.accept == Accept::Closed
     }
 
     fn abort_all(&mut self) {
-        self.ops.apply(Command::StopAccepting);
-        for slot in 0..self.ops.slots.len() {
+        self.apply_one(Command::StopAccepting);
+        for slot in 0..self.slots.len() {
             // Closing is idempotent: a slot already closed or free is left as it is.
-            self.ops.close(slot as u32);
+            self.close(slot as u32);
         }
     }
 
@@ -412,7 +405,7 @@ impl Driver for EpollDriver {
     }
 }
 
-impl EpollOps {
+impl EpollDriver {
     fn token(&self, slot: u32) -> u64 {
         UserData::new(Op::Recv, slot, self.slots[slot as usize].generation).raw()
     }
@@ -455,11 +448,11 @@ impl EpollOps {
     /// Applies (and drains) the core's commands, in order.
     fn apply_all(&mut self, commands: &mut Vec<Command>) {
         for cmd in commands.drain(..) {
-            self.apply(cmd);
+            self.apply_one(cmd);
         }
     }
 
-    fn apply(&mut self, cmd: Command) {
+    fn apply_one(&mut self, cmd: Command) {
         match cmd {
             Command::Open { slot, fd } => {
                 self.slots.open(slot).open(fd);
