@@ -422,3 +422,33 @@ fn core_tick_fires_on_every_core_at_its_period() {
     server.wait_total("the session to close", |s| s.closed == 1);
     server.stop_cleanly();
 }
+
+/// Replies "bye" and closes the session.
+struct Bye;
+
+impl Handler<Raw> for Bye {
+    fn on_message(&mut self, s: &mut Session<'_, Raw>, _: &[u8]) {
+        s.write(b"bye");
+        s.close();
+    }
+}
+
+/// A session closed from our side lingers for the peer's EOF at most `linger`, then closes,
+/// even when no other timer would wake its core: a peer that reads the last reply and the
+/// EOF, but never closes, does not hold the session open.
+#[test]
+fn a_lingering_session_closes_at_its_deadline_when_the_peer_never_closes() {
+    let server = util::start(
+        Server::new(Raw, || Bye)
+            .linger(Duration::from_millis(200))
+            .bind(util::any_port()),
+    );
+    let mut c = util::connect(server.addr());
+    c.write_all(b"hi").unwrap();
+    assert_eq!(util::read_n(&mut c, 3), b"bye");
+    util::expect_eof(&mut c);
+    let s = server.wait_total("the lingering session's close", |s| s.closed == 1);
+    assert_eq!(s.closed_for(CloseReason::Local), 1, "{s:#?}");
+    drop(c);
+    server.stop_cleanly();
+}
