@@ -1,7 +1,7 @@
 //! Stopping a server on SIGINT or SIGTERM, as a service under a supervisor (systemd,
 //! Kubernetes, a terminal's Ctrl-C) expects: the first signal drains (stops accepting, serves
 //! the open sessions until their peers close or the drain deadline passes), a second stops at
-//! once.
+//! once, and a third terminates the process whatever the stop waits for.
 //!
 //! Invariant: while a watch is active the two signals are caught (they do not kill the
 //! process); when the last watch ends they terminate the process again, as they do by default.
@@ -51,13 +51,24 @@ pub fn drain_on_signal(stopper: Stopper, drain: Duration) -> io::Result<SignalWa
 /// Starts catching SIGINT and SIGTERM (queued until the watch thread reads them).
 pub(crate) fn catch_signals() -> io::Result<Signals> {
     let mut watches = WATCHES.lock().unwrap_or_else(|e| e.into_inner());
-    let signals = Signals::new([SIGINT, SIGTERM])?;
-    // The defaults would kill the process before the watch drains.
+    // The defaults would kill the process before the watch drains: off first, so that no
+    // signal in between kills it (one in between is ignored instead).
+    let defaults = !watches.1.is_empty();
     for id in watches.1.drain(..) {
         signal_hook::low_level::unregister(id);
     }
-    watches.0 += 1;
-    Ok(signals)
+    match Signals::new([SIGINT, SIGTERM]) {
+        Ok(signals) => {
+            watches.0 += 1;
+            Ok(signals)
+        }
+        Err(e) => {
+            if defaults {
+                register_defaults(&mut watches.1);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Stops catching what [`catch_signals`] caught, without a watch ever having run.
@@ -82,6 +93,11 @@ pub(crate) fn watch(mut signals: Signals, stopper: Stopper, drain: Duration) -> 
                 } else {
                     log::warn!("ringwire: signal {sig} again: stopping now");
                     stopper.stop();
+                    // A third kills, whatever the stop is waiting for.
+                    let mut watches = WATCHES.lock().unwrap_or_else(|e| e.into_inner());
+                    if watches.1.is_empty() {
+                        register_defaults(&mut watches.1);
+                    }
                 }
             }
         });
@@ -115,10 +131,15 @@ fn restore_defaults() {
     if watches.0 > 0 || !watches.1.is_empty() {
         return;
     }
+    register_defaults(&mut watches.1);
+}
+
+/// Registers the default action (terminate) for SIGINT and SIGTERM.
+fn register_defaults(ids: &mut Vec<SigId>) {
     for sig in [SIGINT, SIGTERM] {
         match signal_hook::flag::register_conditional_default(sig, Arc::new(AtomicBool::new(true)))
         {
-            Ok(id) => watches.1.push(id),
+            Ok(id) => ids.push(id),
             Err(e) => log::error!("ringwire: cannot restore signal {sig}'s default: {e}"),
         }
     }

@@ -66,7 +66,9 @@ impl ProvidedBuffers {
     /// would, and gives it back.
     #[inline]
     pub fn recycle(&mut self, len: usize) -> u8 {
-        let buf = RecvBuf::from_completion(self.next, len);
+        // SAFETY: no receive is armed on this ring, so the kernel never takes a buffer; we take
+        // `next` as it would, and give it back below before taking another.
+        let buf = unsafe { RecvBuf::from_completion(self.next, len) };
         self.next = (self.next + 1) & (self.count - 1);
         let first = self.bufs.read(&buf).first().copied().unwrap_or(0);
         self.bufs.give_back(buf);

@@ -4,8 +4,10 @@
 //! Invariant: every buffer the kernel hands out comes back through [`BufRing::give_back`]
 //! exactly once, on every path (stale completions and errors included). The types hold it: a
 //! completion yields a [`RecvBuf`] token, which is not `Clone`, is read through the ring, and
-//! is consumed by giving it back (dropping one instead trips a debug assertion). The ring memory and
-//! the buffers are mapped anonymously and unmapped only after the ring that uses them is gone.
+//! is consumed by giving it back (dropping one instead trips a debug assertion). The ring memory
+//! and the buffers are mapped anonymously and unmapped only when no receive is in flight (the
+//! kernel touches them only for a receive); a driver torn down with receives in flight leaks
+//! them.
 
 use std::io;
 use std::ptr::NonNull;
@@ -27,8 +29,13 @@ pub(crate) struct RecvBuf {
 
 impl RecvBuf {
     /// The token for buffer `bid` holding `len` bytes, as a receive completion reports it.
-    /// Only a completion (or a bench that stands in for the kernel) makes one.
-    pub(crate) fn from_completion(bid: u16, len: usize) -> Self {
+    ///
+    /// # Safety
+    ///
+    /// The kernel handed buffer `bid` to us (a receive completion said so, once) and no other
+    /// token for it exists until it is given back: giving a buffer back twice would put it in
+    /// the ring twice, and the kernel could write into it while a read of it is lent out.
+    pub(crate) unsafe fn from_completion(bid: u16, len: usize) -> Self {
         RecvBuf { bid, len }
     }
 

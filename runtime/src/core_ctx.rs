@@ -10,23 +10,16 @@ use std::fmt;
 /// The context of one worker (one pinned core's loop): its index, and the per-core state the
 /// server's `core_state` initialiser made for it on that core's thread (`()` without one).
 ///
-/// ```
-/// use ringwire_runtime::CoreCtx;
-///
-/// // A core's own counter, shared by every session of that core, without a lock.
-/// let mut ctx = CoreCtx::new(0, Box::new(0u64));
-/// *ctx.state::<u64>() += 1;
-/// assert_eq!(*ctx.state::<u64>(), 1);
-/// assert!(ctx.try_state::<String>().is_none());
-/// ```
+/// Only the engine makes one (so a callback cannot swap its core's context for another); the
+/// `core_state` builder method of `ringwire` shows it in use.
 pub struct CoreCtx {
     worker: usize,
     state: Box<dyn Any>,
 }
 
 impl CoreCtx {
-    /// A context for worker `worker` holding `state` (the engine makes these; tests may too).
-    pub fn new(worker: usize, state: Box<dyn Any>) -> Self {
+    /// A context for worker `worker` holding `state`.
+    pub(crate) fn new(worker: usize, state: Box<dyn Any>) -> Self {
         CoreCtx { worker, state }
     }
 

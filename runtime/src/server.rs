@@ -552,6 +552,18 @@ where
                 break;
             }
         };
+        // The codec's `clone` is user code: a panic fails the start, and the workers already
+        // started are stopped by the caller.
+        let codec = match catch_unwind(AssertUnwindSafe(|| shared.codec.clone())) {
+            Ok(codec) => codec,
+            Err(payload) => {
+                failure = Some(ServerError::WorkerPanicked {
+                    core: index,
+                    message: format!("codec clone panicked: {}", panic_message(&*payload)),
+                });
+                break;
+            }
+        };
         let core_stats = Arc::new(CoreStats::default());
         let core_latency = shared.config.record_latency.then(CoreLatency::default);
         workers.latencies.extend(core_latency.clone());
@@ -560,7 +572,7 @@ where
             cpu: shared.config.cpus[index],
             config: shared.config.clone(),
             listener,
-            codec: shared.codec.clone(),
+            codec,
             factory: shared.factory.clone(),
             control: shared.control.clone(),
             stats: core_stats.clone(),

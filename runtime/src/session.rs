@@ -263,6 +263,11 @@ impl Output {
         self.pending += n;
     }
 
+    /// Accounts for `n` unsent bytes removed from the tail chunk (by a misbehaving codec).
+    pub(crate) fn removed(&mut self, n: usize) {
+        self.pending = self.pending.saturating_sub(n);
+    }
+
     /// Moves the unwritten output (up to [`MAX_IOV`] chunks) into this session's send buffer
     /// for the driver. `None` if a send is in flight or nothing is unsent.
     pub(crate) fn take_send(&mut self) -> Option<Box<SendBuf>> {
@@ -490,7 +495,17 @@ impl<'a, C: Codec> Session<'a, C> {
         }
         let chunk = self.state.out.tail_chunk(self.pool, 0);
         let before = chunk.len();
-        match self.codec.encode(item, chunk) {
+        let result = self.codec.encode(item, chunk);
+        if chunk.len() < before {
+            // A codec that removed output it did not write (earlier replies): keep the count
+            // true to what is left, and say so.
+            let removed = before - chunk.len();
+            self.state.out.removed(removed);
+            return Err(CodecError::Encode(
+                "the codec removed output it had not written".into(),
+            ));
+        }
+        match result {
             Ok(()) => {
                 let added = chunk.len() - before;
                 self.state.out.appended(added);
@@ -548,8 +563,13 @@ impl<'a, C: Codec> Session<'a, C> {
 
     /// The peer's address (one `getpeername` call).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        // SAFETY: the driver closes a session's descriptor only after the core has stopped
-        // running its callbacks (`Command::Close` follows `on_close`).
+        if self.state.fd < 0 {
+            // A session with no socket (the test kit's).
+            return Err(io::Error::from(io::ErrorKind::NotConnected));
+        }
+        // SAFETY: the descriptor is open (not -1, checked above): the driver closes a
+        // session's descriptor only after the core has stopped running its callbacks
+        // (`Command::Close` follows `on_close`).
         sys::peer_addr(unsafe { sys::borrow(self.state.fd) })
     }
 

@@ -152,7 +152,7 @@ pub(crate) fn tcp_socket(addr: SocketAddr, nodelay: bool) -> io::Result<OwnedFd>
 ///
 /// # Safety
 ///
-/// `fd` stays open for the borrow's lifetime.
+/// `fd` is an open descriptor (so never -1) and stays open for the borrow's lifetime.
 pub(crate) unsafe fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
     // SAFETY: this function's contract.
     unsafe { BorrowedFd::borrow_raw(fd) }

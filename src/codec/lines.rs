@@ -25,7 +25,7 @@ use super::{Codec, CodecError, Decoded};
 /// codec.encode(b"OK", &mut wire).unwrap();
 /// assert_eq!(wire, b"OK\n");
 /// ```
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct Lines {
     delimiter: u8,
     strip_cr: bool,
@@ -35,6 +35,19 @@ pub struct Lines {
     /// Bytes looked at in total: what the scan costs, for the tests.
     #[cfg(test)]
     looked_at: usize,
+}
+
+/// A clone is a fresh codec with the same settings: the engine clones the prototype into each
+/// session, which must not inherit the prototype's scan progress.
+impl Clone for Lines {
+    fn clone(&self) -> Self {
+        Lines {
+            scanned: 0,
+            #[cfg(test)]
+            looked_at: 0,
+            ..*self
+        }
+    }
 }
 
 impl Default for Lines {

@@ -28,11 +28,16 @@ pub(crate) enum Accepted {
     Failed(io::Error),
 }
 
-pub(crate) fn complete(c: &Completion) -> Accepted {
+///
+/// # Safety
+///
+/// `c` was reaped from the ring and is handled once: a descriptor it carries becomes an
+/// `OwnedFd`, which closes it.
+pub(crate) unsafe fn complete(c: &Completion) -> Accepted {
     if c.res >= 0 {
         Accepted::Conn {
             // SAFETY: a non-negative accept result is a descriptor the kernel just created for
-            // us; nobody else owns it.
+            // us, and this completion is handled once (this function's contract).
             fd: unsafe { OwnedFd::from_raw_fd(c.res) },
             more: c.more(),
         }

@@ -43,12 +43,17 @@ pub(crate) struct RecvCqe {
     pub(crate) end: Option<RecvEnd>,
 }
 
-pub(crate) fn complete(c: &Completion) -> RecvCqe {
+///
+/// # Safety
+///
+/// `c` was reaped from the ring and is handled once: a buffer it carries becomes a `RecvBuf`.
+pub(crate) unsafe fn complete(c: &Completion) -> RecvCqe {
     // A completion that carries a buffer hands it over whatever its result (an EOF or error
     // may, on some kernels): it must go back to the ring even when it holds no bytes.
     let data = c
         .buffer()
-        .map(|bid| RecvBuf::from_completion(bid, c.res.max(0) as usize));
+        // SAFETY: this function's contract: the kernel handed this buffer to this completion.
+        .map(|bid| unsafe { RecvBuf::from_completion(bid, c.res.max(0) as usize) });
     let end = if c.more() {
         None
     } else {
@@ -72,6 +77,13 @@ mod tests {
     const BUFFER: u32 = 1 << 0;
     const SHIFT: u32 = 16;
 
+    /// Decodes a fabricated completion.
+    fn decode(c: &Completion) -> RecvCqe {
+        // SAFETY: each is decoded once, and a buffer it names is consumed with `into_parts`
+        // (never given back to a ring).
+        unsafe { complete(c) }
+    }
+
     fn cqe(res: i32, flags: u32) -> Completion {
         Completion {
             user_data: 0,
@@ -82,39 +94,39 @@ mod tests {
 
     #[test]
     fn data_with_more_stays_armed() {
-        let r = complete(&cqe(100, MORE | BUFFER | (7 << SHIFT)));
+        let r = decode(&cqe(100, MORE | BUFFER | (7 << SHIFT)));
         assert_eq!(r.data.map(RecvBuf::into_parts), Some((7, 100)));
         assert!(r.end.is_none());
     }
 
     #[test]
     fn data_without_more_must_be_rearmed() {
-        let r = complete(&cqe(5, BUFFER | (3 << SHIFT)));
+        let r = decode(&cqe(5, BUFFER | (3 << SHIFT)));
         assert_eq!(r.data.map(RecvBuf::into_parts), Some((3, 5)));
         assert!(matches!(r.end, Some(RecvEnd::Stopped)));
     }
 
     #[test]
     fn terminal_results() {
-        assert!(matches!(complete(&cqe(0, 0)).end, Some(RecvEnd::Eof)));
+        assert!(matches!(decode(&cqe(0, 0)).end, Some(RecvEnd::Eof)));
         assert!(matches!(
-            complete(&cqe(-libc::ENOBUFS, 0)).end,
+            decode(&cqe(-libc::ENOBUFS, 0)).end,
             Some(RecvEnd::NoBuffers)
         ));
         assert!(matches!(
-            complete(&cqe(-libc::ECANCELED, 0)).end,
+            decode(&cqe(-libc::ECANCELED, 0)).end,
             Some(RecvEnd::Cancelled)
         ));
-        match complete(&cqe(-libc::ECONNRESET, 0)).end {
+        match decode(&cqe(-libc::ECONNRESET, 0)).end {
             Some(RecvEnd::Failed(e)) => assert_eq!(e.raw_os_error(), Some(libc::ECONNRESET)),
             other => panic!("{other:?}"),
         }
-        assert!(complete(&cqe(0, 0)).data.is_none());
+        assert!(decode(&cqe(0, 0)).data.is_none());
     }
 
     #[test]
     fn a_buffer_on_an_empty_completion_is_still_handed_back() {
-        let r = complete(&cqe(0, BUFFER | (9 << SHIFT)));
+        let r = decode(&cqe(0, BUFFER | (9 << SHIFT)));
         assert_eq!(r.data.map(RecvBuf::into_parts), Some((9, 0)));
         assert!(matches!(r.end, Some(RecvEnd::Eof)));
     }

@@ -114,6 +114,10 @@ where
             message: panic_message(&*payload),
         };
         log::error!("ringwire: {error}");
+        if callback == "on_error" {
+            // The handler already heard of the session's error; it is not called again.
+            return self.begin_close(slot, CloseReason::Panic);
+        }
         self.fail(slot, error, CloseReason::Panic);
     }
 
@@ -236,8 +240,11 @@ where
         };
         conn.phase = Phase::Flushing(CloseReason::CodecError);
         conn.reader.release(&mut self.pool);
-        log::debug!("ringwire: {error}");
-        self.dispatch(slot, "on_error", |h, s| h.on_error(s, &error));
+        // Formatting the error runs the codec's own `Display`: inside the guarded call.
+        self.dispatch(slot, "on_error", |h, s| {
+            log::debug!("ringwire: {error}");
+            h.on_error(s, &error)
+        });
     }
 
     /// Closes the session now: `on_close`, then the driver cancels its I/O and closes the

@@ -88,8 +88,10 @@ impl<C, H> Conn<C, H> {
     where
         C: Codec,
     {
+        // `at_boundary` is user code: a panic there means "not at a boundary" (the drain's
+        // deadline then closes the session), never the core's death.
         self.phase == Phase::Open
-            && self.codec.at_boundary()
+            && catch_unwind(AssertUnwindSafe(|| self.codec.at_boundary())).unwrap_or(false)
             && self.state.out.is_empty()
             && self.reader.buffered() == 0
             && self.reader.held() == 0

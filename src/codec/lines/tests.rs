@@ -233,3 +233,18 @@ proptest! {
         prop_assert_eq!(&verdict(&bytes, max), &whole);
     }
 }
+
+#[test]
+fn a_clone_starts_its_scan_afresh() {
+    let mut prototype = Lines::new();
+    assert_eq!(
+        prototype.decode(b"abcdefghi", 1024).unwrap(),
+        Decoded::NeedMore(None)
+    );
+    // The engine clones the prototype into each new session.
+    let mut session = prototype.clone();
+    assert_eq!(
+        session.decode(b"abcdefghi\nXYZ", 1024).unwrap(),
+        Decoded::Frame(&b"abcdefghi"[..], 10)
+    );
+}

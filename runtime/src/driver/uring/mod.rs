@@ -128,20 +128,29 @@ impl UringDriver {
     fn report_batch<K: Core>(&mut self, core: &mut K) {
         while let Some(&c) = self.batch.get(self.batch_pos) {
             self.batch_pos += 1;
-            self.complete(c, core);
+            // SAFETY: reaped from the ring into `batch`; `batch_pos` moved past it first, so it
+            // is handled once even if the core panics.
+            unsafe { self.complete(c, core) };
         }
     }
 
     /// Routes one completion; the commands the core queued in reaction are applied before
     /// the next completion is looked at.
-    fn complete<K: Core>(&mut self, c: Completion, core: &mut K) {
+    ///
+    /// # Safety
+    ///
+    /// `c` was reaped from this ring and is handled once (what it carries, a provided buffer or
+    /// an accepted descriptor, becomes owned here).
+    unsafe fn complete<K: Core>(&mut self, c: Completion, core: &mut K) {
         let ud = UserData::from_raw(c.user_data);
         match ud.op() {
-            Some(Op::Recv) => self.complete_recv(ud, &c, core),
+            // SAFETY: this function's contract, passed on.
+            Some(Op::Recv) => unsafe { self.complete_recv(ud, &c, core) },
             Some(Op::Send) => self.complete_send(ud, &c, core),
             Some(Op::Cancel) => self.complete_cancel(ud, &c),
             Some(Op::Close) => self.complete_close(ud, &c, core),
-            Some(Op::Accept) => self.complete_accept(&c, core),
+            // SAFETY: this function's contract, passed on.
+            Some(Op::Accept) => unsafe { self.complete_accept(&c, core) },
             Some(Op::Connect) => self.complete_connect(ud, &c, core),
             Some(Op::Wake) => {
                 self.wake_armed = false;
@@ -154,8 +163,12 @@ impl UringDriver {
         }
     }
 
-    fn complete_recv<K: Core>(&mut self, ud: UserData, c: &Completion, core: &mut K) {
-        let r = op::recv::complete(c);
+    /// # Safety
+    ///
+    /// As [`UringDriver::complete`].
+    unsafe fn complete_recv<K: Core>(&mut self, ud: UserData, c: &Completion, core: &mut K) {
+        // SAFETY: `complete`'s contract, passed on.
+        let r = unsafe { op::recv::complete(c) };
         let slot = ud.slot();
         let current = self.slots.is_current(slot, ud.generation());
         if current && r.end.is_some() {
@@ -414,9 +427,13 @@ impl UringDriver {
         timeout
     }
 
-    fn complete_accept<K: Core>(&mut self, c: &Completion, core: &mut K) {
+    /// # Safety
+    ///
+    /// As [`UringDriver::complete`].
+    unsafe fn complete_accept<K: Core>(&mut self, c: &Completion, core: &mut K) {
         let stopping = self.accept == AcceptState::Cancelling;
-        match op::accept::complete(c) {
+        // SAFETY: `complete`'s contract, passed on.
+        match unsafe { op::accept::complete(c) } {
             Accepted::Conn { fd, more } => {
                 // While cancelling, connections the accept still delivers are part of the
                 // backlog being drained: they are served, not dropped.
