@@ -203,6 +203,7 @@ fn worker_with(timeouts: Timeouts) -> (TestWorker, Log, Arc<CoreStats>, Arc<Cont
         high_water: 8,
         low_water: 2,
         max_output: 1 << 20,
+        max_timers: 3,
         core_tick: None,
         nodelay: true,
         connect: None,
