@@ -1038,3 +1038,34 @@ fn pending_timers_do_not_hold_a_drain() {
     at(&mut w, &mut ops, 100);
     assert!(!log.borrow().iter().any(|l| l.starts_with("timer")));
 }
+
+#[test]
+fn timers_fire_while_flushing_but_not_once_lingering() {
+    let (mut w, log, _, _) = worker();
+    w.cfg.linger = Some(10_000);
+    let mut ops = FakeOps::default();
+    ops.accepted(&mut w, 10);
+    ops.received(&mut w, 0, b"t=100");
+    ops.received(&mut w, 0, b"t=200");
+    ops.received(&mut w, 0, b"bye");
+    ops.end_turn(&mut w);
+    assert_eq!(ops.take(), [Cmd::Open(0, 10), send(0, b"ok", 1)]);
+    at(&mut w, &mut ops, 100);
+    assert_eq!(
+        log.borrow().last().unwrap(),
+        "timer 0",
+        "flushing: the session can still write"
+    );
+    ops.sent(&mut w, 0, Ok(2));
+    assert_eq!(ops.take(), [Cmd::ShutdownWrite(0)]);
+    let before = log.borrow().len();
+    at(&mut w, &mut ops, 200);
+    assert_eq!(
+        log.borrow().len(),
+        before,
+        "lingering: its sending side is shut"
+    );
+    at(&mut w, &mut ops, 10_100);
+    assert_eq!(ops.take(), [Cmd::Close(0)]);
+    assert_eq!(log_after(&log, before), ["close Local"]);
+}
