@@ -48,7 +48,7 @@ pub use ringwire_runtime::probe::probe;
 pub use ringwire_runtime::{
     CloseReason, CoreCtx, CoreLatency, CoreSnapshot, CoreStats, Counter, DriverKind, Handler, IoOp,
     ProbeError, ServerError, ServerHandle, ServerInfo, ServerStats, Session, SessionError,
-    SessionId, Stopper, UringFeatures,
+    SessionId, Stopper, TimerError, TimerId, UringFeatures,
 };
 pub use server::Server;
 

@@ -114,6 +114,15 @@ macro_rules! engine_settings {
             self
         }
 
+        /// Most one-shot timers a session may have pending (`Session::set_timer`; default 64).
+        /// Past it `set_timer` fails with `TimerError::TooMany`: a bound on what one session can
+        /// hold on its core. Pending timers live with their session (a short sorted list, no
+        /// heap entry each).
+        pub fn max_timers(mut self, timers: usize) -> Self {
+            self.config.max_timers = timers;
+            self
+        }
+
         /// How long a session closed from our side (the handler's `close`, a codec error) lingers
         /// before its descriptor closes: its sending side is shut down (the peer reads the last
         /// reply, then EOF) and input is read and dropped until the peer's EOF, at most this long.

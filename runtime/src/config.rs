@@ -56,6 +56,9 @@ pub struct Config {
     /// replies in one callback, or in on_open or on_tick, which backpressure cannot pause) has
     /// its session closed with `CloseReason::OutputLimit`.
     pub max_output: usize,
+    /// Most one-shot timers (`Session::set_timer`) a session may have pending; past it
+    /// `set_timer` fails with `TimerError::TooMany`.
+    pub max_timers: usize,
     /// How long a session closed from our side (handler close, codec error) lingers: its
     /// sending side is shut down and input is read and dropped until the peer's EOF, at most
     /// this long, so that the last reply is not destroyed by a reset. `None`: close at once.
@@ -92,6 +95,7 @@ impl Default for Config {
             high_water: 1 << 20,
             low_water: 256 << 10,
             max_output: 64 << 20,
+            max_timers: 64,
             linger: Some(Duration::from_secs(2)),
             driver: DriverKind::Auto,
             record_latency: false,

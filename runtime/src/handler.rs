@@ -3,6 +3,7 @@
 use crate::codec::Codec;
 use crate::error::SessionError;
 use crate::session::{CloseReason, Session};
+use crate::timer::TimerId;
 
 /// Callbacks for one session. Every method has a default body, so a handler overrides only
 /// what it needs.
@@ -42,6 +43,13 @@ pub trait Handler<C: Codec>: 'static {
         let _ = session;
     }
 
+    /// A one-shot timer set with [`Session::set_timer`] fired: delayed replies, retries,
+    /// per-request deadlines. `id` is what `set_timer` returned. A timer cancelled first, or
+    /// one of a session that closed, never fires.
+    fn on_timer(&mut self, session: &mut Session<'_, C>, id: TimerId) {
+        let _ = (session, id);
+    }
+
     /// The server began draining for shutdown: it accepts no new connections and closes what
     /// is left at the drain deadline. The default closes this session as soon as it is idle
     /// ([`Session::close_when_idle`]): at once if no frame is half-received and no output is
@@ -57,7 +65,11 @@ pub trait Handler<C: Codec>: 'static {
     ///
     /// The default leaves outbound sessions (`Session::is_outbound`) alone: a request they sent
     /// may still await its response. A handler that answers later than the callback that got
-    /// the request (from `on_tick`, say) should override this and close when its answer is out.
+    /// the request (from `on_tick` or `on_timer`, say) should override this and close when its
+    /// answer is out: pending timers do not make a session busy, so the default closes a
+    /// session waiting only on its timers as idle, and they never fire
+    /// ([`Session::pending_timers`] says whether any are pending). Timers never keep a
+    /// session past the drain deadline.
     ///
     /// As with any server that closes idle keep-alive connections, a request the peer sends
     /// just as the session is closed can meet the close: clients of such protocols retry on a

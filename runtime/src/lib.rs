@@ -55,4 +55,5 @@ pub use probe::{probe, DriverKind, ProbeError, UringFeatures};
 pub use server::{start, CoreStateInit, Hooks, ServerHandle, Stopper, WorkerHook};
 pub use session::{CloseReason, Session, SessionId};
 pub use stats::{CoreSnapshot, CoreStats, Counter, ServerStats};
+pub use timer::{TimerError, TimerId};
 pub use worker::CoreLatency;

@@ -292,6 +292,7 @@ where
         high_water: config.high_water,
         low_water: config.low_water,
         max_output: config.max_output,
+        max_timers: config.max_timers,
         nodelay: config.nodelay,
         connect: config.connect,
         latency: latency.clone(),

@@ -17,7 +17,7 @@ use crate::core_ctx::CoreCtx;
 use crate::pool::BufPool;
 use crate::stats::CoreStats;
 use crate::sys;
-use crate::timer::Micros;
+use crate::timer::{Micros, SessionTimers, TimerError, TimerId};
 
 /// Most chunks one send covers (one sendmsg with this many iovecs at most).
 pub(crate) const MAX_IOV: usize = 8;
@@ -447,6 +447,8 @@ pub(crate) struct SessionState {
     /// Most pending output allowed; past it nothing more is encoded and the core closes the
     /// session.
     pub(crate) output_limit: usize,
+    /// One-shot timers pending ([`Session::set_timer`]).
+    pub(crate) timers: SessionTimers,
 }
 
 impl SessionState {
@@ -462,6 +464,7 @@ impl SessionState {
             draining: false,
             outbound: false,
             output_limit: usize::MAX,
+            timers: SessionTimers::new(usize::MAX),
         }
     }
 }
@@ -479,6 +482,8 @@ pub struct Session<'a, C: Codec> {
     pub(crate) connects: &'a mut Vec<SocketAddr>,
     /// The worker's context: its index and the per-core state.
     pub(crate) core: &'a mut CoreCtx,
+    /// The current loop turn's time, which timers count from.
+    pub(crate) now: Micros,
 }
 
 impl<'a, C: Codec> Session<'a, C> {
@@ -621,6 +626,42 @@ impl<'a, C: Codec> Session<'a, C> {
     pub fn set_tick(&mut self, period: impl Into<Option<Duration>>) {
         self.state.timeouts.tick = micros(period.into());
         self.state.timeouts_changed = true;
+    }
+
+    /// Calls `Handler::on_timer` with the returned id once `after` has passed, unless
+    /// [`cancel_timer`](Session::cancel_timer) cancels it first. One-shot; set another from
+    /// `on_timer` to repeat.
+    ///
+    /// Time counts from the current loop turn. Timers fire in deadline order (equal deadlines
+    /// in the order set), each in a loop turn at or after its deadline, never inside the
+    /// callback that set it: one set for zero from `on_timer` fires in a later turn.
+    /// Resolution: a microsecond on the io_uring driver, a millisecond on epoll. A session's
+    /// timers are one more of its deadlines on the core's deadline heap (no polling, no heap
+    /// entry per timer).
+    ///
+    /// Timers fire while the session is open or flushing its last replies, and never once it
+    /// closes (or lingers after a close from our side): pending timers do not keep a session
+    /// open. In particular they do not make it busy for a drain: see `Handler::on_drain` and
+    /// [`pending_timers`](Session::pending_timers).
+    ///
+    /// At most `max_timers` (the builder's; default 64) may be pending per session; past it
+    /// this returns [`TimerError::TooMany`] and sets nothing.
+    pub fn set_timer(&mut self, after: Duration) -> Result<TimerId, TimerError> {
+        let after = after.as_micros().min(Micros::MAX as u128) as Micros;
+        // At least a microsecond: a timer is never due in the turn that set it.
+        let at = self.now.saturating_add(after.max(1));
+        self.state.timers.set(at)
+    }
+
+    /// Cancels a pending timer: it will not fire. Returns whether it was pending (`false` once
+    /// it fired or was cancelled, or for an id this session did not hand out).
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.state.timers.cancel(id)
+    }
+
+    /// Timers set and neither fired nor cancelled yet.
+    pub fn pending_timers(&self) -> usize {
+        self.state.timers.len()
     }
 
     /// Closes the session when nothing is received for `timeout` (`None`: never). Takes a

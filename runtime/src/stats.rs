@@ -115,6 +115,8 @@ counters! {
     timer_fires,
     /// Calls of `Handler::on_tick`.
     ticks,
+    /// Calls of `Handler::on_timer` (one-shot timers fired).
+    timers,
     /// Connections taken from the listener's backlog while draining for shutdown.
     drained_accepts,
     /// Worker threads that died from an engine panic (their listener is closed).

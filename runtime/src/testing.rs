@@ -3,9 +3,9 @@
 //!
 //! [`Harness`] feeds bytes through the codec (with the engine's own frame reassembly, so input
 //! may arrive in any pieces), calls the handler as a core does, and records what the handler
-//! did: the bytes it wrote, its ticks, its errors, its outbound connects and how the session
-//! closed. Time stands still until [`Harness::advance`] moves the clock, which runs the ticks
-//! and idle and read timeouts that fall due, in order.
+//! did: the bytes it wrote, its ticks and timers, its errors, its outbound connects and how the
+//! session closed. Time stands still until [`Harness::advance`] moves the clock, which runs the
+//! ticks, one-shot timers and idle and read timeouts that fall due, in order.
 //!
 //! Invariant: the handler sees what it would see on a core, in the same order: `on_open`
 //! first; `on_message` for each whole frame until it closes the session; a codec error
@@ -67,7 +67,7 @@ use crate::handler::Handler;
 use crate::pool::BufPool;
 use crate::session::{CloseAsk, CloseReason, Session, SessionId, SessionState, Timeouts};
 use crate::stats::{CoreSnapshot, CoreStats};
-use crate::timer::Micros;
+use crate::timer::{Micros, SessionTimers, TimerId};
 
 /// What a handler did, in the order it happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +79,8 @@ pub enum Event {
     Wrote(Vec<u8>),
     /// `on_tick` ran, at this time on the test clock.
     Tick(Duration),
+    /// `on_timer` ran for this timer ([`Session::set_timer`]), at this time on the test clock.
+    Timer(TimerId, Duration),
     /// `on_error` ran with this error (as its message).
     Error(String),
     /// The handler asked for an outbound connection ([`Session::connect`]); the kit records
@@ -120,12 +122,13 @@ pub struct Harness<C: Codec, H: Handler<C>> {
 
 impl<C: Codec, H: Handler<C>> Harness<C, H> {
     /// A session of `codec` and `handler`, not yet open, at time zero. Defaults as a server's:
-    /// 1 MiB frames, no timeouts, 64 MiB output limit. `on_open` runs at the first call of
+    /// 1 MiB frames, no timeouts, 64 MiB output limit, 64 timers. `on_open` runs at the first call of
     /// [`open`](Harness::open), [`feed`](Harness::feed), [`advance`](Harness::advance) or
     /// [`peer_close`](Harness::peer_close).
     pub fn new(codec: C, handler: H) -> Self {
         let mut state = SessionState::new(SessionId::new(0, 0), -1, Timeouts::default());
         state.output_limit = 64 << 20;
+        state.timers = SessionTimers::new(64);
         Harness {
             codec,
             handler,
@@ -178,6 +181,13 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
         self
     }
 
+    /// Most one-shot timers the session may have pending (the server's `max_timers`). Set it
+    /// before the handler sets any: it drops those pending.
+    pub fn max_timers(mut self, timers: usize) -> Self {
+        self.state.timers = SessionTimers::new(timers);
+        self
+    }
+
     /// Runs `on_open`, once; returns what it wrote.
     pub fn open(&mut self) -> Vec<u8> {
         self.ensure_open();
@@ -199,9 +209,10 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
         self.finish_call()
     }
 
-    /// Moves the test clock on by `by`, running every tick and timeout that falls due on the
-    /// way, in time order; returns what the session wrote meanwhile. Ticks fall on a grid of
-    /// the clock (multiples of the period), as on a core.
+    /// Moves the test clock on by `by`, running every tick, timer and timeout that falls due on
+    /// the way, in time order; returns what the session wrote meanwhile. Ticks fall on a grid
+    /// of the clock (multiples of the period), as on a core. A timer set for zero from
+    /// `on_timer` fires a microsecond later on the test clock (on a core: in a later turn).
     pub fn advance(&mut self, by: Duration) -> Vec<u8> {
         self.ensure_open();
         let until = self.now.saturating_add(by.as_micros() as Micros);
@@ -212,8 +223,9 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
                 .read
                 .filter(|_| self.reader.buffered() > 0)
                 .map(|d| self.frame_started + d);
-            let due = [idle, read, self.next_tick].into_iter().flatten().min();
-            let Some(at) = due.filter(|&at| at <= until) else {
+            let timer = self.state.timers.next();
+            let due = [idle, read, self.next_tick, timer];
+            let Some(at) = due.into_iter().flatten().min().filter(|&at| at <= until) else {
                 break;
             };
             self.now = self.now.max(at);
@@ -221,8 +233,12 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
                 self.close(CloseReason::IdleTimeout);
             } else if read.is_some_and(|d| self.now >= d) {
                 self.close(CloseReason::ReadTimeout);
-            } else {
+            } else if self.next_tick.is_some_and(|d| self.now >= d) {
                 self.tick();
+            } else if let Some(id) = self.state.timers.pop_due(self.now) {
+                self.stats.timers.add(1);
+                self.events.push(Event::Timer(id, self.now()));
+                self.call(|h, s| h.on_timer(s, id));
             }
         }
         self.now = until;
@@ -317,6 +333,7 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
         self.stats.recvs.add(1);
         self.last_rx = self.now;
         let had_tail = self.reader.buffered() > 0;
+        let now = self.now;
         let Harness {
             codec,
             handler,
@@ -336,6 +353,7 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
                 stats: &*stats,
                 connects: &mut *connects,
                 core: &mut *core,
+                now,
             };
             handler.on_message(&mut session, frame);
             if session.state.close == CloseAsk::AfterFlush
@@ -397,6 +415,7 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
             stats: &self.stats,
             connects: &mut self.connects,
             core: &mut self.core,
+            now: self.now,
         };
         f(&mut self.handler, &mut session);
     }
@@ -462,6 +481,7 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
         }
         self.closed = Some(reason);
         self.with_session(|h, s| h.on_close(s, reason));
+        self.state.timers.clear();
         self.state.out.release(&mut self.pool);
         self.connects.clear();
         self.reader.release(&mut self.pool);

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::codec::{CodecError, Decoded};
+use crate::timer::TimerId;
 
 /// Newline-terminated lines; a line starting with `!` is malformed.
 #[derive(Clone)]
@@ -209,4 +210,74 @@ fn connects_are_recorded_not_made() {
     assert!(t
         .events()
         .contains(&Event::Connect("127.0.0.1:9".parse().unwrap())));
+}
+
+/// Answers each line after as many milliseconds as it is long, from `on_timer`; `cancel`
+/// cancels the latest pending answer; the answer to `again` is followed at once (a timer set
+/// for zero) by `AGAIN`.
+#[derive(Default)]
+struct Delay {
+    waiting: Vec<(TimerId, Vec<u8>)>,
+    refused: usize,
+}
+
+impl Handler<Lines> for Delay {
+    fn on_message(&mut self, s: &mut Session<'_, Lines>, line: &[u8]) {
+        if line == b"cancel" {
+            let (id, _) = self.waiting.pop().unwrap();
+            assert!(s.cancel_timer(id));
+            return;
+        }
+        match s.set_timer(Duration::from_millis(line.len() as u64)) {
+            Ok(id) => self.waiting.push((id, line.to_vec())),
+            Err(_) => self.refused += 1,
+        }
+    }
+    fn on_timer(&mut self, s: &mut Session<'_, Lines>, id: TimerId) {
+        let i = self.waiting.iter().position(|w| w.0 == id).unwrap();
+        let (_, line) = self.waiting.remove(i);
+        s.send(&line).unwrap();
+        if line == b"again" {
+            let id = s.set_timer(Duration::ZERO).unwrap();
+            self.waiting.push((id, b"AGAIN".to_vec()));
+        }
+    }
+}
+
+/// The times the session's timers fired, on the test clock.
+fn timer_times<C: Codec, H: Handler<C>>(t: &Harness<C, H>) -> Vec<Duration> {
+    let times = t.events().iter().filter_map(|e| match e {
+        Event::Timer(_, at) => Some(*at),
+        _ => None,
+    });
+    times.collect()
+}
+
+#[test]
+fn timers_fire_in_deadline_order_on_the_test_clock() {
+    let mut t = Harness::new(Lines, Delay::default());
+    assert_eq!(t.feed(b"ccc\na\nbb\nxxxx\ncancel\n"), b"");
+    assert_eq!(t.advance(Duration::from_micros(999)), b"");
+    let ms = Duration::from_millis;
+    let us = Duration::from_micros;
+    assert_eq!(t.advance(ms(9) + us(1)), b"a\nbb\nccc\n");
+    assert_eq!(timer_times(&t), [ms(1), ms(2), ms(3)], "xxxx was cancelled");
+    assert_eq!(t.stats().timers, 3);
+    // One set for zero from on_timer fires after it, a microsecond later on the test clock.
+    t.feed(b"again\n");
+    assert_eq!(t.advance(ms(5)), b"again\n");
+    assert_eq!(t.advance(us(1)), b"AGAIN\n");
+    assert_eq!(timer_times(&t)[3..], [ms(15), ms(15) + us(1)]);
+    assert!(t.handler().waiting.is_empty());
+}
+
+#[test]
+fn timers_are_bounded_and_end_with_the_session() {
+    let mut t = Harness::new(Lines, Delay::default()).max_timers(2);
+    t.feed(b"a\nb\nc\n");
+    assert_eq!(t.handler().refused, 1, "the third is over max_timers");
+    t.peer_close();
+    t.advance(Duration::from_secs(1));
+    assert_eq!(timer_times(&t), [], "a closed session's timers never fire");
+    assert_eq!(t.written(), b"");
 }

@@ -64,6 +64,12 @@ impl Control {
     }
 }
 
+/// Whether a session in `phase` runs its one-shot timers: while it can still write (open, or
+/// flushing its last replies), not once it lingers with its sending side shut down or closes.
+fn timers_fire(phase: Phase) -> bool {
+    matches!(phase, Phase::Open | Phase::Flushing(_))
+}
+
 /// The first multiple of `period` after `now`. Ticks sit on a grid of the core's clock, so the
 /// sessions of a core that tick at the same period tick in the same loop turn: one wake-up for
 /// all of them, not one each.
@@ -107,7 +113,8 @@ where
             .map(|d| conn.write_progress + d);
         let tick = Some(conn.next_tick).filter(|&at| at != Micros::MAX);
         let linger = matches!(conn.phase, Phase::Lingering(_)).then_some(conn.linger_until);
-        [idle, read, write, tick, linger]
+        let timer = conn.state.timers.next().filter(|_| timers_fire(conn.phase));
+        [idle, read, write, tick, linger, timer]
             .into_iter()
             .flatten()
             .min()
@@ -188,12 +195,35 @@ where
             self.stats.ticks.add(1);
             self.dispatch(slot, "on_tick", |h, s| h.on_tick(s));
         }
+        self.fire_session_timers(slot);
         if self
             .conns
             .get(slot as usize)
             .is_some_and(|c| c.phase != Phase::Closing)
         {
             self.reschedule(slot);
+        }
+    }
+
+    /// Runs `on_timer` for each of the session's timers due now, earliest first, while the
+    /// session may still write. A timer set meanwhile is due a microsecond later at the
+    /// earliest, after this turn's time: it waits for a later turn, so this ends.
+    fn fire_session_timers(&mut self, slot: u32) {
+        let now = self.now;
+        loop {
+            let Some(conn) = self.conns.get_mut(slot as usize) else {
+                return;
+            };
+            if !timers_fire(conn.phase) {
+                return;
+            }
+            let Some(id) = conn.state.timers.pop_due(now) else {
+                return;
+            };
+            self.stats.timers.add(1);
+            if !self.dispatch(slot, "on_timer", |h, s| h.on_timer(s, id)) {
+                return;
+            }
         }
     }
 

@@ -179,6 +179,16 @@ where
             conn.write_progress = self.now;
             reschedule = true;
         }
+        if conn
+            .state
+            .timers
+            .next()
+            .is_some_and(|at| at < conn.timer_at)
+        {
+            // A timer set earlier than the session's current entry. (A cancel needs nothing:
+            // an entry that finds nothing due reschedules at the next deadline.)
+            reschedule = true;
+        }
         conn.had_tail = has_tail;
         conn.had_output = has_output;
         if reschedule {
@@ -259,6 +269,9 @@ where
         conn.phase = Phase::Closing;
         if let Some(Err(_)) = self.call(slot, |h, s| h.on_close(s, reason)) {
             self.stats.panics.add(1);
+        }
+        if let Some(conn) = self.conns.get_mut(slot as usize) {
+            conn.state.timers.clear(); // None of them fires.
         }
         self.stats.closed_by[reason.index()].add(1);
         self.cmds.push(Command::Close { slot });

@@ -28,7 +28,7 @@ use crate::pool::BufPool;
 use crate::session::{CloseAsk, CloseReason, Read, Session, SessionId, SessionState, Timeouts};
 use crate::stats::CoreStats;
 use crate::sys;
-use crate::timer::{Clock, Micros, Timers};
+use crate::timer::{Clock, Micros, SessionTimers, Timers};
 
 mod deadline;
 mod events;
@@ -107,6 +107,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) high_water: usize,
     pub(crate) low_water: usize,
     pub(crate) max_output: usize,
+    /// One-shot timers a session may have pending.
+    pub(crate) max_timers: usize,
     pub(crate) core_tick: Option<CoreTick>,
     /// TCP_NODELAY on outbound sockets.
     pub(crate) nodelay: bool,
@@ -321,6 +323,7 @@ where
             stats: &self.stats,
             connects: &mut self.connects,
             core: &mut self.ctx,
+            now: self.now,
         };
         let handler = &mut conn.handler;
         Some(catch_unwind(AssertUnwindSafe(|| f(handler, &mut session))))
@@ -347,6 +350,7 @@ where
         let connects = &mut self.connects;
         let core = &mut self.ctx;
         let pool = &mut self.pool;
+        let now = self.now;
         let mut handling = self.recorders.as_mut().map(|r| &mut r.handling);
         let result = catch_unwind(AssertUnwindSafe(|| {
             let on_frame = |codec: &mut C, pool: &mut BufPool, frame: C::Frame<'_>| {
@@ -357,6 +361,7 @@ where
                     stats,
                     connects: &mut *connects,
                     core: &mut *core,
+                    now,
                 };
                 match handling.as_deref_mut() {
                     Some(rec) => {
@@ -442,6 +447,7 @@ where
         state.draining = self.drain_until.is_some();
         state.outbound = phase == Phase::Connecting;
         state.output_limit = self.cfg.max_output;
+        state.timers = SessionTimers::new(self.cfg.max_timers);
         let now = self.now;
         let slot = self.conns.insert(Conn {
             codec,

@@ -147,9 +147,30 @@ impl Codec for Bytes {
 
 type Log = Rc<RefCell<Vec<String>>>;
 
-/// Echoes; panics on "boom"; closes on "bye"; logs callbacks.
+/// Echoes; panics on "boom"; closes on "bye"; logs callbacks. Timers: `t=<µs>` sets one,
+/// `r=<µs>` sets one whose `on_timer` sets another for zero, `c=<n>` cancels the `n`th set; each
+/// is named in the log by the order it was set.
 struct TestHandler {
     log: Log,
+    timers: Vec<crate::timer::TimerId>,
+    /// Timers whose firing sets another for zero.
+    rearm: Vec<crate::timer::TimerId>,
+}
+
+impl TestHandler {
+    fn set_timer(&mut self, s: &mut Session<'_, Bytes>, micros: &[u8]) -> Option<usize> {
+        let micros: u64 = std::str::from_utf8(micros).unwrap().parse().unwrap();
+        match s.set_timer(std::time::Duration::from_micros(micros)) {
+            Ok(id) => {
+                self.timers.push(id);
+                Some(self.timers.len() - 1)
+            }
+            Err(e) => {
+                self.log.borrow_mut().push(format!("set_timer: {e}"));
+                None
+            }
+        }
+    }
 }
 
 impl Handler<Bytes> for TestHandler {
@@ -165,11 +186,33 @@ impl Handler<Bytes> for TestHandler {
             }
             b"tick" => s.set_tick(Some(std::time::Duration::from_millis(10))),
             b"dial" => s.connect("127.0.0.1:9".parse().unwrap()),
+            [b't', b'=', micros @ ..] => {
+                self.set_timer(s, micros);
+            }
+            [b'r', b'=', micros @ ..] => {
+                if let Some(n) = self.set_timer(s, micros) {
+                    self.rearm.push(self.timers[n]);
+                }
+            }
+            [b'c', b'=', n @ ..] => {
+                let n: usize = std::str::from_utf8(n).unwrap().parse().unwrap();
+                let cancelled = s.cancel_timer(self.timers[n]);
+                self.log
+                    .borrow_mut()
+                    .push(format!("cancel {n} {cancelled}"));
+            }
             _ => s.send(frame).unwrap(),
         }
     }
     fn on_tick(&mut self, s: &mut Session<'_, Bytes>) {
         s.send(b"T").unwrap();
+    }
+    fn on_timer(&mut self, s: &mut Session<'_, Bytes>, id: crate::timer::TimerId) {
+        let n = self.timers.iter().position(|&t| t == id).unwrap();
+        self.log.borrow_mut().push(format!("timer {n}"));
+        if self.rearm.contains(&id) {
+            self.set_timer(s, b"0");
+        }
     }
     fn on_close(&mut self, _: &mut Session<'_, Bytes>, reason: CloseReason) {
         self.log.borrow_mut().push(format!("close {reason:?}"));
@@ -194,6 +237,8 @@ fn worker_with(timeouts: Timeouts) -> (TestWorker, Log, Arc<CoreStats>, Arc<Cont
     let factory_log = log.clone();
     let factory: Box<dyn Fn(&mut CoreCtx) -> TestHandler> = Box::new(move |_| TestHandler {
         log: factory_log.clone(),
+        timers: Vec::new(),
+        rearm: Vec::new(),
     });
     let cfg = WorkerConfig {
         core: 0,
@@ -203,6 +248,7 @@ fn worker_with(timeouts: Timeouts) -> (TestWorker, Log, Arc<CoreStats>, Arc<Cont
         high_water: 8,
         low_water: 2,
         max_output: 1 << 20,
+        max_timers: 3,
         core_tick: None,
         nodelay: true,
         connect: None,
@@ -851,4 +897,175 @@ fn a_drain_leaves_outbound_sessions_to_their_handler() {
         [Cmd::StopAccepting, Cmd::Close(0)],
         "the idle inbound session closes; the outbound one may await a response"
     );
+}
+
+/// The log entries after the first `skip`.
+fn log_after(log: &Log, skip: usize) -> Vec<String> {
+    log.borrow()[skip..].to_vec()
+}
+
+#[test]
+fn timers_fire_in_deadline_order_up_to_the_bound() {
+    let (mut w, log, stats, _) = worker();
+    let mut ops = FakeOps::default();
+    ops.accepted(&mut w, 10);
+    ops.take();
+    let opened = log.borrow().len();
+    for frame in [&b"t=300"[..], b"t=100", b"t=300", b"t=50"] {
+        ops.received(&mut w, 0, frame);
+    }
+    assert_eq!(
+        log_after(&log, opened),
+        ["set_timer: the session already has 3 timers pending (max_timers)"],
+        "the fourth is over max_timers"
+    );
+    assert_eq!(w.conns[0].timer_at, 100, "one heap entry, at the earliest");
+    at(&mut w, &mut ops, 99);
+    assert_eq!(log.borrow().len(), opened + 1);
+    at(&mut w, &mut ops, 100);
+    assert_eq!(log.borrow().last().unwrap(), "timer 1");
+    at(&mut w, &mut ops, 1_000);
+    assert_eq!(
+        log_after(&log, opened + 1),
+        ["timer 1", "timer 0", "timer 2"],
+        "equal deadlines fire in the order set"
+    );
+    assert_eq!(stats.snapshot().timers, 3);
+    // Fired timers make room again.
+    ops.received(&mut w, 0, b"t=10");
+    at(&mut w, &mut ops, 1_010);
+    assert_eq!(log.borrow().last().unwrap(), "timer 3");
+    assert_eq!(ops.take(), [], "timers alone write nothing");
+}
+
+#[test]
+fn a_cancelled_timer_never_fires() {
+    let (mut w, log, stats, _) = worker();
+    let mut ops = FakeOps::default();
+    ops.accepted(&mut w, 10);
+    ops.received(&mut w, 0, b"t=100");
+    ops.received(&mut w, 0, b"t=200");
+    ops.received(&mut w, 0, b"c=0");
+    assert_eq!(log.borrow().last().unwrap(), "cancel 0 true");
+    let before = log.borrow().len();
+    at(&mut w, &mut ops, 100);
+    assert_eq!(
+        log.borrow().len(),
+        before,
+        "the cancelled timer's entry found nothing due"
+    );
+    at(&mut w, &mut ops, 199);
+    assert_eq!(log.borrow().len(), before);
+    at(&mut w, &mut ops, 200);
+    assert_eq!(log_after(&log, before), ["timer 1"]);
+    ops.received(&mut w, 0, b"c=1");
+    ops.received(&mut w, 0, b"c=0");
+    assert_eq!(
+        log_after(&log, before + 1),
+        ["cancel 1 false", "cancel 0 false"],
+        "neither a fired timer nor a cancelled one is pending"
+    );
+    assert_eq!(stats.snapshot().timers, 1);
+}
+
+#[test]
+fn a_closed_sessions_timers_never_fire_not_even_in_its_reused_slot() {
+    let (mut w, log, stats, _) = worker();
+    let mut ops = FakeOps::default();
+    ops.accepted(&mut w, 10);
+    ops.received(&mut w, 0, b"t=100");
+    ops.received(&mut w, 0, b"t=500");
+    ops.read_closed(&mut w, 0, None); // The peer's EOF: nothing pending, so it closes.
+    assert_eq!(ops.take(), [Cmd::Open(0, 10), Cmd::Close(0)]);
+    ops.closed(&mut w, 0);
+    w.now = 50;
+    ops.accepted(&mut w, 11);
+    assert_eq!(ops.take(), [Cmd::Open(0, 11)], "the slot is reused");
+    ops.received(&mut w, 0, b"t=450");
+    let before = log.borrow().len();
+    at(&mut w, &mut ops, 100);
+    at(&mut w, &mut ops, 499);
+    assert_eq!(
+        log.borrow().len(),
+        before,
+        "the old session's timers are gone with it"
+    );
+    at(&mut w, &mut ops, 500);
+    assert_eq!(
+        log_after(&log, before),
+        ["timer 0"],
+        "the new session's own timer"
+    );
+    // A session closing with timers pending: a panic.
+    ops.received(&mut w, 0, b"t=10");
+    ops.received(&mut w, 0, b"boom");
+    at(&mut w, &mut ops, 1_000);
+    assert_eq!(log.borrow().last().unwrap(), "close Panic");
+    assert_eq!(stats.snapshot().timers, 1);
+}
+
+#[test]
+fn a_timer_set_from_on_timer_for_zero_fires_in_a_later_turn() {
+    let (mut w, log, stats, _) = worker();
+    let mut ops = FakeOps::default();
+    ops.accepted(&mut w, 10);
+    ops.received(&mut w, 0, b"r=100");
+    let before = log.borrow().len();
+    at(&mut w, &mut ops, 100);
+    assert_eq!(
+        log_after(&log, before),
+        ["timer 0"],
+        "the timer set for zero waits for a later turn"
+    );
+    assert_eq!(w.conns[0].timer_at, 101, "and is on the heap for it");
+    at(&mut w, &mut ops, 101);
+    assert_eq!(log_after(&log, before), ["timer 0", "timer 1"]);
+    assert_eq!(stats.snapshot().timers, 2);
+}
+
+#[test]
+fn pending_timers_do_not_hold_a_drain() {
+    let (mut w, log, _, control) = worker();
+    let mut ops = FakeOps::default();
+    ops.accepted(&mut w, 10);
+    ops.received(&mut w, 0, b"t=100");
+    ops.take();
+    control.request_stop(std::time::Duration::from_secs(3600));
+    ops.woken(&mut w);
+    ops.end_turn(&mut w);
+    assert_eq!(ops.take(), [Cmd::StopAccepting, Cmd::Close(0)]);
+    assert_eq!(log.borrow().last().unwrap(), "close Drained");
+    at(&mut w, &mut ops, 100);
+    assert!(!log.borrow().iter().any(|l| l.starts_with("timer")));
+}
+
+#[test]
+fn timers_fire_while_flushing_but_not_once_lingering() {
+    let (mut w, log, _, _) = worker();
+    w.cfg.linger = Some(10_000);
+    let mut ops = FakeOps::default();
+    ops.accepted(&mut w, 10);
+    ops.received(&mut w, 0, b"t=100");
+    ops.received(&mut w, 0, b"t=200");
+    ops.received(&mut w, 0, b"bye");
+    ops.end_turn(&mut w);
+    assert_eq!(ops.take(), [Cmd::Open(0, 10), send(0, b"ok", 1)]);
+    at(&mut w, &mut ops, 100);
+    assert_eq!(
+        log.borrow().last().unwrap(),
+        "timer 0",
+        "flushing: the session can still write"
+    );
+    ops.sent(&mut w, 0, Ok(2));
+    assert_eq!(ops.take(), [Cmd::ShutdownWrite(0)]);
+    let before = log.borrow().len();
+    at(&mut w, &mut ops, 200);
+    assert_eq!(
+        log.borrow().len(),
+        before,
+        "lingering: its sending side is shut"
+    );
+    at(&mut w, &mut ops, 10_100);
+    assert_eq!(ops.take(), [Cmd::Close(0)]);
+    assert_eq!(log_after(&log, before), ["close Local"]);
 }
