@@ -47,8 +47,8 @@ pub use factory::MakeHandler;
 pub use ringwire_runtime::probe::probe;
 pub use ringwire_runtime::{
     CloseReason, CoreCtx, CoreLatency, CoreSnapshot, CoreStats, Counter, DriverKind, Handler, IoOp,
-    ProbeError, ServerError, ServerHandle, ServerInfo, ServerStats, Session, SessionError,
-    SessionId, Stopper, TimerError, TimerId, UringFeatures,
+    ProbeError, Reply, ReplyError, ServerError, ServerHandle, ServerInfo, ServerStats, Session,
+    SessionError, SessionHandle, SessionId, Stopper, TimerError, TimerId, UringFeatures,
 };
 pub use server::Server;
 

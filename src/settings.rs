@@ -123,6 +123,14 @@ macro_rules! engine_settings {
             self
         }
 
+        /// Most replies a session may have reserved and not completed (`Session::reserve`;
+        /// default 1024). At the bound the session is not read from until one is completed, as
+        /// above the high-water mark, and `reserve` fails past it.
+        pub fn max_replies(mut self, replies: usize) -> Self {
+            self.config.max_replies = replies;
+            self
+        }
+
         /// How long a session closed from our side (the handler's `close`, a codec error) lingers
         /// before its descriptor closes: its sending side is shut down (the peer reads the last
         /// reply, then EOF) and input is read and dropped until the peer's EOF, at most this long.

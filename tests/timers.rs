@@ -14,8 +14,9 @@ use std::io::Write;
 use std::thread;
 use std::time::Duration;
 
+use ringwire::codec::Codec;
 use ringwire::codec::Len32;
-use ringwire::{CloseReason, Handler, Server, Session, TimerId};
+use ringwire::{CloseReason, Handler, Reply, Server, Session, TimerId};
 
 /// Requests each connection pipelines in one write.
 const PIPELINE: u8 = 8;
@@ -61,13 +62,47 @@ impl Handler<Len32> for DelayedEcho {
     }
 }
 
+/// The same, with reply slots: each request's answer is reserved when it comes and completed
+/// from its timer (every third is answered inline instead); the engine keeps the order.
+#[derive(Default)]
+struct ReservedEcho {
+    waiting: Vec<(TimerId, Reply, Vec<u8>)>,
+}
+
+impl Handler<Len32> for ReservedEcho {
+    fn on_message(&mut self, session: &mut Session<'_, Len32>, frame: &[u8]) {
+        if frame[3] % 3 == 2 {
+            return session.send(frame).unwrap();
+        }
+        let reply = session.reserve().unwrap();
+        let id = session
+            .set_timer(Duration::from_millis(u64::from(frame[0])))
+            .unwrap();
+        self.waiting.push((id, reply, frame.to_vec()));
+    }
+
+    fn on_timer(&mut self, session: &mut Session<'_, Len32>, id: TimerId) {
+        let at = self.waiting.iter().position(|w| w.0 == id).unwrap();
+        let (_, reply, frame) = self.waiting.swap_remove(at);
+        let mut bytes = Vec::new();
+        session.codec().encode(&frame, &mut bytes).unwrap();
+        session.complete(reply, &bytes).unwrap();
+    }
+}
+
 #[test]
 fn pipelined_requests_answered_from_timers_come_back_in_order() {
-    let server = util::start(
-        Server::new(Len32, DelayedEcho::default)
-            .bind(util::any_port())
-            .cores(2),
-    );
+    pipeline_through(Server::new(Len32, DelayedEcho::default), "timers");
+}
+
+#[test]
+fn reserved_replies_completed_from_timers_come_back_in_order() {
+    pipeline_through(Server::new(Len32, ReservedEcho::default), "reply slots");
+}
+
+fn pipeline_through<H: Handler<Len32>>(server: Server<Len32, H>, how: &str) {
+    println!("answered through {how}");
+    let server = util::start(server.bind(util::any_port()).cores(2));
     let addr = server.addr();
     let clients: Vec<_> = (0..CONNS)
         .map(|conn| {
@@ -95,7 +130,10 @@ fn pipelined_requests_answered_from_timers_come_back_in_order() {
     }
     let all = u64::from(CONNS) * u64::from(ROUNDS) * u64::from(PIPELINE);
     let s = server.wait_total("every session to close", |s| s.closed == u64::from(CONNS));
-    assert_eq!(s.timers, all, "one timer per request: {s:#?}");
+    assert!(
+        s.timers >= all * 2 / 3,
+        "a timer per deferred request: {s:#?}"
+    );
     assert_eq!(s.frames_out, all, "{s:#?}");
     assert_eq!(
         s.closed_for(CloseReason::PeerClosed),

@@ -59,6 +59,9 @@ pub struct Config {
     /// Most one-shot timers (`Session::set_timer`) a session may have pending; past it
     /// `set_timer` fails with `TimerError::TooMany`.
     pub max_timers: usize,
+    /// Most replies a session may have reserved and not completed (`Session::reserve`);
+    /// reading pauses at this bound until one is completed.
+    pub max_replies: usize,
     /// How long a session closed from our side (handler close, codec error) lingers: its
     /// sending side is shut down and input is read and dropped until the peer's EOF, at most
     /// this long, so that the last reply is not destroyed by a reset. `None`: close at once.
@@ -96,6 +99,7 @@ impl Default for Config {
             low_water: 256 << 10,
             max_output: 64 << 20,
             max_timers: 64,
+            max_replies: 1024,
             linger: Some(Duration::from_secs(2)),
             driver: DriverKind::Auto,
             record_latency: false,

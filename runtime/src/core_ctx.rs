@@ -7,6 +7,8 @@
 use std::any::Any;
 use std::fmt;
 
+use crate::reply::SessionHandle;
+
 /// The context of one worker (one pinned core's loop): its index, and the per-core state the
 /// server's `core_state` initialiser made for it on that core's thread (`()` without one).
 ///
@@ -15,12 +17,19 @@ use std::fmt;
 pub struct CoreCtx {
     worker: usize,
     state: Box<dyn Any>,
+    /// Replies completed during a callback for other sessions of this core, applied by the
+    /// core right after it: (session, reply id, bytes).
+    pub(crate) completions: Vec<(SessionHandle, u64, Vec<u8>)>,
 }
 
 impl CoreCtx {
     /// A context for worker `worker` holding `state`.
     pub(crate) fn new(worker: usize, state: Box<dyn Any>) -> Self {
-        CoreCtx { worker, state }
+        CoreCtx {
+            worker,
+            state,
+            completions: Vec::new(),
+        }
     }
 
     /// The index of the worker (0-based, in start order); not a CPU number.

@@ -293,6 +293,7 @@ where
         low_water: config.low_water,
         max_output: config.max_output,
         max_timers: config.max_timers,
+        max_replies: config.max_replies,
         nodelay: config.nodelay,
         connect: config.connect,
         latency: latency.clone(),

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::codec::{Codec, CodecError};
 use crate::core_ctx::CoreCtx;
 use crate::pool::BufPool;
+use crate::reply::{Reply, ReplyError, ReplySlots, SessionHandle};
 use crate::stats::CoreStats;
 use crate::sys;
 use crate::timer::{Micros, SessionTimers, TimerError, TimerId};
@@ -87,11 +88,14 @@ pub enum CloseReason {
     ///
     /// [`Shutdown`]: CloseReason::Shutdown
     Drained,
+    /// A reply the handler reserved (`Session::reserve`) was dropped without being completed:
+    /// the peer would wait for it forever.
+    ReplyDropped,
 }
 
 impl CloseReason {
     /// Every reason, in the order stats report them.
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 13] = [
         CloseReason::PeerClosed,
         CloseReason::Local,
         CloseReason::Reset,
@@ -104,6 +108,7 @@ impl CloseReason {
         CloseReason::WriteTimeout,
         CloseReason::OutputLimit,
         CloseReason::Drained,
+        CloseReason::ReplyDropped,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -213,9 +218,11 @@ pub(crate) struct Output {
     chunks: VecDeque<Vec<u8>>,
     /// Bytes of `chunks[0]` already written (a chunk a short send left behind).
     head: usize,
-    /// Bytes not yet written, in flight or not.
+    /// Bytes not yet written, in flight or not (held behind reply slots included).
     pending: usize,
     sending: Sending,
+    /// Reply slots reserved and the output held behind them.
+    replies: ReplySlots,
 }
 
 impl Default for Output {
@@ -225,6 +232,7 @@ impl Default for Output {
             head: 0,
             pending: 0,
             sending: Sending::Idle(SendBuf::new()),
+            replies: ReplySlots::default(),
         }
     }
 }
@@ -252,6 +260,10 @@ impl Output {
     /// The chunk new output is appended to (never one a send in flight covers: those have
     /// left this queue).
     pub(crate) fn tail_chunk(&mut self, pool: &mut BufPool, want: usize) -> &mut Vec<u8> {
+        if let Some(held) = self.replies.tail() {
+            // Behind a reply not yet completed.
+            return held;
+        }
         if self.chunks.is_empty() {
             self.chunks.push_back(pool.take(want));
         }
@@ -359,8 +371,36 @@ impl Output {
         for chunk in self.chunks.drain(..) {
             pool.give(chunk);
         }
+        self.replies.clear();
         self.head = 0;
         self.pending = 0;
+    }
+
+    /// Reply slots outstanding (reserved, not yet released to the send queue).
+    pub(crate) fn outstanding(&self) -> usize {
+        self.replies.outstanding()
+    }
+
+    /// Reserves a reply slot; output produced from now on waits behind it.
+    pub(crate) fn reserve(&mut self) -> u64 {
+        self.replies.reserve()
+    }
+
+    /// Fills reply slot `id` and moves what is ready to the send queue, in order. `false` if
+    /// the slot is not outstanding.
+    pub(crate) fn fill(&mut self, id: u64, bytes: &[u8]) -> bool {
+        if !self.replies.fill(id, bytes) {
+            return false;
+        }
+        self.pending += bytes.len();
+        let chunks = &mut self.chunks;
+        self.replies.release(|piece| chunks.push_back(piece));
+        true
+    }
+
+    /// Whether reply slot `id` is outstanding and not yet filled.
+    pub(crate) fn is_waiting(&self, id: u64) -> bool {
+        self.replies.is_waiting(id)
     }
 }
 
@@ -449,6 +489,10 @@ pub(crate) struct SessionState {
     pub(crate) output_limit: usize,
     /// One-shot timers pending ([`Session::set_timer`]).
     pub(crate) timers: SessionTimers,
+    /// The session's key in its core's table (with `id`, its handle).
+    pub(crate) slot: u32,
+    /// Most reply slots outstanding ([`Session::reserve`]).
+    pub(crate) max_replies: usize,
 }
 
 impl SessionState {
@@ -465,6 +509,8 @@ impl SessionState {
             outbound: false,
             output_limit: usize::MAX,
             timers: SessionTimers::new(usize::MAX),
+            slot: 0,
+            max_replies: usize::MAX,
         }
     }
 }
@@ -554,6 +600,57 @@ impl<'a, C: Codec> Session<'a, C> {
     /// (the server's `core_state`), shared by every session of the core without a lock.
     pub fn core(&mut self) -> &mut CoreCtx {
         self.core
+    }
+
+    /// A handle naming this session for as long as it lives (Copy and Send); a handle of a
+    /// session that has gone reaches nothing, even once its slot is reused.
+    pub fn handle(&self) -> SessionHandle {
+        SessionHandle {
+            worker: self.state.id.worker(),
+            slot: self.state.slot,
+            seq: self.state.id.as_u64(),
+        }
+    }
+
+    /// Reserves this session's next reply, to be completed later from any callback on this
+    /// core ([`complete`](Session::complete)): the answer to a request that waits for a timer
+    /// or for another session (a backend). Output this session produces afterwards waits
+    /// behind it, so replies leave in request order; with nothing reserved, inline replies
+    /// cost nothing more.
+    ///
+    /// At most `max_replies` (the builder's; default 1024) are outstanding; reading pauses at
+    /// that bound until one is completed, and past it this fails. A reply dropped without being
+    /// completed closes the session ([`CloseReason::ReplyDropped`]). While replies are
+    /// outstanding the idle and read timeouts do not fire and a drain does not close the
+    /// session (its deadline still does).
+    pub fn reserve(&mut self) -> Result<Reply, ReplyError> {
+        let limit = self.state.max_replies;
+        if self.state.out.outstanding() >= limit {
+            return Err(ReplyError::TooMany { limit });
+        }
+        let id = self.state.out.reserve();
+        Ok(Reply::new(self.handle(), id))
+    }
+
+    /// Completes `reply` with `bytes`, already encoded (`self.codec().encode(..)` encodes with
+    /// this session's codec). The reply may be this session's or another's of the same core (a
+    /// backend session answering a client's request): it goes out in its session's order. A
+    /// reply of a session that has gone completes nothing.
+    pub fn complete(&mut self, mut reply: Reply, bytes: &[u8]) -> Result<(), ReplyError> {
+        if reply.session.worker != self.state.id.worker() {
+            return Err(ReplyError::OtherCore);
+        }
+        reply.done = true;
+        // Applied by the core right after this callback, for this session as for any other.
+        self.core
+            .completions
+            .push((reply.session, reply.id, bytes.to_vec()));
+        Ok(())
+    }
+
+    /// Replies reserved and not yet sent on their way.
+    pub fn outstanding_replies(&self) -> usize {
+        self.state.out.outstanding()
     }
 
     /// This session's id.

@@ -429,6 +429,21 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
         for addr in self.connects.drain(..) {
             self.events.push(Event::Connect(addr));
         }
+        // Replies completed in the callback: this session's fill their slots (another
+        // session's, which the kit does not have, complete nothing).
+        for (_, id, bytes) in std::mem::take(&mut self.core.completions) {
+            if self.state.out.fill(id, &bytes) {
+                self.stats.frames_out.add(1);
+            }
+        }
+        let mut abandoned = Vec::new();
+        crate::reply::take_abandoned(&mut abandoned);
+        if abandoned
+            .iter()
+            .any(|&(_, id)| self.state.out.is_waiting(id))
+        {
+            return self.close(CloseReason::ReplyDropped);
+        }
         if self.state.out.len() > self.state.output_limit {
             let error = SessionError::OutputLimit {
                 session: self.state.id,

@@ -101,7 +101,10 @@ where
     fn next_deadline(&self, slot: u32) -> Option<Micros> {
         let conn = self.conns.get(slot as usize)?;
         let t = conn.state.timeouts;
-        let reading = conn.phase == Phase::Open && conn.state.read == Read::Receiving;
+        // Waiting for its own replies is not the peer's idleness or slowness.
+        let reading = conn.phase == Phase::Open
+            && conn.state.read == Read::Receiving
+            && conn.state.out.outstanding() == 0;
         let idle = t.idle.filter(|_| reading).map(|d| conn.last_rx + d);
         let read = t
             .read
@@ -172,7 +175,10 @@ where
             return;
         }
         let t = conn.state.timeouts;
-        let reading = conn.phase == Phase::Open && conn.state.read == Read::Receiving;
+        // Waiting for its own replies is not the peer's idleness or slowness.
+        let reading = conn.phase == Phase::Open
+            && conn.state.read == Read::Receiving
+            && conn.state.out.outstanding() == 0;
         let expired =
             |timeout: Option<Micros>, since: Micros| timeout.is_some_and(|d| now >= since + d);
         let reason = if let Phase::Lingering(reason) = conn.phase {

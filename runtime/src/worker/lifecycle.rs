@@ -74,6 +74,7 @@ where
         if conn.phase != Phase::Open
             || !conn.state.read.is_paused()
             || conn.state.out.len() > self.cfg.high_water
+            || conn.state.out.outstanding() >= conn.state.max_replies
         {
             return;
         }
@@ -154,7 +155,8 @@ where
         }
         if conn.state.read == Read::Receiving
             && conn.phase == Phase::Open
-            && conn.state.out.len() > self.cfg.high_water
+            && (conn.state.out.len() > self.cfg.high_water
+                || conn.state.out.outstanding() >= conn.state.max_replies)
         {
             conn.state.read = Read::Paused;
             self.stats.backpressure_pauses.add(1);
@@ -195,6 +197,68 @@ where
             self.reschedule(slot);
         }
         self.maybe_finish_flush(slot);
+        if !self.ctx.completions.is_empty() {
+            self.apply_completions();
+        }
+    }
+
+    /// Applies the replies completed during the last callback for other sessions of this core:
+    /// each fills its slot, and what became ready is listed for the turn's sends.
+    pub(super) fn apply_completions(&mut self) {
+        let mut done = std::mem::take(&mut self.ctx.completions);
+        for (session, id, bytes) in done.drain(..) {
+            let slot = session.slot;
+            let Some(conn) = self.conns.get_mut(slot as usize) else {
+                continue;
+            };
+            if conn.state.id.as_u64() != session.seq || conn.phase == Phase::Closing {
+                continue; // The session has gone (or is going): its replies are no-ops.
+            }
+            if conn.state.out.fill(id, &bytes) {
+                self.stats.frames_out.add(1);
+                self.filled(slot);
+            }
+        }
+        if self.ctx.completions.is_empty() {
+            self.ctx.completions = done; // Keep the capacity.
+        }
+    }
+
+    /// A reply slot of `slot` was filled: send what is ready, and read again if the session
+    /// was paused at its bound of outstanding replies.
+    fn filled(&mut self, slot: u32) {
+        self.after_callback(slot);
+        let Some(conn) = self.conns.get(slot as usize) else {
+            return;
+        };
+        if conn.state.read.is_paused() && conn.state.out.len() <= self.cfg.low_water {
+            self.resume_reading(slot);
+        }
+    }
+
+    /// Closes the sessions whose reserved replies were dropped without being completed (at the
+    /// end of a turn: a `Reply` may be dropped outside any callback, with its handler).
+    pub(super) fn close_abandoned(&mut self) {
+        let mut abandoned = std::mem::take(&mut self.abandoned);
+        crate::reply::take_abandoned(&mut abandoned);
+        for (session, id) in abandoned.drain(..) {
+            let slot = session.slot;
+            let Some(conn) = self.conns.get(slot as usize) else {
+                continue;
+            };
+            if session.worker != self.cfg.core
+                || conn.state.id.as_u64() != session.seq
+                || !conn.state.out.is_waiting(id)
+            {
+                continue;
+            }
+            log::debug!(
+                "ringwire: session {}: a reserved reply was dropped uncompleted",
+                conn.state.id
+            );
+            self.begin_close(slot, CloseReason::ReplyDropped);
+        }
+        self.abandoned = abandoned;
     }
 
     /// A flushing session whose output is all written closes now.
@@ -205,7 +269,10 @@ where
         let Phase::Flushing(reason) = conn.phase else {
             return;
         };
-        if !conn.state.out.is_empty() || conn.state.out.in_flight() {
+        if !conn.state.out.is_empty()
+            || conn.state.out.in_flight()
+            || conn.state.out.outstanding() > 0
+        {
             return;
         }
         match self.cfg.linger {

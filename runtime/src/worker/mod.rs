@@ -91,6 +91,7 @@ impl<C, H> Conn<C, H> {
         // `at_boundary` is user code: a panic there means "not at a boundary" (the drain's
         // deadline then closes the session), never the core's death.
         self.phase == Phase::Open
+            && self.state.out.outstanding() == 0
             && catch_unwind(AssertUnwindSafe(|| self.codec.at_boundary())).unwrap_or(false)
             && self.state.out.is_empty()
             && self.reader.buffered() == 0
@@ -109,6 +110,7 @@ pub(crate) struct WorkerConfig {
     pub(crate) max_output: usize,
     /// One-shot timers a session may have pending.
     pub(crate) max_timers: usize,
+    pub(crate) max_replies: usize,
     pub(crate) core_tick: Option<CoreTick>,
     /// TCP_NODELAY on outbound sockets.
     pub(crate) nodelay: bool,
@@ -170,6 +172,8 @@ pub(crate) struct Worker<C, H, F> {
     closing: Vec<u32>,
     /// The worker's index and the user's per-core state, for the factory and every callback.
     ctx: CoreCtx,
+    /// Scratch list of the replies dropped uncompleted, taken at the end of each turn.
+    abandoned: Vec<(crate::reply::SessionHandle, u64)>,
 }
 
 fn is_reset(e: &io::Error) -> bool {
@@ -223,6 +227,7 @@ where
             idle_watch: Vec::new(),
             closing: Vec::new(),
             ctx,
+            abandoned: Vec::new(),
         }
     }
 
@@ -259,6 +264,7 @@ where
     /// no send in flight. (Before it, `run` closes the idle sessions once the driver has
     /// reported everything the kernel had.)
     pub(crate) fn end_turn(&mut self) {
+        self.close_abandoned();
         if !self.connects.is_empty() {
             let mut connects = std::mem::take(&mut self.connects);
             for addr in connects.drain(..) {
@@ -375,7 +381,9 @@ where
                     || session.state.out.len() > max_output
                 {
                     Flow::Stop
-                } else if session.state.out.len() > high_water {
+                } else if session.state.out.len() > high_water
+                    || session.state.out.outstanding() >= session.state.max_replies
+                {
                     Flow::Pause
                 } else {
                     Flow::Continue
@@ -448,6 +456,8 @@ where
         state.outbound = phase == Phase::Connecting;
         state.output_limit = self.cfg.max_output;
         state.timers = SessionTimers::new(self.cfg.max_timers);
+        state.max_replies = self.cfg.max_replies;
+        state.slot = self.conns.vacant_key() as u32;
         let now = self.now;
         let slot = self.conns.insert(Conn {
             codec,

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use super::*;
 use crate::codec::{CodecError, Decoded};
 use crate::driver::Core;
+use crate::reply::Reply;
 use crate::timer::Micros;
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -249,6 +250,7 @@ fn worker_with(timeouts: Timeouts) -> (TestWorker, Log, Arc<CoreStats>, Arc<Cont
         low_water: 2,
         max_output: 1 << 20,
         max_timers: 3,
+        max_replies: 2,
         core_tick: None,
         nodelay: true,
         connect: None,
@@ -1068,4 +1070,154 @@ fn timers_fire_while_flushing_but_not_once_lingering() {
     at(&mut w, &mut ops, 10_100);
     assert_eq!(ops.take(), [Cmd::Close(0)]);
     assert_eq!(log_after(&log, before), ["close Local"]);
+}
+
+/// Replies later: "r" reserves a reply (kept in the core's state), "f" completes the oldest
+/// kept one with "R", "d" drops the oldest, anything else is echoed inline.
+struct Deferring;
+
+impl Handler<Bytes> for Deferring {
+    fn on_message(&mut self, s: &mut Session<'_, Bytes>, frame: &[u8]) {
+        match frame {
+            b"r" => match s.reserve() {
+                Ok(reply) => s.core().state::<Vec<Reply>>().push(reply),
+                Err(e) => s.send(e.to_string().as_bytes()).unwrap(),
+            },
+            b"f" => {
+                let reply = s.core().state::<Vec<Reply>>().remove(0);
+                s.complete(reply, b"R").unwrap();
+            }
+            b"d" => drop(s.core().state::<Vec<Reply>>().remove(0)),
+            _ => s.send(frame).unwrap(),
+        }
+    }
+}
+
+fn deferring(
+    max_replies: usize,
+) -> (
+    Worker<Bytes, Deferring, impl Fn(&mut CoreCtx) -> Deferring>,
+    Arc<CoreStats>,
+) {
+    let (w, _, stats, control) = worker();
+    let mut cfg = w.cfg;
+    cfg.max_replies = max_replies;
+    let w = Worker::new(
+        cfg,
+        Bytes,
+        Arc::new(|_: &mut CoreCtx| Deferring),
+        stats.clone(),
+        control,
+        CoreCtx::new(0, Box::new(Vec::<Reply>::new())),
+    );
+    (w, stats)
+}
+
+/// What the worker asked the driver to send, and the other commands, after a turn.
+fn turn_sends<F: Fn(&mut CoreCtx) -> Deferring>(
+    w: &mut Worker<Bytes, Deferring, F>,
+) -> (Vec<Vec<u8>>, Vec<String>) {
+    w.close_idle();
+    w.end_turn();
+    let (mut sends, mut other) = (Vec::new(), Vec::new());
+    // Each send completes at once, which may release more for the next end of turn.
+    for _ in 0..2 {
+        let cmds: Vec<Command> = w.commands().drain(..).collect();
+        for cmd in cmds {
+            match cmd {
+                Command::Send { slot, send } => {
+                    sends.push(send.to_vec());
+                    let n = send.len();
+                    w.sent(slot, send, Ok(n));
+                }
+                cmd => other.push(format!("{cmd:?}")),
+            }
+        }
+        w.end_turn();
+    }
+    (sends, other)
+}
+
+#[test]
+fn replies_leave_in_the_order_they_were_reserved() {
+    let (mut w, _) = deferring(8);
+    w.accepted(std::fs::File::open("/dev/null").unwrap().into());
+    w.commands().clear();
+    w.received(0, b"r");
+    w.received(0, b"1");
+    w.received(0, b"r");
+    w.received(0, b"2");
+    assert_eq!(
+        turn_sends(&mut w).0,
+        Vec::<Vec<u8>>::new(),
+        "held behind the first reply"
+    );
+    w.received(0, b"f");
+    assert_eq!(
+        turn_sends(&mut w).0.concat(),
+        b"R1",
+        "the first reply and what followed it, up to the next unfilled one"
+    );
+    w.received(0, b"f");
+    w.received(0, b"3");
+    assert_eq!(turn_sends(&mut w).0.concat(), b"R23");
+    w.received(0, b"4");
+    assert_eq!(
+        turn_sends(&mut w).0.concat(),
+        b"4",
+        "nothing reserved: straight out"
+    );
+}
+
+#[test]
+fn a_session_can_complete_another_sessions_reply() {
+    let (mut w, _) = deferring(8);
+    for _ in 0..2 {
+        w.accepted(std::fs::File::open("/dev/null").unwrap().into());
+    }
+    w.commands().clear();
+    w.received(0, b"r");
+    w.received(0, b"after");
+    assert!(turn_sends(&mut w).0.is_empty());
+    // Session 1 (a backend, say) completes session 0's reply.
+    w.received(1, b"f");
+    assert_eq!(turn_sends(&mut w).0.concat(), b"Rafter");
+}
+
+#[test]
+fn reading_pauses_at_the_bound_of_outstanding_replies() {
+    let (mut w, _) = deferring(2);
+    w.accepted(std::fs::File::open("/dev/null").unwrap().into());
+    w.commands().clear();
+    w.received(0, b"r");
+    w.received(0, b"r");
+    let (_, other) = turn_sends(&mut w);
+    assert_eq!(other, ["PauseRecv { slot: 0 }"]);
+    // Input racing the pause is held, not decoded: no third reserve fails.
+    w.received(0, b"r");
+    w.received(1, b"ignored: no such session");
+    w.received(0, b"f");
+    let (_, other) = turn_sends(&mut w);
+    assert!(other.is_empty(), "still paused: {other:?}");
+}
+
+#[test]
+fn a_dropped_reply_closes_its_session_and_late_replies_complete_nothing() {
+    let (mut w, stats) = deferring(8);
+    for _ in 0..2 {
+        w.accepted(std::fs::File::open("/dev/null").unwrap().into());
+    }
+    w.commands().clear();
+    w.received(0, b"r");
+    w.received(1, b"r");
+    w.received(0, b"d"); // Drops session 0's reply.
+    let (_, other) = turn_sends(&mut w);
+    assert_eq!(other, ["Close { slot: 0 }"]);
+    w.closed(0);
+    assert_eq!(stats.snapshot().closed_for(CloseReason::ReplyDropped), 1);
+    // Session 1 still waits for its own; a new session in slot 0 is not touched by it.
+    w.accepted(std::fs::File::open("/dev/null").unwrap().into());
+    w.commands().clear();
+    w.received(1, b"f");
+    assert_eq!(turn_sends(&mut w).0.concat(), b"R");
 }
