@@ -146,6 +146,9 @@ impl Config {
         if self.max_frame == 0 {
             return bad("max_frame must be positive".into());
         }
+        if self.max_replies == 0 {
+            return bad("max_replies must be positive".into());
+        }
         if self.max_sessions == 0 || self.max_sessions > (1 << 24) {
             return bad(format!(
                 "max_sessions {} must be 1..=16M",

@@ -49,8 +49,8 @@ impl fmt::Debug for SessionHandle {
 }
 
 /// A place in a session's output order, to be filled later with
-/// [`Session::complete`](crate::Session::complete) (or `CoreCtx::complete`) from any callback
-/// on the session's core. Dropping it without completing it closes the session.
+/// [`Session::complete`](crate::Session::complete) from any callback on the session's core.
+/// Dropping it without completing it closes the session.
 #[must_use = "a reserved reply holds up the session's output until it is completed"]
 pub struct Reply {
     pub(crate) session: SessionHandle,

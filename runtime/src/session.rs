@@ -376,6 +376,12 @@ impl Output {
         self.pending = 0;
     }
 
+    /// Bytes are being written: some are in flight or ready to send (output held behind an
+    /// unfilled reply is not: it is waiting for the reply, not for the peer).
+    pub(crate) fn writing(&self) -> bool {
+        self.in_flight() || self.has_unsent()
+    }
+
     /// Reply slots outstanding (reserved, not yet released to the send queue).
     pub(crate) fn outstanding(&self) -> usize {
         self.replies.outstanding()
@@ -394,7 +400,12 @@ impl Output {
         }
         self.pending += bytes.len();
         let chunks = &mut self.chunks;
-        self.replies.release(|piece| chunks.push_back(piece));
+        // Into the tail chunk (never one in flight: those have left this queue), so that no
+        // empty chunk ends up in front of bytes and many small replies make few iovecs.
+        self.replies.release(|piece| match chunks.back_mut() {
+            Some(tail) => tail.extend_from_slice(&piece),
+            None => chunks.push_back(piece),
+        });
         true
     }
 
@@ -637,10 +648,10 @@ impl<'a, C: Codec> Session<'a, C> {
     /// backend session answering a client's request): it goes out in its session's order. A
     /// reply of a session that has gone completes nothing.
     pub fn complete(&mut self, mut reply: Reply, bytes: &[u8]) -> Result<(), ReplyError> {
+        reply.done = true;
         if reply.session.worker != self.state.id.worker() {
             return Err(ReplyError::OtherCore);
         }
-        reply.done = true;
         // Applied by the core right after this callback, for this session as for any other.
         self.core
             .completions

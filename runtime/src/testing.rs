@@ -431,8 +431,9 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
         }
         // Replies completed in the callback: this session's fill their slots (another
         // session's, which the kit does not have, complete nothing).
-        for (_, id, bytes) in std::mem::take(&mut self.core.completions) {
-            if self.state.out.fill(id, &bytes) {
+        let own = self.handle();
+        for (session, id, bytes) in std::mem::take(&mut self.core.completions) {
+            if session == own && self.state.out.fill(id, &bytes) {
                 self.stats.frames_out.add(1);
             }
         }
@@ -440,7 +441,7 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
         crate::reply::take_abandoned(&mut abandoned);
         if abandoned
             .iter()
-            .any(|&(_, id)| self.state.out.is_waiting(id))
+            .any(|&(session, id)| session == own && self.state.out.is_waiting(id))
         {
             return self.close(CloseReason::ReplyDropped);
         }
@@ -466,6 +467,15 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
         let asked = (self.state.close == CloseAsk::AfterFlush).then_some(CloseReason::Local);
         if let Some(reason) = closing.or(asked) {
             self.close(reason);
+        }
+    }
+
+    /// The handle a `Session` view of this harness gives.
+    fn handle(&self) -> crate::reply::SessionHandle {
+        crate::reply::SessionHandle {
+            worker: self.state.id.worker(),
+            slot: self.state.slot,
+            seq: self.state.id.as_u64(),
         }
     }
 

@@ -112,7 +112,7 @@ where
             .map(|d| conn.frame_started + d);
         let write = t
             .write
-            .filter(|_| !conn.state.out.is_empty())
+            .filter(|_| conn.state.out.writing())
             .map(|d| conn.write_progress + d);
         let tick = Some(conn.next_tick).filter(|&at| at != Micros::MAX);
         let linger = matches!(conn.phase, Phase::Lingering(_)).then_some(conn.linger_until);
@@ -187,7 +187,7 @@ where
             Some(CloseReason::IdleTimeout)
         } else if reading && conn.reader.buffered() > 0 && expired(t.read, conn.frame_started) {
             Some(CloseReason::ReadTimeout)
-        } else if !conn.state.out.is_empty() && expired(t.write, conn.write_progress) {
+        } else if conn.state.out.writing() && expired(t.write, conn.write_progress) {
             Some(CloseReason::WriteTimeout)
         } else {
             None

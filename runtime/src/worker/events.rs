@@ -40,6 +40,8 @@ where
             || !self.connects.is_empty()
             || (self.drain_until.is_some() && self.conns.is_empty())
             || self.idle_due()
+            || !self.ctx.completions.is_empty()
+            || !self.resumes.is_empty()
     }
 
     fn accepted(&mut self, fd: OwnedFd) {

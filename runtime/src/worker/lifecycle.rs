@@ -164,7 +164,7 @@ where
         }
         // Only transitions can bring a deadline closer; per message this is two compares.
         let has_tail = conn.reader.buffered() > 0;
-        let has_output = !conn.state.out.is_empty();
+        let has_output = conn.state.out.writing();
         let mut reschedule = std::mem::take(&mut conn.state.timeouts_changed);
         if reschedule {
             conn.next_tick = conn
@@ -227,12 +227,48 @@ where
     /// A reply slot of `slot` was filled: send what is ready, and read again if the session
     /// was paused at its bound of outstanding replies.
     fn filled(&mut self, slot: u32) {
+        let Some(conn) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
+        if conn.state.out.outstanding() == 0 {
+            // Waiting for its own replies was not the peer's idleness: the idle and read
+            // clocks start again now.
+            conn.last_rx = self.now;
+            conn.frame_started = self.now;
+            self.reschedule(slot);
+        }
         self.after_callback(slot);
         let Some(conn) = self.conns.get(slot as usize) else {
             return;
         };
         if conn.state.read.is_paused() && conn.state.out.len() <= self.cfg.low_water {
-            self.resume_reading(slot);
+            // Resumed at the end of the turn, not from here: resuming decodes held input,
+            // whose callbacks may complete more replies, and recursing on that is unbounded.
+            self.resumes.push(slot);
+        }
+    }
+
+    /// End of a turn: applies the completions queued outside any callback's aftermath (from
+    /// `on_close`, `on_error`, a handler dropped with its replies), closes the sessions whose
+    /// replies were dropped, and resumes the sessions a completion unblocked; bounded rounds.
+    pub(super) fn settle_replies(&mut self) {
+        for _ in 0..4 {
+            if !self.ctx.completions.is_empty() {
+                self.apply_completions();
+            }
+            self.close_abandoned();
+            if self.resumes.is_empty() {
+                break;
+            }
+            let mut resumes = std::mem::take(&mut self.resumes);
+            for slot in resumes.drain(..) {
+                if self.conns.contains(slot as usize) {
+                    self.resume_reading(slot);
+                }
+            }
+            if self.resumes.is_empty() {
+                self.resumes = resumes; // Keep the capacity.
+            }
         }
     }
 

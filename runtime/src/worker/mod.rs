@@ -174,6 +174,8 @@ pub(crate) struct Worker<C, H, F> {
     ctx: CoreCtx,
     /// Scratch list of the replies dropped uncompleted, taken at the end of each turn.
     abandoned: Vec<(crate::reply::SessionHandle, u64)>,
+    /// Sessions a completed reply let read again, resumed at the end of the turn.
+    resumes: Vec<u32>,
 }
 
 fn is_reset(e: &io::Error) -> bool {
@@ -228,6 +230,7 @@ where
             closing: Vec::new(),
             ctx,
             abandoned: Vec::new(),
+            resumes: Vec::new(),
         }
     }
 
@@ -264,7 +267,7 @@ where
     /// no send in flight. (Before it, `run` closes the idle sessions once the driver has
     /// reported everything the kernel had.)
     pub(crate) fn end_turn(&mut self) {
-        self.close_abandoned();
+        self.settle_replies();
         if !self.connects.is_empty() {
             let mut connects = std::mem::take(&mut self.connects);
             for addr in connects.drain(..) {

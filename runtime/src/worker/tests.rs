@@ -1221,3 +1221,54 @@ fn a_dropped_reply_closes_its_session_and_late_replies_complete_nothing() {
     w.received(1, b"f");
     assert_eq!(turn_sends(&mut w).0.concat(), b"R");
 }
+
+#[test]
+fn the_idle_clock_waits_for_outstanding_replies_and_restarts_when_they_are_out() {
+    let (w, _) = deferring(8);
+    let mut cfg = w.cfg;
+    cfg.timeouts = timeouts(Some(100), None, None);
+    let stats = Arc::new(CoreStats::default());
+    let mut w = Worker::new(
+        cfg,
+        Bytes,
+        Arc::new(|_: &mut CoreCtx| Deferring),
+        stats.clone(),
+        Arc::new(Control::new()),
+        CoreCtx::new(0, Box::new(Vec::<Reply>::new())),
+    );
+    for _ in 0..2 {
+        w.accepted(std::fs::File::open("/dev/null").unwrap().into());
+    }
+    w.received(0, b"r");
+    w.commands().clear();
+    let close_of_0 = |w: &mut Worker<_, _, _>| {
+        w.commands()
+            .iter()
+            .any(|c| matches!(c, Command::Close { slot: 0 }))
+    };
+    w.now = 140;
+    w.received(1, b"x"); // Session 1 is not idle.
+    turn_sends(&mut w);
+    w.now = 150;
+    w.fire_timers();
+    assert!(!close_of_0(&mut w), "waiting for its reply is not idleness");
+    // Session 1 keeps itself busy, then completes session 0's reply at 200.
+    w.now = 200;
+    w.received(1, b"f");
+    w.fire_timers();
+    let (sends, _) = turn_sends(&mut w);
+    assert_eq!(
+        sends.concat(),
+        b"R",
+        "the reply goes out; the session is not closed first"
+    );
+    w.now = 250;
+    w.fire_timers();
+    assert!(
+        !close_of_0(&mut w),
+        "the idle clock restarted when the reply went out"
+    );
+    w.now = 310;
+    w.fire_timers();
+    assert!(close_of_0(&mut w), "idle for 100 since the reply: closed");
+}
