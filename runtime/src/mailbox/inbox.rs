@@ -91,11 +91,13 @@ impl<T> Inbox<T> {
     }
 
     /// Withdraws the sleep announcement once the core runs again (woken by the doorbell or by
-    /// anything else). Until then producers keep ringing, at most one ring per sleep.
+    /// anything else). Until then every producer that publishes to this core rings it.
     pub(crate) fn woke(&self) {
         // Relaxed: a producer that still reads `true` rings once for nothing (a spurious
         // wake-up, harmless); one that reads `false` relies on this core being awake, which it
-        // is, and on its next `prepare_sleep`, whose fence orders it after that producer's.
+        // is, and on its next `prepare_sleep`: if that one's fence comes before the producer's
+        // in S, the producer would have read its `true` (or a later value), not this `false`;
+        // so it comes after, and its final look sees the producer's message.
         self.target.sleeping.store(false, Ordering::Relaxed);
     }
 

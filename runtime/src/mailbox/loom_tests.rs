@@ -13,7 +13,7 @@ use loom::sync::atomic::AtomicUsize;
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
-use super::{mesh, Bell, Capacity, Inbox, Source};
+use super::{mesh, Bell, Capacity, CoreMail, Inbox, Mesh, Source};
 
 const CAPACITY: Capacity = Capacity { ring: 2, remote: 2 };
 
@@ -59,9 +59,12 @@ fn consume(inbox: &mut Inbox<u32>, bell: &Doorbell, expected: usize) -> Vec<(Sou
 #[test]
 fn core_to_sleeping_core() {
     loom::model(|| {
-        let (mut cores, _remote) = mesh::<u32>(2, CAPACITY);
-        let (_, mut outbox) = cores.pop().unwrap();
-        let (mut inbox, _) = cores.pop().unwrap();
+        let Mesh {
+            mut cores,
+            remote: _remote,
+        } = mesh::<u32>(2, CAPACITY);
+        let mut outbox = cores.pop().unwrap().outbox;
+        let mut inbox = cores.pop().unwrap().inbox;
         let bell = Arc::new(Doorbell::default());
         let producer = {
             let bell = bell.clone();
@@ -84,10 +87,16 @@ fn core_to_sleeping_core() {
 
 #[test]
 fn core_and_off_core_thread_to_sleeping_core() {
-    loom::model(|| {
-        let (mut cores, remote) = mesh::<u32>(2, CAPACITY);
-        let (_, mut outbox) = cores.pop().unwrap();
-        let (mut inbox, _) = cores.pop().unwrap();
+    // Three threads explored exhaustively take hours; a bound of four preemptions covers the
+    // bugs this protocol can have (a lost wake-up needs one preemption between a producer's
+    // publish and its flag load, or between the consumer's announcement and its final look).
+    // LOOM_MAX_PREEMPTIONS overrides it.
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound.get_or_insert(4);
+    model.check(|| {
+        let Mesh { mut cores, remote } = mesh::<u32>(2, CAPACITY);
+        let mut outbox = cores.pop().unwrap().outbox;
+        let mut inbox = cores.pop().unwrap().inbox;
         let bell = Arc::new(Doorbell::default());
         let core = {
             let bell = bell.clone();
@@ -126,9 +135,9 @@ impl Drop for Counted {
 fn close_races_send() {
     loom::model(|| {
         let drops = Arc::new(AtomicUsize::new(0));
-        let (mut cores, remote) = mesh::<Counted>(2, CAPACITY);
-        let (_, mut outbox) = cores.pop().unwrap();
-        let (inbox, _) = cores.pop().unwrap();
+        let Mesh { mut cores, remote } = mesh::<Counted>(2, CAPACITY);
+        let mut outbox = cores.pop().unwrap().outbox;
+        let inbox = cores.pop().unwrap().inbox;
         let producer = {
             let drops = drops.clone();
             thread::spawn(move || {

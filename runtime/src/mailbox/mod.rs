@@ -119,15 +119,15 @@ impl<T> From<SendError<T>> for io::Error {
 pub(crate) enum Bell {
     /// The target announced it sleeps: ring its doorbell.
     Ring,
-    /// The target is awake (or someone else is ringing it).
+    /// The target is awake.
     Silent,
 }
 
 /// What the producers and the consumer of one core's mailbox share besides the queues.
 #[derive(Default)]
 struct Target {
-    /// Set by the consumer between [`Inbox::prepare_sleep`] and [`Inbox::woke`]; cleared by the
-    /// producer that rings, so that one sleep costs one ring however many producers saw it.
+    /// Set by the consumer between [`Inbox::prepare_sleep`] and [`Inbox::woke`]. Written by
+    /// the consumer only; every producer that sees it set after publishing rings.
     sleeping: AtomicBool,
     /// Set once, when the consumer's inbox closes.
     closed: AtomicBool,
@@ -151,23 +151,36 @@ impl Default for Capacity {
     }
 }
 
-/// The mailboxes of `cores` cores: for each core its [`Inbox`] and [`Outbox`] (to move onto
-/// its thread), and one [`Remote`] to clone for threads that are not cores.
-pub(crate) fn mesh<T: Send>(
-    cores: usize,
-    capacity: Capacity,
-) -> (Vec<(Inbox<T>, Outbox<T>)>, Remote<T>) {
+/// One core's ends of the mesh, to move onto its thread.
+pub(crate) struct CoreMail<T> {
+    /// What other cores and threads send to this core.
+    pub(crate) inbox: Inbox<T>,
+    /// This core's way to every core.
+    pub(crate) outbox: Outbox<T>,
+}
+
+/// The mailboxes of a set of cores, as [`mesh`] builds them.
+pub(crate) struct Mesh<T> {
+    /// `cores[c]`: core `c`'s ends.
+    pub(crate) cores: Vec<CoreMail<T>>,
+    /// The handle of threads that are not cores; clone it per thread.
+    pub(crate) remote: Remote<T>,
+}
+
+/// Builds the mailboxes of `cores` cores: a ring for every ordered pair of cores and an
+/// off-core queue per core.
+pub(crate) fn mesh<T: Send>(cores: usize, capacity: Capacity) -> Mesh<T> {
     let targets: Vec<Arc<CachePadded<Target>>> = (0..cores)
         .map(|_| Arc::new(CachePadded(Target::default())))
         .collect();
-    // rings[from][to]
+    // producers[from][to], consumers[to][from]
     let mut producers: Vec<Vec<spsc::Producer<T>>> = (0..cores).map(|_| Vec::new()).collect();
     let mut consumers: Vec<Vec<spsc::Consumer<T>>> = (0..cores).map(|_| Vec::new()).collect();
-    for to in 0..cores {
+    for column in consumers.iter_mut() {
         for row in producers.iter_mut() {
             let (p, c) = spsc::ring(capacity.ring);
             row.push(p);
-            consumers[to].push(c);
+            column.push(c);
         }
     }
     let mut remote_producers = Vec::with_capacity(cores);
@@ -175,9 +188,13 @@ pub(crate) fn mesh<T: Send>(
     for (core, (rings_out, rings_in)) in producers.into_iter().zip(consumers).enumerate() {
         let (remote_p, remote_c) = mpsc::queue(capacity.remote);
         remote_producers.push(remote_p);
-        let inbox = Inbox::new(core, rings_in, remote_c, targets[core].clone());
-        let outbox = Outbox::new(core, rings_out, &targets);
-        cores_mail.push((inbox, outbox));
+        cores_mail.push(CoreMail {
+            inbox: Inbox::new(core, rings_in, remote_c, targets[core].clone()),
+            outbox: Outbox::new(core, rings_out, &targets),
+        });
     }
-    (cores_mail, Remote::new(remote_producers, targets))
+    Mesh {
+        cores: cores_mail,
+        remote: Remote::new(remote_producers, targets),
+    }
 }

@@ -95,7 +95,7 @@ impl<T> Outbox<T> {
 
     /// Ends a turn: moves what it can of each overflow into its ring, publishes every ring
     /// written to (one release store each), then calls `ring_bell(target)` for each target
-    /// that announced it sleeps, at most once per target. The doorbell must be sticky (see the
+    /// written to that announced it sleeps: at most once per target per flush. The doorbell must be sticky (see the
     /// module doc). Messages for a target that closed meanwhile are dropped here.
     ///
     /// If [`is_backlogged`](Self::is_backlogged) is still true afterwards, a target's ring is
@@ -139,7 +139,7 @@ impl<T> Outbox<T> {
         // flag store and its tail loads. One fence covers every target of this flush.
         fence(Ordering::SeqCst);
         for &target in &self.published {
-            if claim_ring(&self.lanes[target].target) {
+            if must_ring(&self.lanes[target].target) {
                 ring_bell(target);
             }
         }
@@ -153,20 +153,29 @@ impl<T> Outbox<T> {
     }
 }
 
-/// After a publish and a SeqCst fence: whether the caller should ring the target. Of the
-/// producers that see the flag set, the one whose swap clears it rings; the others stay
-/// silent, since that ring wakes the target and its next `prepare_sleep` sees their messages
-/// (published before their fence, so before its fence in S, or they would have read its new
-/// flag). Relaxed: the doorbell itself (a syscall) carries the hand-over to the consumer.
-fn claim_ring(target: &Target) -> bool {
-    target.sleeping.load(Ordering::Relaxed) && target.sleeping.swap(false, Ordering::Relaxed)
+/// After a publish and a SeqCst fence: whether the caller should ring the target.
+///
+/// A plain load, not a swap that would let only the first producer ring: every producer that
+/// sees the announcement rings (at most once per flush), and the consumer alone writes the
+/// flag. One writer keeps the flag's modification order the consumer's program order, which
+/// is what the Dekker argument and the loom model can both check; a producer's swap would add
+/// writes loom cannot order against the consumer's and it reports lost wake-ups that the
+/// C++ model rules out. Extra rings cost a spurious wake-up at worst.
+fn must_ring(target: &Target) -> bool {
+    target.sleeping.load(Ordering::Relaxed)
 }
 
 /// The way into every core for a thread that is not a core (an offload pool, a control
 /// thread). Clone it per thread. Each send publishes at once; there is no batching and no
 /// overflow: a full queue hands the message back.
 pub(crate) struct Remote<T> {
-    queues: Arc<Vec<(mpsc::Producer<T>, Arc<CachePadded<Target>>)>>,
+    queues: Arc<Vec<RemoteLane<T>>>,
+}
+
+/// The way from off-core threads to one core.
+struct RemoteLane<T> {
+    queue: mpsc::Producer<T>,
+    target: Arc<CachePadded<Target>>,
 }
 
 impl<T> Clone for Remote<T> {
@@ -183,7 +192,13 @@ impl<T> Remote<T> {
         targets: Vec<Arc<CachePadded<Target>>>,
     ) -> Self {
         Remote {
-            queues: Arc::new(producers.into_iter().zip(targets).collect()),
+            queues: Arc::new(
+                producers
+                    .into_iter()
+                    .zip(targets)
+                    .map(|(queue, target)| RemoteLane { queue, target })
+                    .collect(),
+            ),
         }
     }
 
@@ -199,15 +214,15 @@ impl<T> Remote<T> {
     /// # Panics
     /// If `target` is not a core of the mesh.
     pub(crate) fn send(&self, target: usize, msg: T) -> Result<Bell, SendError<T>> {
-        let (queue, state) = &self.queues[target];
-        if state.closed.load(Ordering::Acquire) {
+        let RemoteLane { queue, target } = &self.queues[target];
+        if target.closed.load(Ordering::Acquire) {
             return Err(SendError::Closed(msg));
         }
         queue.push(msg).map_err(SendError::Full)?;
         // The producer's half of the Dekker pair, as in `Outbox::flush`: the slot's sequence
         // was stored (released) in `push`; fence; then read the flag.
         fence(Ordering::SeqCst);
-        Ok(if claim_ring(state) {
+        Ok(if must_ring(target) {
             Bell::Ring
         } else {
             Bell::Silent

@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{mesh, mpsc, spsc, Bell, Capacity, Inbox, SendError, Source};
+use super::{mesh, mpsc, spsc, Bell, Capacity, CoreMail, Inbox, Mesh, SendError, Source};
 
 fn small(ring: usize) -> Capacity {
     Capacity { ring, remote: 4 }
@@ -150,10 +150,10 @@ fn mpsc_order_wrap_full_and_drop() {
 
 #[test]
 fn mailbox_delivers_in_order_per_source_with_sources_tagged() {
-    let (mut cores, remote) = mesh::<u32>(3, small(4));
-    let (mut inbox0, _) = cores.remove(0);
-    let (_, mut out1) = cores.remove(0);
-    let (_, mut out2) = cores.remove(0);
+    let Mesh { mut cores, remote } = mesh::<u32>(3, small(4));
+    let mut inbox0 = cores.remove(0).inbox;
+    let mut out1 = cores.remove(0).outbox;
+    let mut out2 = cores.remove(0).outbox;
     for m in 0..3 {
         out1.push(0, 10 + m).unwrap();
         out2.push(0, 20 + m).unwrap();
@@ -180,8 +180,14 @@ fn mailbox_delivers_in_order_per_source_with_sources_tagged() {
 
 #[test]
 fn a_core_can_send_to_itself() {
-    let (mut cores, _remote) = mesh::<u32>(1, small(4));
-    let (mut inbox, mut outbox) = cores.remove(0);
+    let Mesh {
+        mut cores,
+        remote: _remote,
+    } = mesh::<u32>(1, small(4));
+    let CoreMail {
+        mut inbox,
+        mut outbox,
+    } = cores.remove(0);
     outbox.push(0, 7).unwrap();
     outbox.flush(|_| panic!("a running core is not asleep"));
     assert_eq!(drain_all(&mut inbox), [(Source::Core(0), 7)]);
@@ -189,9 +195,12 @@ fn a_core_can_send_to_itself() {
 
 #[test]
 fn full_ring_spills_and_drains_in_order_over_later_flushes() {
-    let (mut cores, _remote) = mesh::<u32>(2, small(4));
-    let (mut inbox0, _) = cores.remove(0);
-    let (_, mut out1) = cores.remove(0);
+    let Mesh {
+        mut cores,
+        remote: _remote,
+    } = mesh::<u32>(2, small(4));
+    let mut inbox0 = cores.remove(0).inbox;
+    let mut out1 = cores.remove(0).outbox;
     for m in 0..10 {
         out1.push(0, m).unwrap();
     }
@@ -217,22 +226,31 @@ fn full_ring_spills_and_drains_in_order_over_later_flushes() {
 }
 
 #[test]
-fn sleeping_target_is_rung_once_per_sleep_and_not_when_awake() {
-    let (mut cores, remote) = mesh::<u32>(3, small(8));
-    let (mut inbox0, _) = cores.remove(0);
-    let (_, mut out1) = cores.remove(0);
-    let (_, mut out2) = cores.remove(0);
+fn sleeping_target_is_rung_by_each_producer_and_not_when_awake() {
+    let Mesh { mut cores, remote } = mesh::<u32>(3, small(8));
+    let mut inbox0 = cores.remove(0).inbox;
+    let mut out1 = cores.remove(0).outbox;
+    let mut out2 = cores.remove(0).outbox;
     assert!(inbox0.prepare_sleep(), "empty: may sleep");
     let mut rings = Vec::new();
     out1.push(0, 1).unwrap();
     out1.flush(|t| rings.push((1, t)));
     out2.push(0, 2).unwrap();
     out2.flush(|t| rings.push((2, t)));
-    assert_eq!(remote.send(0, 3).unwrap(), Bell::Silent);
-    assert_eq!(rings, [(1, 0)], "one ring per sleep, by the first producer");
+    assert_eq!(remote.send(0, 3).unwrap(), Bell::Ring);
+    assert_eq!(
+        rings,
+        [(1, 0), (2, 0)],
+        "every producer that sees the announcement rings"
+    );
+    out1.push(0, 4).unwrap();
+    out1.push(0, 5).unwrap();
+    rings.clear();
+    out1.flush(|t| rings.push((1, t)));
+    assert_eq!(rings, [(1, 0)], "once per flush, however many messages");
     inbox0.woke();
     assert!(!inbox0.prepare_sleep(), "messages wait: must not sleep");
-    assert_eq!(drain_all(&mut inbox0).len(), 3);
+    assert_eq!(drain_all(&mut inbox0).len(), 5);
     out1.push(0, 4).unwrap();
     out1.flush(|_| panic!("awake: no ring"));
     drain_all(&mut inbox0);
@@ -244,9 +262,15 @@ fn sleeping_target_is_rung_once_per_sleep_and_not_when_awake() {
 
 #[test]
 fn one_flush_rings_each_sleeping_target_once() {
-    let (mut cores, _remote) = mesh::<u32>(3, small(2));
-    let (inbox0, _) = cores.remove(0);
-    let (inbox1, mut out1) = cores.remove(0);
+    let Mesh {
+        mut cores,
+        remote: _remote,
+    } = mesh::<u32>(3, small(2));
+    let inbox0 = cores.remove(0).inbox;
+    let CoreMail {
+        inbox: inbox1,
+        outbox: mut out1,
+    } = cores.remove(0);
     assert!(inbox0.prepare_sleep());
     assert!(inbox1.prepare_sleep());
     for m in 0..5 {
@@ -268,9 +292,9 @@ fn closed_target_refuses_sends_and_gives_back_what_waited() {
             self.1.fetch_add(1, Ordering::Relaxed);
         }
     }
-    let (mut cores, remote) = mesh::<Msg>(2, small(2));
-    let (inbox0, _) = cores.remove(0);
-    let (_, mut out1) = cores.remove(0);
+    let Mesh { mut cores, remote } = mesh::<Msg>(2, small(2));
+    let inbox0 = cores.remove(0).inbox;
+    let mut out1 = cores.remove(0).outbox;
     for m in 0..5 {
         out1.push(0, Msg(m, drops.clone())).ok().unwrap(); // 2 in the ring, 3 spilled
     }
@@ -299,9 +323,9 @@ fn closed_target_refuses_sends_and_gives_back_what_waited() {
 
 #[test]
 fn dropping_an_inbox_closes_it() {
-    let (mut cores, remote) = mesh::<u32>(2, small(2));
-    let (inbox0, _) = cores.remove(0);
-    let (_, mut out1) = cores.remove(0);
+    let Mesh { mut cores, remote } = mesh::<u32>(2, small(2));
+    let inbox0 = cores.remove(0).inbox;
+    let mut out1 = cores.remove(0).outbox;
     out1.push(0, 1).unwrap();
     out1.flush(|_| {});
     drop(inbox0);
@@ -311,8 +335,8 @@ fn dropping_an_inbox_closes_it() {
 
 #[test]
 fn remote_full_queue_hands_the_message_back() {
-    let (mut cores, remote) = mesh::<u32>(1, small(2));
-    let (mut inbox, _) = cores.remove(0);
+    let Mesh { mut cores, remote } = mesh::<u32>(1, small(2));
+    let mut inbox = cores.remove(0).inbox;
     for m in 0..4 {
         assert_eq!(remote.send(0, m).unwrap(), Bell::Silent);
     }
@@ -323,10 +347,13 @@ fn remote_full_queue_hands_the_message_back() {
 
 #[test]
 fn drain_budget_rotates_over_sources() {
-    let (mut cores, _remote) = mesh::<u32>(3, small(8));
-    let (mut inbox0, _) = cores.remove(0);
-    let (_, mut out1) = cores.remove(0);
-    let (_, mut out2) = cores.remove(0);
+    let Mesh {
+        mut cores,
+        remote: _remote,
+    } = mesh::<u32>(3, small(8));
+    let mut inbox0 = cores.remove(0).inbox;
+    let mut out1 = cores.remove(0).outbox;
+    let mut out2 = cores.remove(0).outbox;
     for m in 0..6 {
         out1.push(0, m).unwrap();
         out2.push(0, m).unwrap();
@@ -373,7 +400,7 @@ impl Doorbell {
 fn stress_two_cores_and_an_off_core_thread_to_a_sleeping_core() {
     const PER_PRODUCER: u64 = 300_000;
     let started = Instant::now();
-    let (mut cores, remote) = mesh::<u64>(
+    let Mesh { mut cores, remote } = mesh::<u64>(
         3,
         Capacity {
             ring: 64,
@@ -381,9 +408,10 @@ fn stress_two_cores_and_an_off_core_thread_to_a_sleeping_core() {
         },
     );
     let bell = Arc::new(Doorbell::default());
-    let (mut inbox, _) = cores.remove(0);
+    let mut inbox = cores.remove(0).inbox;
     let mut producers = Vec::new();
-    for (core, (_, mut outbox)) in cores.into_iter().enumerate() {
+    for (core, mail) in cores.into_iter().enumerate() {
+        let mut outbox = mail.outbox;
         let core = core + 1;
         let bell = bell.clone();
         producers.push(thread::spawn(move || {
