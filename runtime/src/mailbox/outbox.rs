@@ -95,8 +95,9 @@ impl<T> Outbox<T> {
 
     /// Ends a turn: moves what it can of each overflow into its ring, publishes every ring
     /// written to (one release store each), then calls `ring_bell(target)` for each target
-    /// written to that announced it sleeps: at most once per target per flush. The doorbell must be sticky (see the
-    /// module doc). Messages for a target that closed meanwhile are dropped here.
+    /// written to that announced it sleeps: at most once per target per flush. The doorbell
+    /// must be sticky (see the module doc). Messages for a target that closed meanwhile are
+    /// dropped here.
     ///
     /// If [`is_backlogged`](Self::is_backlogged) is still true afterwards, a target's ring is
     /// full: the caller must flush again later without waiting for a wake-up of its own (the

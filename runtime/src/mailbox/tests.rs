@@ -21,6 +21,16 @@ fn drain_all<T>(inbox: &mut Inbox<T>) -> Vec<(Source, T)> {
 }
 
 #[test]
+fn ends_move_to_their_threads() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    // A `Box` is Send but the mailbox must not need `Sync` of its messages.
+    send::<Inbox<Box<u32>>>();
+    send::<super::Outbox<Box<u32>>>();
+    send_sync::<super::Remote<std::cell::Cell<u32>>>();
+}
+
+#[test]
 fn spsc_keeps_order_across_wrap_around() {
     let (mut p, mut c) = spsc::ring::<u64>(4);
     let mut next_in = 0;
