@@ -13,7 +13,7 @@ use loom::sync::atomic::AtomicUsize;
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
-use super::{mesh, Bell, Capacity, CoreMail, Inbox, Mesh, Source};
+use super::{mesh, Bell, Capacity, Inbox, Mesh, Source};
 
 const CAPACITY: Capacity = Capacity { ring: 2, remote: 2 };
 
