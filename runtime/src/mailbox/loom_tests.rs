@@ -155,3 +155,37 @@ fn close_races_send() {
         assert_eq!(drops.load(loom::sync::atomic::Ordering::Relaxed), 3);
     });
 }
+
+#[test]
+fn full_ring_spills_and_still_wakes_the_consumer() {
+    // A ring of one slot: the second and third messages spill into the producer's overflow
+    // and reach the ring over later flushes, while the consumer sleeps between them.
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound.get_or_insert(3);
+    model.check(|| {
+        let Mesh { mut cores, .. } = mesh::<u32>(2, Capacity { ring: 1, remote: 2 });
+        let mut outbox = cores.pop().unwrap().outbox;
+        let mut inbox = cores.pop().unwrap().inbox;
+        let bell = Arc::new(Doorbell::default());
+        let producer = {
+            let bell = bell.clone();
+            thread::spawn(move || {
+                for m in 0..3 {
+                    outbox.push(0, m).unwrap();
+                }
+                // A worker with a backlog keeps flushing each turn (bounded waits).
+                loop {
+                    outbox.flush(|_| bell.ring());
+                    if !outbox.is_backlogged() {
+                        break;
+                    }
+                    thread::yield_now();
+                }
+            })
+        };
+        let got = consume(&mut inbox, &bell, 3);
+        let got: Vec<u32> = got.into_iter().map(|(_, m)| m).collect();
+        assert_eq!(got, [0, 1, 2]);
+        producer.join().unwrap();
+    });
+}
