@@ -18,7 +18,7 @@
 //! side then needs no read-modify-write at all (one release store per target per turn
 //! publishes a whole batch), no two cores ever write the same cache line to send, and the
 //! consumer drains each source in its own order; the price is `cores²` rings, which at the
-//! default capacity stays in the low megabytes for a few dozen cores.
+//! default capacity (256 slots of a 16-byte message: 4 KiB a ring) is 4 MiB for 32 cores.
 //!
 //! **The invariant a reader must keep: no lost wake-up.** A consumer about to block stores its
 //! `sleeping` flag, issues a SeqCst fence, then looks at every queue once more
@@ -33,7 +33,8 @@
 //! the rest in its own overflow queue (bounded only by memory, order kept, retried first on
 //! every flush); an off-core sender gets the message back ([`SendError::Full`]). A dead target
 //! (its [`Inbox`] dropped or closed) makes later sends fail with [`SendError::Closed`]; what it
-//! had not drained is dropped, never delivered: see [`Inbox::close`].
+//! had not drained is handed to `close`'s callback or dropped, never delivered: see
+//! [`Inbox::close`].
 //!
 //! The model test: `RUSTFLAGS="--cfg loom" cargo test -p ringwire-runtime --lib --release
 //! mailbox::loom` (use a target directory of its own: the flag rebuilds every dependency).
