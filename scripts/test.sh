@@ -17,3 +17,9 @@ echo "== io_uring driver"
 RINGWIRE_DRIVER=uring cargo test --workspace --release "$@"
 echo "== epoll driver"
 RINGWIRE_DRIVER=epoll cargo test --workspace --release --tests "$@"
+# The model test of the mailbox's sleep protocol (runtime/src/mailbox/loom_tests.rs): about
+# two minutes on two cores, most of it building, in a target directory of its own because the
+# cfg flag rebuilds every dependency.
+echo "== loom model of the mailbox"
+RUSTFLAGS="--cfg loom -D warnings" CARGO_TARGET_DIR=target/loom \
+    cargo test -p ringwire-runtime --lib --release mailbox::loom

@@ -8,7 +8,7 @@
 //! handler without sockets, for its unit tests; `worker` is the driver-neutral core (sessions,
 //! codec pipeline, write batching, dispatch); `driver` is the boundary to the code that
 //! submits and completes I/O, with `driver::uring` the io_uring driver built from `ring`,
-//! `buf_ring` and one `op` file per operation; `sys` wraps syscalls.
+//! `buf_ring` and one `op` file per operation; `sys` wraps syscalls; `mailbox` carries messages between cores.
 //!
 //! Most users want the `ringwire` crate, which re-exports what is public here.
 
@@ -37,6 +37,9 @@ mod cpus;
 mod driver;
 mod errno;
 mod listener;
+// The transport between cores; the worker loop does not use it yet (issue 11, item 5).
+#[allow(dead_code)]
+mod mailbox;
 mod op;
 mod ring;
 mod server;
