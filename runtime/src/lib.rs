@@ -37,7 +37,8 @@ mod cpus;
 mod driver;
 mod errno;
 mod listener;
-// The transport between cores; the worker loop does not use it yet (issue 11, item 5).
+// The transport between cores (bounded rings, the sleep announcement, the doorbell rule); the
+// worker loop does not use it yet.
 #[allow(dead_code)]
 mod mailbox;
 mod op;
