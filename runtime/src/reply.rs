@@ -203,6 +203,19 @@ impl ReplySlots {
         moved
     }
 
+    /// Drops slot `id` and every slot after it, with the output held behind them (a reply
+    /// dropped uncompleted: what follows it can never be sent in order). Returns the bytes
+    /// dropped.
+    pub(crate) fn cut_from(&mut self, id: u64) -> usize {
+        let Some(at) = self.held.iter().position(|h| h.id == id) else {
+            return 0;
+        };
+        self.held
+            .drain(at..)
+            .map(|h| h.filled.map_or(0, |b| b.len()) + h.after.len())
+            .sum()
+    }
+
     /// Drops every slot (the session is closing).
     pub(crate) fn clear(&mut self) {
         self.held.clear();

@@ -409,6 +409,13 @@ impl Output {
         true
     }
 
+    /// A reply was dropped uncompleted: drops its slot and everything after it; what comes
+    /// before it can still be written.
+    pub(crate) fn cut_at(&mut self, id: u64) {
+        let dropped = self.replies.cut_from(id);
+        self.pending = self.pending.saturating_sub(dropped);
+    }
+
     /// Whether reply slot `id` is outstanding and not yet filled.
     pub(crate) fn is_waiting(&self, id: u64) -> bool {
         self.replies.is_waiting(id)

@@ -292,7 +292,14 @@ where
                 "ringwire: session {}: a reserved reply was dropped uncompleted",
                 conn.state.id
             );
-            self.begin_close(slot, CloseReason::ReplyDropped);
+            // What was answered before it still goes out; nothing after it can, in order.
+            let conn = &mut self.conns[slot as usize];
+            conn.state.out.cut_at(id);
+            if conn.phase == Phase::Open {
+                conn.phase = Phase::Flushing(CloseReason::ReplyDropped);
+                conn.reader.release(&mut self.pool);
+            }
+            self.after_callback(slot);
         }
         self.abandoned = abandoned;
     }

@@ -1272,3 +1272,24 @@ fn the_idle_clock_waits_for_outstanding_replies_and_restarts_when_they_are_out()
     w.fire_timers();
     assert!(close_of_0(&mut w), "idle for 100 since the reply: closed");
 }
+
+#[test]
+fn a_dropped_reply_lets_what_was_answered_before_it_go_out_first() {
+    let (mut w, stats) = deferring(8);
+    w.accepted(std::fs::File::open("/dev/null").unwrap().into());
+    w.commands().clear();
+    w.received(0, b"r"); // A
+    w.received(0, b"r"); // B
+    w.received(0, b"x"); // Inline, behind B.
+    w.received(0, b"f"); // A is answered...
+    w.received(0, b"d"); // ...and B dropped, in the same turn.
+    let (sends, other) = turn_sends(&mut w);
+    assert_eq!(
+        sends.concat(),
+        b"R",
+        "A goes out; what was held behind B cannot, in order"
+    );
+    assert_eq!(other, ["Close { slot: 0 }"]);
+    w.closed(0);
+    assert_eq!(stats.snapshot().closed_for(CloseReason::ReplyDropped), 1);
+}
