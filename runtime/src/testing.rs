@@ -218,10 +218,12 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
         let until = self.now.saturating_add(by.as_micros() as Micros);
         while self.closed.is_none() {
             let t = self.state.timeouts;
-            let idle = t.idle.map(|d| self.last_rx + d);
+            // As on a core: waiting for its own replies is not the peer's idleness.
+            let waiting = self.state.out.outstanding() > 0;
+            let idle = t.idle.filter(|_| !waiting).map(|d| self.last_rx + d);
             let read = t
                 .read
-                .filter(|_| self.reader.buffered() > 0)
+                .filter(|_| !waiting && self.reader.buffered() > 0)
                 .map(|d| self.frame_started + d);
             let timer = self.state.timers.next();
             let due = [idle, read, self.next_tick, timer];
@@ -435,6 +437,11 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
         for (session, id, bytes) in std::mem::take(&mut self.core.completions) {
             if session == own && self.state.out.fill(id, &bytes) {
                 self.stats.frames_out.add(1);
+                if self.state.out.outstanding() == 0 {
+                    // The idle and read clocks start again once the last reply is out.
+                    self.last_rx = self.now;
+                    self.frame_started = self.now;
+                }
             }
         }
         let mut abandoned = Vec::new();
