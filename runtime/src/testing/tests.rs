@@ -281,3 +281,45 @@ fn timers_are_bounded_and_end_with_the_session() {
     assert_eq!(timer_times(&t), [], "a closed session's timers never fire");
     assert_eq!(t.written(), b"");
 }
+
+/// Answers "slow" lines 10 ms later through a reserved reply, others at once.
+#[derive(Default)]
+struct Slow {
+    waiting: Vec<(TimerId, crate::reply::Reply)>,
+}
+
+impl Handler<Lines> for Slow {
+    fn on_message(&mut self, s: &mut Session<'_, Lines>, line: &[u8]) {
+        if line == b"slow" {
+            let reply = s.reserve().unwrap();
+            let id = s.set_timer(Duration::from_millis(10)).unwrap();
+            self.waiting.push((id, reply));
+        } else {
+            s.send(line).unwrap();
+        }
+    }
+
+    fn on_timer(&mut self, s: &mut Session<'_, Lines>, id: TimerId) {
+        let at = self.waiting.iter().position(|w| w.0 == id).unwrap();
+        let (_, reply) = self.waiting.remove(at);
+        s.complete(reply, b"SLOW\n").unwrap();
+    }
+}
+
+#[test]
+fn reserved_replies_keep_their_place_on_the_test_clock() {
+    let mut t = Harness::new(Lines, Slow::default()).idle_timeout(Duration::from_millis(5));
+    assert_eq!(
+        t.feed(b"slow\nfast\n"),
+        b"",
+        "the fast answer waits behind the slow one"
+    );
+    // Waiting for its reply is not idleness: no idle close at 5 ms.
+    assert_eq!(t.advance(Duration::from_millis(10)), b"SLOW\nfast\n");
+    assert_eq!(t.closed(), None);
+    // The idle clock started again when the reply went out.
+    t.advance(Duration::from_millis(4));
+    assert_eq!(t.closed(), None);
+    t.advance(Duration::from_millis(2));
+    assert_eq!(t.closed(), Some(CloseReason::IdleTimeout));
+}
