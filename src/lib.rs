@@ -47,8 +47,9 @@ pub use factory::MakeHandler;
 pub use ringwire_runtime::probe::probe;
 pub use ringwire_runtime::{
     CloseReason, CoreCtx, CoreLatency, CoreSnapshot, CoreStats, Counter, DriverKind, Handler, IoOp,
-    ProbeError, Reply, ReplyError, ServerError, ServerHandle, ServerInfo, ServerStats, Session,
-    SessionError, SessionHandle, SessionId, Stopper, TimerError, TimerId, UringFeatures,
+    ProbeError, RemoteError, RemoteHandle, Reply, ReplyError, ServerError, ServerHandle,
+    ServerInfo, ServerStats, Session, SessionError, SessionHandle, SessionId, Stopper, TimerError,
+    TimerId, UringFeatures,
 };
 pub use server::Server;
 

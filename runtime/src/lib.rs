@@ -24,6 +24,7 @@ pub mod info;
 pub mod latency;
 pub mod pool;
 pub mod probe;
+pub mod remote;
 pub mod reply;
 pub mod session;
 pub mod stats;
@@ -37,8 +38,9 @@ mod cpus;
 mod driver;
 mod errno;
 mod listener;
-// The transport between cores (bounded rings, the sleep announcement, the doorbell rule); the
-// worker loop does not use it yet.
+// The transport between cores (bounded rings, the sleep announcement, the doorbell rule). The
+// worker loop drains its inbox and announces its sleep; so far only off-core threads send
+// (`RemoteHandle`): the core-to-core side (`Outbox`) is not used yet.
 #[allow(dead_code)]
 mod mailbox;
 mod op;
@@ -57,6 +59,7 @@ pub use handler::Handler;
 pub use info::ServerInfo;
 pub use pool::BufPool;
 pub use probe::{probe, DriverKind, ProbeError, UringFeatures};
+pub use remote::{RemoteError, RemoteHandle};
 pub use reply::{Reply, ReplyError, SessionHandle};
 pub use server::{start, CoreStateInit, Hooks, ServerHandle, Stopper, WorkerHook};
 pub use session::{CloseReason, Session, SessionId};

@@ -20,7 +20,9 @@ use crate::error::{panic_message, ServerError};
 use crate::handler::Handler;
 use crate::info::ServerInfo;
 use crate::listener;
+use crate::mailbox::{self, Inbox};
 use crate::probe::{self, DriverKind};
+use crate::remote::{RemoteHandle, Task};
 use crate::session::Timeouts;
 use crate::stats::{CoreStats, ServerStats};
 use crate::sys;
@@ -84,6 +86,7 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     stats: Vec<Arc<CoreStats>>,
     stopper: Stopper,
+    remote: RemoteHandle,
     threads: Vec<JoinHandle<Result<(), ServerError>>>,
     driver: String,
     latency: Vec<CoreLatency>,
@@ -127,6 +130,11 @@ impl ServerHandle {
     /// start-up line logs, for a service to print its own way.
     pub fn info(&self) -> &ServerInfo {
         &self.info
+    }
+
+    /// A handle that runs closures on the cores from any thread (see [`RemoteHandle`]).
+    pub fn remote(&self) -> RemoteHandle {
+        self.remote.clone()
     }
 
     /// A handle that stops the server from any thread.
@@ -195,6 +203,8 @@ struct WorkerSetup<C, F> {
     driver: DriverKind,
     latency: Option<CoreLatency>,
     ready: mpsc::Sender<Result<String, ServerError>>,
+    /// What other threads send this core (remote tasks).
+    inbox: Inbox<Task>,
 }
 
 fn worker_main<C, H, F>(mut setup: WorkerSetup<C, F>) -> Result<(), ServerError>
@@ -260,6 +270,7 @@ where
         hooks,
         ready,
         latency,
+        inbox,
         ..
     } = setup;
     // The per-core state is made on this thread, before the worker reports ready: a panic in
@@ -306,6 +317,7 @@ where
     let deaths = stats.clone();
     let ctx = CoreCtx::new(index, state);
     let mut worker = Worker::new(cfg, codec, factory, stats, control, ctx);
+    worker.set_inbox(inbox);
     // A panic here is an engine bug (user callbacks are caught one by one).
     let result = catch_unwind(AssertUnwindSafe(|| worker.run(&mut driver)));
     // After an abnormal stop, end what is in flight (closing every session's socket) before
@@ -478,7 +490,9 @@ where
         hooks,
         driver,
     };
-    let (workers, description, failure) = spawn_workers(&shared, listeners);
+    let mesh = mailbox::mesh::<Task>(listeners.len(), mailbox::Capacity::default());
+    let inboxes = mesh.cores.into_iter().map(|mail| mail.inbox).collect();
+    let (workers, description, failure) = spawn_workers(&shared, listeners, inboxes);
     let info = ServerInfo {
         driver,
         driver_detail: description.clone(),
@@ -491,6 +505,7 @@ where
     let mut handle = ServerHandle {
         local_addr,
         stats: workers.stats,
+        remote: RemoteHandle::new(mesh.remote, Arc::new(workers.wakers.clone())),
         stopper: Stopper {
             control,
             wakers: Arc::new(workers.wakers),
@@ -537,6 +552,7 @@ struct Workers {
 fn spawn_workers<C, H, F>(
     shared: &Shared<C, F>,
     listeners: Vec<Option<OwnedFd>>,
+    inboxes: Vec<Inbox<Task>>,
 ) -> (Workers, String, Option<ServerError>)
 where
     C: Codec + Clone + Send,
@@ -546,7 +562,7 @@ where
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut workers = Workers::default();
     let mut failure = None;
-    for (index, listener) in listeners.into_iter().enumerate() {
+    for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
         let wake = match sys::eventfd() {
             Ok(fd) => Arc::new(fd),
             Err(e) => {
@@ -583,6 +599,7 @@ where
             driver: shared.driver,
             latency: core_latency,
             ready: ready_tx.clone(),
+            inbox,
         };
         let spawned = std::thread::Builder::new()
             .name(format!("ringwire-w{index}"))

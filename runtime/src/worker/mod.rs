@@ -24,7 +24,9 @@ use crate::driver::{Command, Driver};
 use crate::error::{panic_message, SessionError};
 use crate::handler::Handler;
 use crate::latency::{LatencyHandle, Recorder};
+use crate::mailbox::Inbox;
 use crate::pool::BufPool;
+use crate::remote::Task;
 use crate::session::{CloseAsk, CloseReason, Read, Session, SessionId, SessionState, Timeouts};
 use crate::stats::CoreStats;
 use crate::sys;
@@ -132,6 +134,9 @@ pub struct CoreLatency {
     pub turn: LatencyHandle,
 }
 
+/// Most remote tasks a core runs in one turn.
+const INBOX_BUDGET: usize = 256;
+
 /// How often a core publishes its latency histograms.
 const LATENCY_PUBLISH: Duration = Duration::from_millis(50);
 
@@ -176,6 +181,8 @@ pub(crate) struct Worker<C, H, F> {
     abandoned: Vec<(crate::reply::SessionHandle, u64)>,
     /// Sessions a completed reply let read again, resumed at the end of the turn.
     resumes: Vec<u32>,
+    /// What other threads send this core; `None` in unit tests.
+    inbox: Option<Inbox<Task>>,
 }
 
 fn is_reset(e: &io::Error) -> bool {
@@ -231,6 +238,7 @@ where
             ctx,
             abandoned: Vec::new(),
             resumes: Vec::new(),
+            inbox: None,
         }
     }
 
@@ -242,9 +250,18 @@ where
         self.end_turn();
         driver.apply(&mut self.cmds);
         loop {
-            // (Messages from other cores will be drained here, at the top of each turn.)
-            let timeout = self.wait_bound();
+            self.drain_inbox();
+            let mut timeout = self.wait_bound();
+            // Announce the sleep before the wait; something already waiting means no sleep.
+            if let Some(inbox) = &self.inbox {
+                if !inbox.prepare_sleep() {
+                    timeout = Some(Duration::ZERO);
+                }
+            }
             driver.turn(timeout, self)?;
+            if let Some(inbox) = &self.inbox {
+                inbox.woke();
+            }
             self.fire_timers();
             if driver.settled() {
                 self.close_idle();
@@ -261,6 +278,29 @@ where
                 return Ok(());
             }
         }
+    }
+
+    /// Gives the core its inbox: what other threads send it, drained at the top of each turn.
+    pub(crate) fn set_inbox(&mut self, inbox: Inbox<Task>) {
+        self.inbox = Some(inbox);
+    }
+
+    /// Runs the work other threads sent, at most `INBOX_BUDGET` items a turn (more waiting
+    /// keeps the next wait from blocking). A panic in it is caught and counted.
+    fn drain_inbox(&mut self) {
+        let Some(inbox) = self.inbox.as_mut() else {
+            return;
+        };
+        let (ctx, stats) = (&mut self.ctx, &self.stats);
+        inbox.drain(INBOX_BUDGET, |_, task| {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| task(ctx))) {
+                stats.panics.add(1);
+                log::error!(
+                    "ringwire: remote work panicked: {}",
+                    panic_message(&*payload)
+                );
+            }
+        });
     }
 
     /// End of a turn: open requested connections, then one send per session with output and
