@@ -131,6 +131,23 @@ macro_rules! engine_settings {
             self
         }
 
+        /// The offload pool that runs `CoreCtx::spawn_blocking` work: `threads` threads
+        /// (default 2) and a queue of `queue` jobs (default 1024), past which `spawn_blocking`
+        /// fails with `RemoteError::Busy` so the handler can answer "busy". Its threads run on
+        /// the allowed CPUs the workers are not pinned to (see `offload_cpus`).
+        pub fn offload_pool(mut self, threads: usize, queue: usize) -> Self {
+            self.config.offload_threads = threads;
+            self.config.offload_queue = queue;
+            self
+        }
+
+        /// The CPUs the offload pool's threads run on (default: the allowed CPUs the workers
+        /// are not pinned to, or anywhere if the workers take them all).
+        pub fn offload_cpus(mut self, cpus: impl Into<Vec<usize>>) -> Self {
+            self.config.offload_cpus = cpus.into();
+            self
+        }
+
         /// How long a session closed from our side (the handler's `close`, a codec error) lingers
         /// before its descriptor closes: its sending side is shut down (the peer reads the last
         /// reply, then EOF) and input is read and dropped until the peer's EOF, at most this long.

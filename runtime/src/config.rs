@@ -62,6 +62,13 @@ pub struct Config {
     /// Most replies a session may have reserved and not completed (`Session::reserve`);
     /// reading pauses at this bound until one is completed.
     pub max_replies: usize,
+    /// Threads of the offload pool (`CoreCtx::spawn_blocking`); at least one.
+    pub offload_threads: usize,
+    /// Jobs the offload pool queues before `spawn_blocking` fails as busy; at least one.
+    pub offload_queue: usize,
+    /// CPUs the offload pool's threads run on; empty: the allowed CPUs the workers are not
+    /// pinned to (anywhere, if they take them all).
+    pub offload_cpus: Vec<usize>,
     /// How long a session closed from our side (handler close, codec error) lingers: its
     /// sending side is shut down and input is read and dropped until the peer's EOF, at most
     /// this long, so that the last reply is not destroyed by a reset. `None`: close at once.
@@ -100,6 +107,9 @@ impl Default for Config {
             max_output: 64 << 20,
             max_timers: 64,
             max_replies: 1024,
+            offload_threads: 2,
+            offload_queue: 1024,
+            offload_cpus: Vec::new(),
             linger: Some(Duration::from_secs(2)),
             driver: DriverKind::Auto,
             record_latency: false,
@@ -148,6 +158,9 @@ impl Config {
         }
         if self.max_replies == 0 {
             return bad("max_replies must be positive".into());
+        }
+        if self.offload_threads == 0 || self.offload_queue == 0 {
+            return bad("offload_threads and offload_queue must be positive".into());
         }
         if self.max_sessions == 0 || self.max_sessions > (1 << 24) {
             return bad(format!(

@@ -6,35 +6,77 @@
 
 use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 
+use crate::offload::Offload;
+use crate::remote::RemoteError;
 use crate::reply::SessionHandle;
+use crate::route::{self, Msg, Router};
 
-/// The context of one worker (one pinned core's loop): its index, and the per-core state the
-/// server's `core_state` initialiser made for it on that core's thread (`()` without one).
+/// The context of one worker (one pinned core's loop): its index, the per-core state the
+/// server's `core_state` initialiser made for it on that core's thread (`()` without one), and
+/// the ways to reach elsewhere: another core ([`submit_to`](CoreCtx::submit_to),
+/// [`run_on`](CoreCtx::run_on)), a session of any core ([`write_to`](CoreCtx::write_to)), and
+/// the offload pool ([`spawn_blocking`](CoreCtx::spawn_blocking)).
 ///
 /// Only the engine makes one (so a callback cannot swap its core's context for another); the
 /// `core_state` builder method of `ringwire` shows it in use.
+///
+/// Work sent to other cores from a callback is queued and sent at the end of the loop turn, in
+/// one batch per target core; work sent to this core runs right after the current callback.
+/// Work sent from one core to another runs there in the order it was sent.
 pub struct CoreCtx {
     worker: usize,
     state: Box<dyn Any>,
-    /// Replies completed during a callback for other sessions of this core, applied by the
-    /// core right after it: (session, reply id, bytes).
-    pub(crate) completions: Vec<(SessionHandle, u64, Vec<u8>)>,
+    server: u32,
+    /// The ways into the server's cores (`None` in unit tests and the test kit).
+    router: Option<Arc<Router>>,
+    offload: Option<Arc<Offload>>,
 }
 
 impl CoreCtx {
-    /// A context for worker `worker` holding `state`.
-    pub(crate) fn new(worker: usize, state: Box<dyn Any>) -> Self {
+    /// A context for worker `worker` of server `server` holding `state`.
+    pub(crate) fn new(
+        worker: usize,
+        state: Box<dyn Any>,
+        server: u32,
+        router: Option<Arc<Router>>,
+        offload: Option<Arc<Offload>>,
+    ) -> Self {
         CoreCtx {
             worker,
             state,
-            completions: Vec::new(),
+            server,
+            router,
+            offload,
         }
+    }
+
+    /// Worker 0 of the unit tests' server 0, with this thread marked as its core (for the
+    /// rest of the thread: each test runs on a thread of its own).
+    #[cfg(test)]
+    pub(crate) fn for_test(state: Box<dyn Any>) -> Self {
+        std::mem::forget(route::enter(0, 0));
+        CoreCtx::new(0, state, 0, None, None)
     }
 
     /// The index of the worker (0-based, in start order); not a CPU number.
     pub fn worker(&self) -> usize {
         self.worker
+    }
+
+    /// How many workers (cores) the server runs; [`submit_to`](CoreCtx::submit_to) takes an
+    /// index below it.
+    pub fn workers(&self) -> usize {
+        self.router.as_ref().map_or(1, |r| r.cores())
+    }
+
+    pub(crate) fn server(&self) -> u32 {
+        self.server
+    }
+
+    pub(crate) fn router(&self) -> Option<Arc<Router>> {
+        self.router.clone()
     }
 
     /// The per-core state, which must be a `T` (the type the server's `core_state`
@@ -57,6 +99,117 @@ impl CoreCtx {
     /// The per-core state if it is a `T`.
     pub fn try_state<T: 'static>(&mut self) -> Option<&mut T> {
         self.state.downcast_mut::<T>()
+    }
+
+    fn target(&self, worker: usize) -> Result<(), RemoteError> {
+        if worker >= self.workers() {
+            return Err(RemoteError::NoSuchWorker { worker });
+        }
+        if self.router.as_ref().is_some_and(|r| r.is_closed(worker)) {
+            return Err(RemoteError::Stopped);
+        }
+        Ok(())
+    }
+
+    fn deliver(&self, worker: usize, msg: Msg) -> Result<(), RemoteError> {
+        route::deliver(self.router.as_deref(), self.server, worker, msg, false)
+    }
+
+    /// Runs `f` on worker `worker` with its context (its per-core state): after the current
+    /// callback if `worker` is this one, else at the top of that core's next loop turn (this
+    /// core sends it at the end of its turn). Never blocks. Fails at once if there is no such
+    /// worker or it has stopped; a worker that stops while `f` travels drops it unrun.
+    pub fn run_on(
+        &mut self,
+        worker: usize,
+        f: impl FnOnce(&mut CoreCtx) + Send + 'static,
+    ) -> Result<(), RemoteError> {
+        self.target(worker)?;
+        self.deliver(worker, Msg::Run(Box::new(f)))
+    }
+
+    /// Runs `f` on worker `worker` with its context, then `then` with the result back on this
+    /// core, with this core's context: a call to the core that owns a shard of the state. To
+    /// answer a client with the result, reserve a [`Reply`](crate::Reply) and complete it in
+    /// `then` (or in `f`: a `Reply` may be completed on any core).
+    ///
+    /// Fails at once if there is no such worker or it has stopped. If a core stops while the
+    /// call travels, `then` never runs and what it holds is dropped (a reserved reply inside
+    /// it then closes its session, as any dropped reply does).
+    pub fn submit_to<R, F, T>(&mut self, worker: usize, f: F, then: T) -> Result<(), RemoteError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut CoreCtx) -> R + Send + 'static,
+        T: FnOnce(&mut CoreCtx, R) + Send + 'static,
+    {
+        self.target(worker)?;
+        let origin = self.worker;
+        self.deliver(
+            worker,
+            Msg::Run(Box::new(move |ctx: &mut CoreCtx| {
+                let result = f(ctx);
+                let back = Msg::Run(Box::new(move |ctx: &mut CoreCtx| then(ctx, result)));
+                // The asking core has stopped: `then` is dropped with what it holds.
+                let _ = ctx.deliver(origin, back);
+            })),
+        )
+    }
+
+    /// Appends `bytes` (already encoded for the session's protocol) to the output of the
+    /// session `session` names, on whatever core owns it, as if one of its callbacks had
+    /// written them: behind its replies still reserved, so a push never overtakes an answer.
+    /// Fails at once with [`RemoteError::Gone`] if the session has gone (a handle never reaches
+    /// another session, even once its slot is reused); a session that goes while the bytes
+    /// travel drops them.
+    pub fn write_to(
+        &mut self,
+        session: SessionHandle,
+        bytes: impl Into<Vec<u8>>,
+    ) -> Result<(), RemoteError> {
+        self.check(&session)?;
+        let msg = Msg::Write {
+            session,
+            bytes: bytes.into(),
+        };
+        self.deliver(session.worker(), msg)
+    }
+
+    /// Closes the session `session` names once its output is written (as its own
+    /// `Session::close` would). Fails at once with [`RemoteError::Gone`] if it has gone.
+    pub fn close_session(&mut self, session: SessionHandle) -> Result<(), RemoteError> {
+        self.check(&session)?;
+        self.deliver(session.worker(), Msg::Close { session })
+    }
+
+    fn check(&self, session: &SessionHandle) -> Result<(), RemoteError> {
+        match &self.router {
+            Some(router) => router.check(session),
+            None if session.server == self.server && session.worker() == self.worker => Ok(()),
+            None => Err(RemoteError::Gone),
+        }
+    }
+
+    /// Runs `f` on the offload pool (threads off the service cores: for blocking calls and
+    /// long computations), then `then` with its result back on this core. Fails at once with
+    /// [`RemoteError::Busy`] if the pool's queue is full, so the handler can answer "busy".
+    /// A panic in `f` is logged and `then` is dropped unrun (a reserved reply inside it then
+    /// closes its session).
+    pub fn spawn_blocking<R, F, T>(&mut self, f: F, then: T) -> Result<(), RemoteError>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+        T: FnOnce(&mut CoreCtx, R) + Send + 'static,
+    {
+        let (Some(pool), Some(router)) = (&self.offload, &self.router) else {
+            return Err(RemoteError::Stopped);
+        };
+        let (router, origin) = (router.clone(), self.worker);
+        pool.submit(Box::new(move || {
+            let result = f();
+            let back = Msg::Run(Box::new(move |ctx: &mut CoreCtx| then(ctx, result)));
+            // Waits while the core's queue is full; fails only if the core has stopped.
+            let _ = route::deliver(Some(&router), router.server, origin, back, true);
+        }))
     }
 }
 

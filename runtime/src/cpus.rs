@@ -38,6 +38,30 @@ pub(crate) fn resolve(config: &mut Config) -> Result<(), ServerError> {
     }
 }
 
+/// Where the offload pool's threads run: the CPUs asked for, or else the allowed CPUs the
+/// workers are not pinned to; empty (anywhere) when the workers are unpinned or take every
+/// allowed CPU.
+pub(crate) fn offload(config: &Config) -> Vec<usize> {
+    if !config.offload_cpus.is_empty() {
+        return config.offload_cpus.clone();
+    }
+    if !config.pin {
+        return Vec::new();
+    }
+    let allowed = allowed().unwrap_or_default();
+    allowed
+        .into_iter()
+        .filter(|cpu| !config.cpus.contains(cpu))
+        .collect()
+}
+
+/// Confines the calling thread to `cpus`, logging (not failing) when it cannot.
+pub(crate) fn pin_to_set(cpus: &[usize]) {
+    if let Err(e) = crate::sys::set_affinity(cpus) {
+        log::warn!("ringwire: cannot confine an offload thread to CPUs {cpus:?}: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,8 +43,10 @@ mod listener;
 // (`RemoteHandle`): the core-to-core side (`Outbox`) is not used yet.
 #[allow(dead_code)]
 mod mailbox;
+mod offload;
 mod op;
 mod ring;
+mod route;
 mod server;
 mod sys;
 mod timer;

@@ -1,38 +1,34 @@
-//! Reaching a core from a thread that is not one: run a closure on a core, with the core's
-//! per-core state, at the top of the core's next loop turn.
+//! Reaching the cores from a thread that is not one: run a closure on a core with its
+//! per-core state, or write to (or close) a session by its handle — a pub/sub fan-out fed by an
+//! outside event source.
 //!
-//! The closure travels through the core's off-core queue in the mailbox (bounded, lock-free);
-//! the sender rings the core's doorbell (its eventfd) only when the core announced that it is
-//! going to sleep. Nothing blocks: a full queue is an error the caller sees, and so is a core
-//! that has stopped.
+//! What is sent travels through the core's off-core queue in the mailbox (bounded, lock-free)
+//! and runs at the top of the core's next loop turn; the sender rings the core's doorbell only
+//! when the core announced that it is going to sleep. Nothing blocks: a full queue is an error
+//! the caller sees, and so is a core that has stopped or a session that has gone.
 
 use std::fmt;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use crate::core_ctx::CoreCtx;
-use crate::mailbox::{Bell, Remote, SendError};
-use crate::sys;
+use crate::reply::SessionHandle;
+use crate::route::{Msg, Router};
 
-/// Work sent to a core.
-pub(crate) type Task = Box<dyn FnOnce(&mut CoreCtx) + Send>;
-
-/// Runs closures on the server's cores from any thread (a control thread, an event source
-/// feeding sessions). Cheap to clone; `Send` and `Sync`.
+/// Runs closures on the server's cores and writes to its sessions from any thread (a control
+/// thread, an event source feeding sessions). Cheap to clone; `Send` and `Sync`.
 #[derive(Clone)]
 pub struct RemoteHandle {
-    remote: Remote<Task>,
-    wakers: Arc<Vec<Arc<OwnedFd>>>,
+    router: Arc<Router>,
 }
 
 impl RemoteHandle {
-    pub(crate) fn new(remote: Remote<Task>, wakers: Arc<Vec<Arc<OwnedFd>>>) -> Self {
-        RemoteHandle { remote, wakers }
+    pub(crate) fn new(router: Arc<Router>) -> Self {
+        RemoteHandle { router }
     }
 
     /// The number of workers (cores) it reaches.
     pub fn workers(&self) -> usize {
-        self.remote.cores()
+        self.router.cores()
     }
 
     /// Runs `f` on worker `worker` at the top of its next loop turn, with its [`CoreCtx`] (its
@@ -44,18 +40,35 @@ impl RemoteHandle {
         worker: usize,
         f: impl FnOnce(&mut CoreCtx) + Send + 'static,
     ) -> Result<(), RemoteError> {
-        if worker >= self.remote.cores() {
+        if worker >= self.workers() {
             return Err(RemoteError::NoSuchWorker { worker });
         }
-        match self.remote.send(worker, Box::new(f)) {
-            Ok(Bell::Ring) => {
-                // A failed write leaves the core asleep until its next deadline: say so.
-                sys::eventfd_signal(&self.wakers[worker]).map_err(|_| RemoteError::Stopped)
-            }
-            Ok(Bell::Silent) => Ok(()),
-            Err(SendError::Full(_)) => Err(RemoteError::Busy),
-            Err(SendError::Closed(_)) => Err(RemoteError::Stopped),
-        }
+        self.router.send(worker, Msg::Run(Box::new(f)))
+    }
+
+    /// Appends `bytes` (already encoded for the session's protocol) to the session's output,
+    /// behind its replies still reserved. Fails at once if the session has gone
+    /// ([`RemoteError::Gone`]: a handle never reaches another session, even once its slot is
+    /// reused), if its core's queue is full or if the core has stopped; a session that goes
+    /// while the bytes travel drops them.
+    pub fn write_to(
+        &self,
+        session: SessionHandle,
+        bytes: impl Into<Vec<u8>>,
+    ) -> Result<(), RemoteError> {
+        self.router.check(&session)?;
+        let msg = Msg::Write {
+            session,
+            bytes: bytes.into(),
+        };
+        self.router.send(session.worker(), msg)
+    }
+
+    /// Closes the session once its output is written. Fails as
+    /// [`write_to`](RemoteHandle::write_to) does.
+    pub fn close_session(&self, session: SessionHandle) -> Result<(), RemoteError> {
+        self.router.check(&session)?;
+        self.router.send(session.worker(), Msg::Close { session })
     }
 }
 
@@ -67,7 +80,7 @@ impl fmt::Debug for RemoteHandle {
     }
 }
 
-/// Why [`RemoteHandle::run_on`] did not take the work.
+/// Why work or bytes for a core or a session were not taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RemoteError {
@@ -76,18 +89,22 @@ pub enum RemoteError {
         /// The index asked for.
         worker: usize,
     },
-    /// The worker's queue of such work is full; try again later.
+    /// The queue that would take it is full (the worker's queue of work from other threads,
+    /// or the offload pool's); try again later, or answer "busy".
     Busy,
-    /// The worker has stopped.
+    /// The worker (or the offload pool) has stopped.
     Stopped,
+    /// The session the handle names has gone (or the handle is of another server).
+    Gone,
 }
 
 impl fmt::Display for RemoteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RemoteError::NoSuchWorker { worker } => write!(f, "there is no worker {worker}"),
-            RemoteError::Busy => write!(f, "the worker's queue of remote work is full"),
+            RemoteError::Busy => write!(f, "the queue of work is full"),
             RemoteError::Stopped => write!(f, "the worker has stopped"),
+            RemoteError::Gone => write!(f, "the session has gone"),
         }
     }
 }

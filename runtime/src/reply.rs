@@ -1,32 +1,40 @@
 //! Replies that come later: a session's output as a sequence of reply slots.
 //!
-//! A handler that cannot answer inline (it waits for a timer, or for another session of its
-//! core, such as a backend connection) reserves a slot with `Session::reserve` and gets a
-//! [`Reply`]. Output produced after the reservation (inline replies to later requests) is held
-//! behind it; when the reply is completed, its bytes and everything held behind it go out, in
-//! order, up to the next slot not yet filled. With nothing reserved nothing changes: inline
-//! output goes straight to the session's send queue.
+//! A handler that cannot answer inline (it waits for a timer, another core, the offload pool
+//! or a backend session) reserves a slot with `Session::reserve` and gets a [`Reply`]. Output
+//! produced after the reservation (inline replies to later requests) is held behind it; when
+//! the reply is completed, its bytes and everything held behind it go out, in order, up to the
+//! next slot not yet filled. With nothing reserved nothing changes: inline output goes straight
+//! to the session's send queue.
+//!
+//! A `Reply` is `Send`: it may be completed (or dropped) on any core or thread. Its bytes
+//! travel to the owning core as a message (`crate::route`): on the owning core itself they are
+//! applied right after the current callback; from another core, at the end of that core's
+//! turn; from any other thread, at once through the core's off-core queue.
 //!
 //! Invariants: bytes leave in the order the slots were reserved and the inline output was
 //! produced; at most `max_replies` slots are outstanding per session (reading pauses at the
 //! bound, as at the high-water mark); a reply of a session that has gone completes nothing; a
 //! [`Reply`] dropped without being completed closes its session with
-//! [`CloseReason::ReplyDropped`](crate::CloseReason::ReplyDropped), since the peer would wait
-//! for an answer that never comes.
-//!
-//! For now a reply is completed on its own core (from any callback there): it is not `Send`.
-//! Completing one from another core or thread comes with the cross-core transport.
+//! [`CloseReason::ReplyDropped`](crate::CloseReason::ReplyDropped) once the replies before it
+//! are written, since the peer would wait for an answer that never comes.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
-use std::marker::PhantomData;
+use std::sync::Arc;
 
-/// Names a session for as long as it lives: its worker, its slot and its sequence number, so
-/// that a handle of a session that has gone reaches nothing, even once its slot is reused.
+use crate::route::{self, Msg, Router};
+
+/// Names a session for as long as it lives: its server, its worker, its slot and its sequence
+/// number, so that a handle of a session that has gone reaches nothing, even once its slot is
+/// reused, and a handle of one server never reaches a session of another. `Copy` and `Send`:
+/// keep it anywhere, and write to the session or close it through
+/// [`CoreCtx::write_to`](crate::CoreCtx::write_to) or a
+/// [`RemoteHandle`](crate::RemoteHandle).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionHandle {
-    pub(crate) worker: usize,
+    pub(crate) server: u32,
+    pub(crate) worker: u32,
     pub(crate) slot: u32,
     pub(crate) seq: u64,
 }
@@ -34,7 +42,7 @@ pub struct SessionHandle {
 impl SessionHandle {
     /// The worker (core) that owns the session.
     pub fn worker(&self) -> usize {
-        self.worker
+        self.worker as usize
     }
 }
 
@@ -48,32 +56,58 @@ impl fmt::Debug for SessionHandle {
     }
 }
 
-/// A place in a session's output order, to be filled later with
-/// [`Session::complete`](crate::Session::complete) from any callback on the session's core.
-/// Dropping it without completing it closes the session.
+/// A place in a session's output order, to be filled later with [`Reply::complete`] (or
+/// [`Session::complete`](crate::Session::complete)) on any core or thread. Dropping it without
+/// completing it closes the session once the replies before it are written.
 #[must_use = "a reserved reply holds up the session's output until it is completed"]
 pub struct Reply {
     pub(crate) session: SessionHandle,
     pub(crate) id: u64,
     /// Completed (or handed over to be): its drop reports nothing.
     pub(crate) done: bool,
-    /// Completed on its own core only, for now.
-    _not_send: PhantomData<*const ()>,
+    /// The way to the owning core from a thread that is not one of the server's cores (`None`
+    /// in the test kit).
+    router: Option<Arc<Router>>,
 }
 
 impl Reply {
-    pub(crate) fn new(session: SessionHandle, id: u64) -> Self {
+    pub(crate) fn new(session: SessionHandle, id: u64, router: Option<Arc<Router>>) -> Self {
         Reply {
             session,
             id,
             done: false,
-            _not_send: PhantomData,
+            router,
         }
     }
 
     /// The session this reply belongs to.
     pub fn session(&self) -> SessionHandle {
         self.session
+    }
+
+    /// Completes the reply with `bytes`, already encoded for the session's protocol, from any
+    /// core or thread; they go out in the session's order. A reply of a session that has gone
+    /// completes nothing. From a thread that is not one of the server's cores this may wait
+    /// while the owning core's queue is full (the core drains it every loop turn).
+    pub fn complete(mut self, bytes: impl Into<Vec<u8>>) {
+        self.done = true;
+        let msg = Msg::Fill {
+            session: self.session,
+            id: self.id,
+            bytes: bytes.into(),
+        };
+        self.send(msg);
+    }
+
+    fn send(&self, msg: Msg) {
+        // An error means the owning core has stopped: its session has gone with it.
+        let _ = route::deliver(
+            self.router.as_deref(),
+            self.session.server,
+            self.session.worker(),
+            msg,
+            true,
+        );
     }
 }
 
@@ -83,28 +117,18 @@ impl fmt::Debug for Reply {
     }
 }
 
-thread_local! {
-    /// Replies dropped on this thread without being completed, for its core to close their
-    /// sessions at the end of the callback (a `Reply` never leaves its core's thread).
-    static ABANDONED: RefCell<Vec<(SessionHandle, u64)>> = const { RefCell::new(Vec::new()) };
-}
-
 impl Drop for Reply {
     fn drop(&mut self) {
         if !self.done {
-            let entry = (self.session, self.id);
-            // During a thread's teardown the list may be gone; the session goes with it.
-            let _ = ABANDONED.try_with(|list| list.borrow_mut().push(entry));
+            self.send(Msg::Abandon {
+                session: self.session,
+                id: self.id,
+            });
         }
     }
 }
 
-/// Takes the replies abandoned on this thread since the last call.
-pub(crate) fn take_abandoned(into: &mut Vec<(SessionHandle, u64)>) {
-    ABANDONED.with(|list| into.append(&mut list.borrow_mut()));
-}
-
-/// Why a reply could not be reserved or completed.
+/// Why a reply could not be reserved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReplyError {
@@ -113,8 +137,6 @@ pub enum ReplyError {
         /// The session's bound (`max_replies`).
         limit: usize,
     },
-    /// The reply belongs to a session of another core.
-    OtherCore,
 }
 
 impl fmt::Display for ReplyError {
@@ -123,7 +145,6 @@ impl fmt::Display for ReplyError {
             ReplyError::TooMany { limit } => {
                 write!(f, "the session has {limit} replies outstanding already")
             }
-            ReplyError::OtherCore => write!(f, "the reply belongs to a session of another core"),
         }
     }
 }
@@ -170,10 +191,10 @@ impl ReplySlots {
 
     /// Fills slot `id` with `bytes`. `false` if there is no such slot outstanding (a reply
     /// completed twice cannot happen: completing consumes the `Reply`).
-    pub(crate) fn fill(&mut self, id: u64, bytes: &[u8]) -> bool {
+    pub(crate) fn fill(&mut self, id: u64, bytes: Vec<u8>) -> bool {
         match self.held.iter_mut().find(|h| h.id == id) {
             Some(h) if h.filled.is_none() => {
-                h.filled = Some(bytes.to_vec());
+                h.filled = Some(bytes);
                 true
             }
             _ => false,
@@ -234,10 +255,10 @@ mod tests {
         let b = slots.reserve();
         slots.tail().unwrap().extend_from_slice(b"[after b]");
         let mut out = Vec::new();
-        assert!(slots.fill(b, b"B"));
+        assert!(slots.fill(b, b"B".to_vec()));
         assert_eq!(slots.release(|v| out.push(v)), 0, "b waits behind a");
-        assert!(slots.fill(a, b"A"));
-        assert!(!slots.fill(a, b"again"), "a slot is filled once");
+        assert!(slots.fill(a, b"A".to_vec()));
+        assert!(!slots.fill(a, b"again".to_vec()), "a slot is filled once");
         slots.release(|v| out.push(v));
         assert_eq!(out.concat(), b"A[after a]B[after b]");
         assert_eq!(slots.outstanding(), 0);

@@ -20,13 +20,15 @@ use crate::error::{panic_message, ServerError};
 use crate::handler::Handler;
 use crate::info::ServerInfo;
 use crate::listener;
-use crate::mailbox::{self, Inbox};
+use crate::mailbox::{self, CoreMail};
+use crate::offload::Offload;
 use crate::probe::{self, DriverKind};
-use crate::remote::{RemoteHandle, Task};
+use crate::remote::RemoteHandle;
+use crate::route::{self, Liveness, Msg, Router};
 use crate::session::Timeouts;
 use crate::stats::{CoreStats, ServerStats};
 use crate::sys;
-use crate::worker::{Control, CoreLatency, CoreTick, Worker, WorkerConfig};
+use crate::worker::{Control, CoreLatency, CoreTick, Mail, Worker, WorkerConfig};
 
 /// Code run on each worker thread when it starts, before it serves: set up per-core state
 /// (thread locals), counters, profilers. Gets the worker's index.
@@ -203,8 +205,12 @@ struct WorkerSetup<C, F> {
     driver: DriverKind,
     latency: Option<CoreLatency>,
     ready: mpsc::Sender<Result<String, ServerError>>,
-    /// What other threads send this core (remote tasks).
-    inbox: Inbox<Task>,
+    /// This core's ends of the mesh, the ways into every core, and its table of live slots.
+    mail: CoreMail<Msg>,
+    router: Arc<Router>,
+    live: Arc<Liveness>,
+    server: u32,
+    offload: Arc<Offload>,
 }
 
 fn worker_main<C, H, F>(mut setup: WorkerSetup<C, F>) -> Result<(), ServerError>
@@ -270,7 +276,11 @@ where
         hooks,
         ready,
         latency,
-        inbox,
+        mail,
+        router,
+        live,
+        server,
+        offload,
         ..
     } = setup;
     // The per-core state is made on this thread, before the worker reports ready: a panic in
@@ -315,9 +325,15 @@ where
         }),
     };
     let deaths = stats.clone();
-    let ctx = CoreCtx::new(index, state);
+    let ctx = CoreCtx::new(index, state, server, Some(router.clone()), Some(offload));
     let mut worker = Worker::new(cfg, codec, factory, stats, control, ctx);
-    worker.set_inbox(inbox);
+    worker.set_mail(Mail {
+        inbox: mail.inbox,
+        outbox: mail.outbox,
+        router,
+        live,
+        _entered: route::enter(server, index),
+    });
     // A panic here is an engine bug (user callbacks are caught one by one).
     let result = catch_unwind(AssertUnwindSafe(|| worker.run(&mut driver)));
     // After an abnormal stop, end what is in flight (closing every session's socket) before
@@ -490,9 +506,37 @@ where
         hooks,
         driver,
     };
-    let mesh = mailbox::mesh::<Task>(listeners.len(), mailbox::Capacity::default());
-    let inboxes = mesh.cores.into_iter().map(|mail| mail.inbox).collect();
-    let (workers, description, failure) = spawn_workers(&shared, listeners, inboxes);
+    let cores = listeners.len();
+    // The doorbells first: every core's router names all of them.
+    let wakers = (0..cores)
+        .map(|_| sys::eventfd().map(Arc::new))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(ServerError::Spawn)?;
+    let wakers = Arc::new(wakers);
+    let live: Vec<Arc<Liveness>> = (0..cores)
+        .map(|_| Arc::new(Liveness::new(config.max_sessions)))
+        .collect();
+    let offload = Arc::new(
+        Offload::start(
+            config.offload_threads,
+            config.offload_queue,
+            &crate::cpus::offload(&config),
+        )
+        .map_err(ServerError::Spawn)?,
+    );
+    let mesh = mailbox::mesh::<Msg>(cores, mailbox::Capacity::default());
+    let router = Router::new(
+        route::new_server_id(),
+        mesh.remote,
+        wakers.clone(),
+        Arc::new(live.clone()),
+    );
+    let mail = Mailing {
+        cores: mesh.cores,
+        live,
+        offload,
+    };
+    let (workers, description, failure) = spawn_workers(&shared, listeners, &wakers, &router, mail);
     let info = ServerInfo {
         driver,
         driver_detail: description.clone(),
@@ -505,11 +549,8 @@ where
     let mut handle = ServerHandle {
         local_addr,
         stats: workers.stats,
-        remote: RemoteHandle::new(mesh.remote, Arc::new(workers.wakers.clone())),
-        stopper: Stopper {
-            control,
-            wakers: Arc::new(workers.wakers),
-        },
+        remote: RemoteHandle::new(Arc::new(router.copy())),
+        stopper: Stopper { control, wakers },
         threads: workers.threads,
         driver: description,
         latency: workers.latencies,
@@ -537,10 +578,16 @@ struct Shared<C, F> {
     driver: DriverKind,
 }
 
+/// What each worker gets of the server's mesh.
+struct Mailing {
+    cores: Vec<CoreMail<Msg>>,
+    live: Vec<Arc<Liveness>>,
+    offload: Arc<Offload>,
+}
+
 /// The workers started, with what the handle keeps of each.
 #[derive(Default)]
 struct Workers {
-    wakers: Vec<Arc<OwnedFd>>,
     stats: Vec<Arc<CoreStats>>,
     threads: Vec<JoinHandle<Result<(), ServerError>>>,
     latencies: Vec<CoreLatency>,
@@ -552,7 +599,9 @@ struct Workers {
 fn spawn_workers<C, H, F>(
     shared: &Shared<C, F>,
     listeners: Vec<Option<OwnedFd>>,
-    inboxes: Vec<Inbox<Task>>,
+    wakers: &[Arc<OwnedFd>],
+    router: &Router,
+    mail: Mailing,
 ) -> (Workers, String, Option<ServerError>)
 where
     C: Codec + Clone + Send,
@@ -562,14 +611,14 @@ where
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut workers = Workers::default();
     let mut failure = None;
-    for (index, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
-        let wake = match sys::eventfd() {
-            Ok(fd) => Arc::new(fd),
-            Err(e) => {
-                failure = Some(ServerError::Spawn(e));
-                break;
-            }
-        };
+    let Mailing {
+        cores,
+        live,
+        offload,
+    } = mail;
+    let each = listeners.into_iter().zip(cores).zip(live).enumerate();
+    for (index, ((listener, core_mail), live)) in each {
+        let wake = wakers[index].clone();
         // The codec's `clone` is user code: a panic fails the start, and the workers already
         // started are stopped by the caller.
         let codec = match catch_unwind(AssertUnwindSafe(|| shared.codec.clone())) {
@@ -599,7 +648,12 @@ where
             driver: shared.driver,
             latency: core_latency,
             ready: ready_tx.clone(),
-            inbox,
+            mail: core_mail,
+            // A copy of its own: the replies a core reserves count on a line no other writes.
+            router: Arc::new(router.copy()),
+            live,
+            server: router.server,
+            offload: offload.clone(),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("ringwire-w{index}"))
@@ -611,7 +665,6 @@ where
                 break;
             }
         }
-        workers.wakers.push(wake);
         workers.stats.push(core_stats);
     }
     drop(ready_tx);

@@ -394,11 +394,12 @@ impl Output {
 
     /// Fills reply slot `id` and moves what is ready to the send queue, in order. `false` if
     /// the slot is not outstanding.
-    pub(crate) fn fill(&mut self, id: u64, bytes: &[u8]) -> bool {
+    pub(crate) fn fill(&mut self, id: u64, bytes: Vec<u8>) -> bool {
+        let len = bytes.len();
         if !self.replies.fill(id, bytes) {
             return false;
         }
-        self.pending += bytes.len();
+        self.pending += len;
         let chunks = &mut self.chunks;
         // Into the tail chunk (never one in flight: those have left this queue), so that no
         // empty chunk ends up in front of bytes and many small replies make few iovecs.
@@ -624,46 +625,40 @@ impl<'a, C: Codec> Session<'a, C> {
     /// session that has gone reaches nothing, even once its slot is reused.
     pub fn handle(&self) -> SessionHandle {
         SessionHandle {
-            worker: self.state.id.worker(),
+            server: self.core.server(),
+            worker: self.state.id.worker() as u32,
             slot: self.state.slot,
             seq: self.state.id.as_u64(),
         }
     }
 
-    /// Reserves this session's next reply, to be completed later from any callback on this
-    /// core ([`complete`](Session::complete)): the answer to a request that waits for a timer
-    /// or for another session (a backend). Output this session produces afterwards waits
-    /// behind it, so replies leave in request order; with nothing reserved, inline replies
-    /// cost nothing more.
+    /// Reserves this session's next reply, to be completed later on any core or thread
+    /// ([`Reply::complete`], or [`complete`](Session::complete) from a callback): the answer to
+    /// a request that waits for a timer, another core, the offload pool or a backend session.
+    /// Output this session produces afterwards waits behind it, so replies leave in request
+    /// order; with nothing reserved, inline replies cost nothing more.
     ///
     /// At most `max_replies` (the builder's; default 1024) are outstanding; reading pauses at
     /// that bound until one is completed, and past it this fails. A reply dropped without being
-    /// completed closes the session ([`CloseReason::ReplyDropped`]). While replies are
-    /// outstanding the idle and read timeouts do not fire and a drain does not close the
-    /// session (its deadline still does).
+    /// completed closes the session ([`CloseReason::ReplyDropped`]) once the replies before it
+    /// are written. While replies are outstanding the idle and read timeouts do not fire and a
+    /// drain does not close the session (its deadline still does). When the session closes,
+    /// its outstanding replies become no-ops.
     pub fn reserve(&mut self) -> Result<Reply, ReplyError> {
         let limit = self.state.max_replies;
         if self.state.out.outstanding() >= limit {
             return Err(ReplyError::TooMany { limit });
         }
         let id = self.state.out.reserve();
-        Ok(Reply::new(self.handle(), id))
+        Ok(Reply::new(self.handle(), id, self.core.router()))
     }
 
     /// Completes `reply` with `bytes`, already encoded (`self.codec().encode(..)` encodes with
-    /// this session's codec). The reply may be this session's or another's of the same core (a
-    /// backend session answering a client's request): it goes out in its session's order. A
-    /// reply of a session that has gone completes nothing.
-    pub fn complete(&mut self, mut reply: Reply, bytes: &[u8]) -> Result<(), ReplyError> {
-        reply.done = true;
-        if reply.session.worker != self.state.id.worker() {
-            return Err(ReplyError::OtherCore);
-        }
-        // Applied by the core right after this callback, for this session as for any other.
-        self.core
-            .completions
-            .push((reply.session, reply.id, bytes.to_vec()));
-        Ok(())
+    /// this session's codec). The reply may be this session's or any other's, of this core or
+    /// another: it goes out in its session's order (on this core right after this callback).
+    /// A reply of a session that has gone completes nothing.
+    pub fn complete(&mut self, reply: Reply, bytes: &[u8]) {
+        reply.complete(bytes);
     }
 
     /// Replies reserved and not yet sent on their way.

@@ -125,6 +125,13 @@ counters! {
     turns,
     /// Completions processed.
     completions,
+    /// Messages this core took from its mailbox (work, replies, writes from other cores and
+    /// threads).
+    mail_in,
+    /// Messages this core sent to other cores.
+    mail_out,
+    /// Writes and closes by handle that found their session gone on arrival.
+    stale_messages,
 }
 
 impl CoreSnapshot {

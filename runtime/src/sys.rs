@@ -91,6 +91,19 @@ pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
         .collect())
 }
 
+/// Lets the calling thread run on `cpus` only.
+pub(crate) fn set_affinity(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    for &cpu in cpus.iter().filter(|&&cpu| cpu < 8 * size) {
+        // SAFETY: the index is below the set's capacity (checked above).
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: the kernel reads `size` bytes of `set`, which outlives the call.
+    cvt(unsafe { libc::sched_setaffinity(0, size, &set) }).map(drop)
+}
+
 /// The one place a negative completion result (`-errno`) becomes an `io::Error`.
 pub(crate) fn cqe_error(res: i32) -> io::Error {
     debug_assert!(res < 0, "cqe_error on a non-negative result {res}");

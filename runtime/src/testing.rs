@@ -65,6 +65,7 @@ use crate::core_ctx::CoreCtx;
 use crate::error::SessionError;
 use crate::handler::Handler;
 use crate::pool::BufPool;
+use crate::route::Msg;
 use crate::session::{CloseAsk, CloseReason, Session, SessionId, SessionState, Timeouts};
 use crate::stats::{CoreSnapshot, CoreStats};
 use crate::timer::{Micros, SessionTimers, TimerId};
@@ -104,6 +105,8 @@ pub struct Harness<C: Codec, H: Handler<C>> {
     stats: CoreStats,
     connects: Vec<SocketAddr>,
     core: CoreCtx,
+    /// Marks this thread as the kit's core, so that replies completed here come back to it.
+    _entered: crate::route::Entered,
     max_frame: usize,
     opened: bool,
     closed: Option<CloseReason>,
@@ -137,7 +140,8 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
             pool: BufPool::default(),
             stats: CoreStats::default(),
             connects: Vec::new(),
-            core: CoreCtx::new(0, Box::new(())),
+            core: CoreCtx::new(0, Box::new(()), 0, None, None),
+            _entered: crate::route::enter(0, 0),
             max_frame: 1 << 20,
             opened: false,
             closed: None,
@@ -153,7 +157,7 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
     /// The per-core state the handler finds through `Session::core` (the server's
     /// `core_state`; none by default).
     pub fn core_state<S: 'static>(mut self, state: S) -> Self {
-        self.core = CoreCtx::new(0, Box::new(state));
+        self.core = CoreCtx::new(0, Box::new(state), 0, None, None);
         self
     }
 
@@ -431,25 +435,41 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
         for addr in self.connects.drain(..) {
             self.events.push(Event::Connect(addr));
         }
-        // Replies completed in the callback: this session's fill their slots (another
-        // session's, which the kit does not have, complete nothing).
+        // What the callback sent to its core: this session's replies fill their slots, and
+        // writes and closes by handle apply to it (another session's, which the kit does not
+        // have, reach nothing); work sent to the core runs.
         let own = self.handle();
-        for (session, id, bytes) in std::mem::take(&mut self.core.completions) {
-            if session == own && self.state.out.fill(id, &bytes) {
-                self.stats.frames_out.add(1);
-                if self.state.out.outstanding() == 0 {
-                    // The idle and read clocks start again once the last reply is out.
-                    self.last_rx = self.now;
-                    self.frame_started = self.now;
+        let mut mail = Vec::new();
+        crate::route::take_here(&mut mail);
+        let mut dropped = false;
+        for msg in mail {
+            match msg {
+                Msg::Fill { session, id, bytes } => {
+                    if session == own && self.state.out.fill(id, bytes) {
+                        self.stats.frames_out.add(1);
+                        if self.state.out.outstanding() == 0 {
+                            // The idle and read clocks start again once the last reply is out.
+                            self.last_rx = self.now;
+                            self.frame_started = self.now;
+                        }
+                    }
                 }
+                Msg::Abandon { session, id } => {
+                    dropped |= session == own && self.state.out.is_waiting(id);
+                }
+                Msg::Write { session, bytes } if session == own => {
+                    let chunk = self.state.out.tail_chunk(&mut self.pool, bytes.len());
+                    chunk.extend_from_slice(&bytes);
+                    self.state.out.appended(bytes.len());
+                }
+                Msg::Close { session } if session == own => {
+                    self.state.close = CloseAsk::AfterFlush;
+                }
+                Msg::Run(task) => task(&mut self.core),
+                Msg::Write { .. } | Msg::Close { .. } => {}
             }
         }
-        let mut abandoned = Vec::new();
-        crate::reply::take_abandoned(&mut abandoned);
-        if abandoned
-            .iter()
-            .any(|&(session, id)| session == own && self.state.out.is_waiting(id))
-        {
+        if dropped {
             return self.close(CloseReason::ReplyDropped);
         }
         if self.state.out.len() > self.state.output_limit {
@@ -480,7 +500,8 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
     /// The handle a `Session` view of this harness gives.
     fn handle(&self) -> crate::reply::SessionHandle {
         crate::reply::SessionHandle {
-            worker: self.state.id.worker(),
+            server: 0,
+            worker: self.state.id.worker() as u32,
             slot: self.state.slot,
             seq: self.state.id.as_u64(),
         }

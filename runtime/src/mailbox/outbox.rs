@@ -208,6 +208,11 @@ impl<T> Remote<T> {
         self.queues.len()
     }
 
+    /// Whether core `target`'s inbox has closed (its thread ended): sends to it fail.
+    pub(crate) fn is_closed(&self, target: usize) -> bool {
+        self.queues[target].target.closed.load(Ordering::Acquire)
+    }
+
     /// Sends `msg` to core `target` now. On success, says whether the caller must ring the
     /// target's doorbell. Fails if the target's inbox is closed or its off-core queue is full
     /// (the message is handed back; the caller may retry later).

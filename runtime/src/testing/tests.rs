@@ -302,7 +302,7 @@ impl Handler<Lines> for Slow {
     fn on_timer(&mut self, s: &mut Session<'_, Lines>, id: TimerId) {
         let at = self.waiting.iter().position(|w| w.0 == id).unwrap();
         let (_, reply) = self.waiting.remove(at);
-        s.complete(reply, b"SLOW\n").unwrap();
+        s.complete(reply, b"SLOW\n");
     }
 }
 

@@ -40,7 +40,7 @@ where
             || !self.connects.is_empty()
             || (self.drain_until.is_some() && self.conns.is_empty())
             || self.idle_due()
-            || !self.ctx.completions.is_empty()
+            || crate::route::has_local_work()
             || !self.resumes.is_empty()
     }
 
@@ -187,6 +187,9 @@ where
             return;
         }
         let mut conn = self.conns.remove(slot as usize);
+        if let Some(mail) = &self.mail {
+            mail.live.freed(slot);
+        }
         conn.state.out.release(&mut self.pool);
         conn.reader.release(&mut self.pool);
         self.stats.closed.add(1);

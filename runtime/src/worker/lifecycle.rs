@@ -4,6 +4,8 @@
 //! `Command::Close`; the slot is freed when the driver reports it closed.
 
 use super::*;
+use crate::reply::SessionHandle;
+use crate::route::{self, Msg};
 
 impl<C, H, F> Worker<C, H, F>
 where
@@ -197,31 +199,79 @@ where
             self.reschedule(slot);
         }
         self.maybe_finish_flush(slot);
-        if !self.ctx.completions.is_empty() {
-            self.apply_completions();
+        if route::has_here() {
+            self.apply_here();
         }
     }
 
-    /// Applies the replies completed during the last callback for other sessions of this core:
-    /// each fills its slot, and what became ready is listed for the turn's sends.
-    pub(super) fn apply_completions(&mut self) {
-        let mut done = std::mem::take(&mut self.ctx.completions);
-        for (session, id, bytes) in done.drain(..) {
-            let slot = session.slot;
-            let Some(conn) = self.conns.get_mut(slot as usize) else {
-                continue;
-            };
-            if conn.state.id.as_u64() != session.seq || conn.phase == Phase::Closing {
-                continue; // The session has gone (or is going): its replies are no-ops.
+    /// Applies what the last callback sent to this core: replies it completed (for any
+    /// session of this core), writes and closes by handle, work it ran here.
+    pub(super) fn apply_here(&mut self) {
+        let mut mail = std::mem::take(&mut self.mail_in);
+        route::take_here(&mut mail);
+        for msg in mail.drain(..) {
+            self.apply_msg(msg);
+        }
+        if self.mail_in.is_empty() {
+            self.mail_in = mail; // Keep the capacity.
+        }
+    }
+
+    /// Applies one message sent to this core (from a callback here, another core or thread).
+    pub(super) fn apply_msg(&mut self, msg: Msg) {
+        match msg {
+            Msg::Run(task) => {
+                let ctx = &mut self.ctx;
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(move || task(ctx))) {
+                    self.stats.panics.add(1);
+                    log::error!(
+                        "ringwire: work sent to core {} panicked: {}",
+                        self.cfg.core,
+                        panic_message(&*payload)
+                    );
+                }
             }
-            if conn.state.out.fill(id, &bytes) {
-                self.stats.frames_out.add(1);
-                self.filled(slot);
+            Msg::Fill { session, id, bytes } => {
+                let Some(slot) = self.resolve(session) else {
+                    return; // The session has gone (or is going): its replies are no-ops.
+                };
+                if self.conns[slot as usize].state.out.fill(id, bytes) {
+                    self.stats.frames_out.add(1);
+                    self.filled(slot);
+                }
+            }
+            Msg::Abandon { session, id } => self.abandoned(session, id),
+            Msg::Write { session, bytes } => {
+                let Some(slot) = self.resolve(session) else {
+                    self.stats.stale_messages.add(1);
+                    return;
+                };
+                let conn = &mut self.conns[slot as usize];
+                if conn.state.out.len() <= self.cfg.max_output {
+                    let chunk = conn.state.out.tail_chunk(&mut self.pool, bytes.len());
+                    chunk.extend_from_slice(&bytes);
+                    conn.state.out.appended(bytes.len());
+                }
+                self.after_callback(slot);
+            }
+            Msg::Close { session } => {
+                let Some(slot) = self.resolve(session) else {
+                    self.stats.stale_messages.add(1);
+                    return;
+                };
+                self.conns[slot as usize].state.close = CloseAsk::AfterFlush;
+                self.after_callback(slot);
             }
         }
-        if self.ctx.completions.is_empty() {
-            self.ctx.completions = done; // Keep the capacity.
+    }
+
+    /// The slot of the session `h` names, if it is this core's and still open (not closing).
+    pub(crate) fn resolve(&self, h: SessionHandle) -> Option<u32> {
+        if h.server != self.ctx.server() || h.worker() != self.cfg.core {
+            return None;
         }
+        let conn = self.conns.get(h.slot as usize)?;
+        (conn.state.id.as_u64() == h.seq && conn.phase != Phase::Closing).then_some(h.slot)
     }
 
     /// A reply slot of `slot` was filled: send what is ready, and read again if the session
@@ -253,10 +303,9 @@ where
     /// replies were dropped, and resumes the sessions a completion unblocked; bounded rounds.
     pub(super) fn settle_replies(&mut self) {
         for _ in 0..4 {
-            if !self.ctx.completions.is_empty() {
-                self.apply_completions();
+            if route::has_here() {
+                self.apply_here();
             }
-            self.close_abandoned();
             if self.resumes.is_empty() {
                 break;
             }
@@ -272,36 +321,26 @@ where
         }
     }
 
-    /// Closes the sessions whose reserved replies were dropped without being completed (at the
-    /// end of a turn: a `Reply` may be dropped outside any callback, with its handler).
-    pub(super) fn close_abandoned(&mut self) {
-        let mut abandoned = std::mem::take(&mut self.abandoned);
-        crate::reply::take_abandoned(&mut abandoned);
-        for (session, id) in abandoned.drain(..) {
-            let slot = session.slot;
-            let Some(conn) = self.conns.get(slot as usize) else {
-                continue;
-            };
-            if session.worker != self.cfg.core
-                || conn.state.id.as_u64() != session.seq
-                || !conn.state.out.is_waiting(id)
-            {
-                continue;
-            }
-            log::debug!(
-                "ringwire: session {}: a reserved reply was dropped uncompleted",
-                conn.state.id
-            );
-            // What was answered before it still goes out; nothing after it can, in order.
-            let conn = &mut self.conns[slot as usize];
-            conn.state.out.cut_at(id);
-            if conn.phase == Phase::Open {
-                conn.phase = Phase::Flushing(CloseReason::ReplyDropped);
-                conn.reader.release(&mut self.pool);
-            }
-            self.after_callback(slot);
+    /// A reserved reply of `session` was dropped without being completed: what was answered
+    /// before it still goes out; nothing after it can, in order, so the session closes.
+    fn abandoned(&mut self, session: SessionHandle, id: u64) {
+        let Some(slot) = self.resolve(session) else {
+            return;
+        };
+        let conn = &mut self.conns[slot as usize];
+        if !conn.state.out.is_waiting(id) {
+            return;
         }
-        self.abandoned = abandoned;
+        log::debug!(
+            "ringwire: session {}: a reserved reply was dropped uncompleted",
+            conn.state.id
+        );
+        conn.state.out.cut_at(id);
+        if conn.phase == Phase::Open {
+            conn.phase = Phase::Flushing(CloseReason::ReplyDropped);
+            conn.reader.release(&mut self.pool);
+        }
+        self.after_callback(slot);
     }
 
     /// A flushing session whose output is all written closes now.

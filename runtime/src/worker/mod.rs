@@ -24,9 +24,9 @@ use crate::driver::{Command, Driver};
 use crate::error::{panic_message, SessionError};
 use crate::handler::Handler;
 use crate::latency::{LatencyHandle, Recorder};
-use crate::mailbox::Inbox;
+use crate::mailbox::{Inbox, Outbox};
 use crate::pool::BufPool;
-use crate::remote::Task;
+use crate::route::{self, Liveness, Msg, Router};
 use crate::session::{CloseAsk, CloseReason, Read, Session, SessionId, SessionState, Timeouts};
 use crate::stats::CoreStats;
 use crate::sys;
@@ -137,6 +137,9 @@ pub struct CoreLatency {
 /// Most remote tasks a core runs in one turn.
 const INBOX_BUDGET: usize = 256;
 
+/// How soon a core whose ring to another core was full tries again.
+const BACKLOG_RETRY: Duration = Duration::from_micros(50);
+
 /// How often a core publishes its latency histograms.
 const LATENCY_PUBLISH: Duration = Duration::from_millis(50);
 
@@ -177,12 +180,25 @@ pub(crate) struct Worker<C, H, F> {
     closing: Vec<u32>,
     /// The worker's index and the user's per-core state, for the factory and every callback.
     ctx: CoreCtx,
-    /// Scratch list of the replies dropped uncompleted, taken at the end of each turn.
-    abandoned: Vec<(crate::reply::SessionHandle, u64)>,
     /// Sessions a completed reply let read again, resumed at the end of the turn.
     resumes: Vec<u32>,
-    /// What other threads send this core; `None` in unit tests.
-    inbox: Option<Inbox<Task>>,
+    /// This core's mailbox (what other cores and threads send it, and its way to the other
+    /// cores), its server's doorbells and its table of live slots; `None` in unit tests.
+    mail: Option<Mail>,
+    /// Scratch list of the messages being applied.
+    mail_in: Vec<Msg>,
+    /// Scratch list of the messages for other cores, moved into the outbox at turn end.
+    mail_out: Vec<(usize, Msg)>,
+}
+
+/// A core's ends of its server's mesh.
+pub(crate) struct Mail {
+    pub(crate) inbox: Inbox<Msg>,
+    pub(crate) outbox: Outbox<Msg>,
+    pub(crate) router: Arc<Router>,
+    pub(crate) live: Arc<Liveness>,
+    /// Marks this thread as the core for `route::deliver` while the worker lives.
+    pub(crate) _entered: route::Entered,
 }
 
 fn is_reset(e: &io::Error) -> bool {
@@ -236,9 +252,10 @@ where
             idle_watch: Vec::new(),
             closing: Vec::new(),
             ctx,
-            abandoned: Vec::new(),
             resumes: Vec::new(),
-            inbox: None,
+            mail: None,
+            mail_in: Vec::new(),
+            mail_out: Vec::new(),
         }
     }
 
@@ -249,25 +266,33 @@ where
         }
         self.end_turn();
         driver.apply(&mut self.cmds);
+        self.flush_mail();
         loop {
-            self.drain_inbox();
             let mut timeout = self.wait_bound();
-            // Announce the sleep before the wait; something already waiting means no sleep.
-            if let Some(inbox) = &self.inbox {
-                if !inbox.prepare_sleep() {
+            if let Some(mail) = &self.mail {
+                if mail.outbox.is_backlogged() {
+                    // A target's ring was full: try again soon (no wake-up says it has room).
+                    timeout = Some(timeout.map_or(BACKLOG_RETRY, |t| t.min(BACKLOG_RETRY)));
+                }
+                // Announce the sleep before the wait; something already waiting: no sleep.
+                if !mail.inbox.prepare_sleep() {
                     timeout = Some(Duration::ZERO);
                 }
             }
             driver.turn(timeout, self)?;
-            if let Some(inbox) = &self.inbox {
-                inbox.woke();
+            if let Some(mail) = &self.mail {
+                mail.inbox.woke();
             }
+            // What other cores and threads sent, at the top of the turn's own work: its output
+            // leaves with the turn's sends.
+            self.drain_inbox();
             self.fire_timers();
             if driver.settled() {
                 self.close_idle();
             }
             self.end_turn();
             driver.apply(&mut self.cmds);
+            self.flush_mail();
             if let Some(r) = &mut self.recorders {
                 let now = Instant::now();
                 r.turn.record_duration(now - r.turn_began);
@@ -280,27 +305,53 @@ where
         }
     }
 
-    /// Gives the core its inbox: what other threads send it, drained at the top of each turn.
-    pub(crate) fn set_inbox(&mut self, inbox: Inbox<Task>) {
-        self.inbox = Some(inbox);
+    /// Gives the core its mailbox.
+    pub(crate) fn set_mail(&mut self, mail: Mail) {
+        self.mail = Some(mail);
     }
 
-    /// Runs the work other threads sent, at most `INBOX_BUDGET` items a turn (more waiting
-    /// keeps the next wait from blocking). A panic in it is caught and counted.
+    /// Applies what other cores and threads sent, at most `INBOX_BUDGET` messages a turn
+    /// (more waiting keeps the next wait from blocking).
     fn drain_inbox(&mut self) {
-        let Some(inbox) = self.inbox.as_mut() else {
+        let Some(mail) = self.mail.as_mut() else {
             return;
         };
-        let (ctx, stats) = (&mut self.ctx, &self.stats);
-        inbox.drain(INBOX_BUDGET, |_, task| {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| task(ctx))) {
-                stats.panics.add(1);
-                log::error!(
-                    "ringwire: remote work panicked: {}",
-                    panic_message(&*payload)
-                );
+        let mut batch = std::mem::take(&mut self.mail_in);
+        let n = mail.inbox.drain(INBOX_BUDGET, |_, msg| batch.push(msg));
+        if n == 0 {
+            self.mail_in = batch;
+            return;
+        }
+        self.stats.mail_in.add(n as u64);
+        for msg in batch.drain(..) {
+            self.apply_msg(msg);
+        }
+        self.mail_in = batch;
+    }
+
+    /// Sends what this turn's callbacks sent to other cores: one batch per target, and a
+    /// doorbell for each target that announced it sleeps. A message for a core that has
+    /// stopped is dropped here (with whatever it holds: a reply inside it closes its session).
+    fn flush_mail(&mut self) {
+        let Some(mail) = self.mail.as_mut() else {
+            return;
+        };
+        let mut out = std::mem::take(&mut self.mail_out);
+        route::take_out(&mut out);
+        let mut dead = Vec::new();
+        if !out.is_empty() {
+            self.stats.mail_out.add(out.len() as u64);
+            for (target, msg) in out.drain(..) {
+                if let Err(e) = mail.outbox.push(target, msg) {
+                    dead.push(e.into_inner());
+                }
             }
-        });
+        }
+        let router = &mail.router;
+        mail.outbox.flush(|target| router.ring(target));
+        self.mail_out = out;
+        // Dropped last, outside the loop: dropping may send more (to the next turn).
+        drop(dead);
     }
 
     /// End of a turn: open requested connections, then one send per session with output and
@@ -521,6 +572,9 @@ where
             drain_due: self.drain_until.is_some(),
             idle_watched: false,
         });
+        if let Some(mail) = &self.mail {
+            mail.live.opened(slot as u32, seq);
+        }
         Some(slot as u32)
     }
 

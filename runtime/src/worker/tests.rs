@@ -264,7 +264,7 @@ fn worker_with(timeouts: Timeouts) -> (TestWorker, Log, Arc<CoreStats>, Arc<Cont
         Arc::new(factory),
         stats.clone(),
         control.clone(),
-        CoreCtx::new(0, Box::new(())),
+        CoreCtx::for_test(Box::new(())),
     );
     (w, log, stats, control)
 }
@@ -736,7 +736,7 @@ fn on_drain_can_keep_a_session_until_a_protocol_boundary() {
         Arc::new(|_: &mut CoreCtx| Goodbye),
         stats.clone(),
         control.clone(),
-        CoreCtx::new(0, Box::new(())),
+        CoreCtx::for_test(Box::new(())),
     );
     let mut cmds = Vec::new();
     let fd: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
@@ -852,7 +852,7 @@ fn per_core_state_is_reached_from_the_factory_and_every_session() {
         Arc::new(factory),
         stats,
         control,
-        CoreCtx::new(0, Box::new(0u64)),
+        CoreCtx::for_test(Box::new(0u64)),
     );
     for _ in 0..2 {
         w.accepted(std::fs::File::open("/dev/null").unwrap().into());
@@ -1085,7 +1085,7 @@ impl Handler<Bytes> for Deferring {
             },
             b"f" => {
                 let reply = s.core().state::<Vec<Reply>>().remove(0);
-                s.complete(reply, b"R").unwrap();
+                s.complete(reply, b"R");
             }
             b"d" => drop(s.core().state::<Vec<Reply>>().remove(0)),
             _ => s.send(frame).unwrap(),
@@ -1108,7 +1108,7 @@ fn deferring(
         Arc::new(|_: &mut CoreCtx| Deferring),
         stats.clone(),
         control,
-        CoreCtx::new(0, Box::new(Vec::<Reply>::new())),
+        CoreCtx::for_test(Box::new(Vec::<Reply>::new())),
     );
     (w, stats)
 }
@@ -1234,7 +1234,7 @@ fn the_idle_clock_waits_for_outstanding_replies_and_restarts_when_they_are_out()
         Arc::new(|_: &mut CoreCtx| Deferring),
         stats.clone(),
         Arc::new(Control::new()),
-        CoreCtx::new(0, Box::new(Vec::<Reply>::new())),
+        CoreCtx::for_test(Box::new(Vec::<Reply>::new())),
     );
     for _ in 0..2 {
         w.accepted(std::fs::File::open("/dev/null").unwrap().into());

@@ -1,0 +1,75 @@
+//! The offload pool: a bounded set of threads for work that would stall a core (blocking
+//! calls, long computations), whose results go back to the core that asked.
+//!
+//! A core hands a job over with one non-blocking `try_send` on a bounded channel (std's
+//! array channel: lock-free for senders); a full queue is an error the handler sees at once,
+//! so it can answer "busy". The pool's threads take jobs in order; the result travels back
+//! through the asking core's off-core queue (`crate::route`), waiting there if that queue is
+//! full: the pool slows down, the core never blocks. The threads run off the service cores
+//! unless the user places them there, and end when the server's last core has stopped.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use crate::error::panic_message;
+use crate::remote::RemoteError;
+
+/// Work for the pool.
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
+/// The cores' way into the pool.
+pub(crate) struct Offload {
+    jobs: SyncSender<Job>,
+}
+
+impl Offload {
+    /// Starts `threads` threads (at least one) taking jobs from a queue of `queue` (at least
+    /// one), each pinned to `cpus` when it is not empty.
+    pub(crate) fn start(threads: usize, queue: usize, cpus: &[usize]) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel::<Job>(queue.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let cpus = cpus.to_vec();
+            std::thread::Builder::new()
+                .name(format!("ringwire-pool{i}"))
+                .spawn(move || {
+                    if !cpus.is_empty() {
+                        crate::cpus::pin_to_set(&cpus);
+                    }
+                    work(&rx)
+                })?;
+        }
+        Ok(Offload { jobs: tx })
+    }
+
+    /// Queues `job`; fails with [`RemoteError::Busy`] if the queue is full.
+    pub(crate) fn submit(&self, job: Job) -> Result<(), RemoteError> {
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(RemoteError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(RemoteError::Stopped),
+        }
+    }
+}
+
+/// A pool thread: takes jobs until every sender has gone. The lock is the pool threads' own
+/// (one waits on the channel while the others wait for it); cores never take it.
+fn work(jobs: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = {
+            let Ok(rx) = jobs.lock() else { return };
+            match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(job)) {
+            log::error!(
+                "ringwire: offloaded work panicked: {}",
+                panic_message(&*payload)
+            );
+        }
+    }
+}

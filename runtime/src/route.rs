@@ -1,0 +1,324 @@
+//! How work and replies reach a core from elsewhere: from another core of the same server, or
+//! from a thread that is not a core (an offload pool, a control thread).
+//!
+//! Everything that travels is a [`Msg`]. On a worker thread, [`deliver`] only appends to a
+//! thread-local list (no atomics, no allocation beyond the list's growth): messages for this
+//! core are applied right after the current callback, messages for other cores are pushed into
+//! the worker's mailbox `Outbox` at the end of the turn and published in one batch per target,
+//! ringing a target only if it announced that it sleeps (see `crate::mailbox`). On any other
+//! thread, [`deliver`] sends through the target's off-core queue at once and rings it if it
+//! sleeps.
+//!
+//! Invariants: a message to a session names it by [`SessionHandle`], and the owning core
+//! checks the handle's sequence number before touching the slot, so a message for a session
+//! that has gone reaches nothing even once its slot is reused; messages from one sender to one
+//! core arrive in the order they were delivered; nothing blocks a core (a full ring spills to
+//! the sender's overflow), and nothing is dropped while its target lives.
+
+use std::cell::RefCell;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core_ctx::CoreCtx;
+use crate::mailbox::{Bell, Remote, SendError};
+use crate::remote::RemoteError;
+use crate::reply::SessionHandle;
+use crate::sys;
+
+/// Work sent to a core: runs there with the core's context.
+pub(crate) type Task = Box<dyn FnOnce(&mut CoreCtx) + Send>;
+
+/// What travels to a core.
+pub(crate) enum Msg {
+    /// Run a closure with the core's context.
+    Run(Task),
+    /// Fill reply slot `id` of `session` with `bytes`.
+    Fill {
+        session: SessionHandle,
+        id: u64,
+        bytes: Vec<u8>,
+    },
+    /// Reply slot `id` of `session` was dropped without being completed.
+    Abandon { session: SessionHandle, id: u64 },
+    /// Bytes to append to `session`'s output, as if a callback of it had written them.
+    Write {
+        session: SessionHandle,
+        bytes: Vec<u8>,
+    },
+    /// Close `session` once its output is written.
+    Close { session: SessionHandle },
+}
+
+/// Which session slots of one core are live, readable from any thread: `seqs[slot]` is the low
+/// 32 bits of the live session's sequence number plus one, or 0 for a free slot. A sender
+/// checks it to fail at once for a session that has gone; the owning core checks the full
+/// sequence number again on arrival (a session may go while the message travels).
+pub(crate) struct Liveness {
+    seqs: Box<[AtomicU32]>,
+}
+
+impl Liveness {
+    pub(crate) fn new(slots: usize) -> Self {
+        Liveness {
+            seqs: (0..slots).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn tag(seq: u64) -> u32 {
+        (seq as u32).wrapping_add(1).max(1)
+    }
+
+    /// The owning core opened session `seq` in `slot`.
+    pub(crate) fn opened(&self, slot: u32, seq: u64) {
+        if let Some(s) = self.seqs.get(slot as usize) {
+            s.store(Self::tag(seq), Ordering::Release);
+        }
+    }
+
+    /// The owning core freed `slot`.
+    pub(crate) fn freed(&self, slot: u32) {
+        if let Some(s) = self.seqs.get(slot as usize) {
+            s.store(0, Ordering::Release);
+        }
+    }
+
+    /// Whether the session may still be live (false: it has certainly gone).
+    fn may_live(&self, h: &SessionHandle) -> bool {
+        self.seqs
+            .get(h.slot as usize)
+            .is_none_or(|s| s.load(Ordering::Acquire) == Self::tag(h.seq))
+    }
+}
+
+/// Distinguishes servers (and clients) of one process, so that a handle of one never reaches
+/// a session of another.
+static NEXT_SERVER: AtomicU64 = AtomicU64::new(1);
+
+/// A new server id (0 is the test kit's).
+pub(crate) fn new_server_id() -> u32 {
+    NEXT_SERVER.fetch_add(1, Ordering::Relaxed) as u32
+}
+
+/// The ways into every core of one server, for threads that are not its cores. Each core and
+/// each reply holds an `Arc` of its own core's copy, so that reserving a reply touches no
+/// cache line another core writes.
+pub(crate) struct Router {
+    pub(crate) server: u32,
+    remote: Remote<Msg>,
+    bells: Arc<Vec<Arc<OwnedFd>>>,
+    live: Arc<Vec<Arc<Liveness>>>,
+}
+
+impl Router {
+    pub(crate) fn new(
+        server: u32,
+        remote: Remote<Msg>,
+        bells: Arc<Vec<Arc<OwnedFd>>>,
+        live: Arc<Vec<Arc<Liveness>>>,
+    ) -> Self {
+        Router {
+            server,
+            remote,
+            bells,
+            live,
+        }
+    }
+
+    /// Another copy (a separate allocation when wrapped in its own `Arc`).
+    pub(crate) fn copy(&self) -> Self {
+        Router {
+            server: self.server,
+            remote: self.remote.clone(),
+            bells: self.bells.clone(),
+            live: self.live.clone(),
+        }
+    }
+
+    /// The number of cores.
+    pub(crate) fn cores(&self) -> usize {
+        self.remote.cores()
+    }
+
+    /// Whether core `target` has stopped.
+    pub(crate) fn is_closed(&self, target: usize) -> bool {
+        self.remote.is_closed(target)
+    }
+
+    /// Sends `msg` to core `target` from a thread that is not one of its server's cores,
+    /// failing with `Busy` if its queue is full.
+    pub(crate) fn send(&self, target: usize, msg: Msg) -> Result<(), RemoteError> {
+        self.send_remote(target, msg, false)
+    }
+
+    /// Checks that `h` names a session of this server that may still be live.
+    pub(crate) fn check(&self, h: &SessionHandle) -> Result<(), RemoteError> {
+        if h.server != self.server || h.worker() >= self.cores() {
+            return Err(RemoteError::Gone);
+        }
+        if !self.live[h.worker()].may_live(h) {
+            return Err(RemoteError::Gone);
+        }
+        Ok(())
+    }
+
+    /// Rings core `target`'s doorbell.
+    pub(crate) fn ring(&self, target: usize) {
+        if let Err(e) = sys::eventfd_signal(&self.bells[target]) {
+            log::error!("ringwire: cannot wake worker {target}: {e}");
+        }
+    }
+
+    /// Sends from a thread that is not a core of this server. `wait`: retry while the target's
+    /// off-core queue is full (for replies, which must not be lost) rather than fail with
+    /// `Busy`.
+    fn send_remote(&self, target: usize, mut msg: Msg, wait: bool) -> Result<(), RemoteError> {
+        let mut pause = Duration::from_micros(10);
+        loop {
+            match self.remote.send(target, msg) {
+                Ok(Bell::Ring) => {
+                    self.ring(target);
+                    return Ok(());
+                }
+                Ok(Bell::Silent) => return Ok(()),
+                Err(SendError::Closed(_)) => return Err(RemoteError::Stopped),
+                Err(SendError::Full(m)) if wait => {
+                    // The core drains its queue every turn; it is busy, not stuck.
+                    msg = m;
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(1));
+                }
+                Err(SendError::Full(_)) => return Err(RemoteError::Busy),
+            }
+        }
+    }
+}
+
+/// What a worker thread keeps for the messages its callbacks produce.
+struct Local {
+    server: u32,
+    worker: usize,
+    /// For this core: applied right after the current callback.
+    here: Vec<Msg>,
+    /// For other cores: pushed into the outbox at the end of the turn.
+    out: Vec<(usize, Msg)>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+/// Marks the current thread as worker `worker` of server `server` until dropped.
+pub(crate) struct Entered {
+    /// Whether this guard made the mark (a second guard for the same core, as two test-kit
+    /// sessions on one thread make, leaves it to the first).
+    owner: bool,
+}
+
+/// Makes the current thread worker `worker` of `server` for [`deliver`].
+pub(crate) fn enter(server: u32, worker: usize) -> Entered {
+    let owner = LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.as_ref()
+            .is_some_and(|l| l.server == server && l.worker == worker)
+        {
+            return false;
+        }
+        *l = Some(Local {
+            server,
+            worker,
+            here: Vec::new(),
+            out: Vec::new(),
+        });
+        true
+    });
+    Entered { owner }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        if !self.owner {
+            return;
+        }
+        // Taken out first: dropping the messages may deliver more (a reply inside a task).
+        let left = LOCAL.try_with(|l| l.borrow_mut().take()).ok().flatten();
+        drop(left);
+    }
+}
+
+/// Takes the messages this core's callbacks produced for itself.
+pub(crate) fn take_here(into: &mut Vec<Msg>) {
+    let _ = LOCAL.try_with(|l| {
+        if let Some(l) = l.borrow_mut().as_mut() {
+            into.append(&mut l.here);
+        }
+    });
+}
+
+/// Takes the messages this core's callbacks produced for other cores.
+pub(crate) fn take_out(into: &mut Vec<(usize, Msg)>) {
+    let _ = LOCAL.try_with(|l| {
+        if let Some(l) = l.borrow_mut().as_mut() {
+            into.append(&mut l.out);
+        }
+    });
+}
+
+/// Whether this core's callbacks left messages for this core.
+pub(crate) fn has_here() -> bool {
+    LOCAL
+        .try_with(|l| {
+            l.try_borrow()
+                .is_ok_and(|l| l.as_ref().is_some_and(|l| !l.here.is_empty()))
+        })
+        .unwrap_or(false)
+}
+
+/// Whether this core's callbacks left messages to apply or to send.
+pub(crate) fn has_local_work() -> bool {
+    LOCAL
+        .try_with(|l| {
+            l.borrow()
+                .as_ref()
+                .is_some_and(|l| !l.here.is_empty() || !l.out.is_empty())
+        })
+        .unwrap_or(false)
+}
+
+/// Delivers `msg` to core `target` of the server `router` names (`None`: the server of the
+/// current worker thread, as for the test kit's replies). On one of that server's worker
+/// threads it only queues the message (see the module doc). On any other thread it sends at
+/// once; `wait` then says whether to wait while the target's queue is full.
+pub(crate) fn deliver(
+    router: Option<&Router>,
+    server: u32,
+    target: usize,
+    msg: Msg,
+    wait: bool,
+) -> Result<(), RemoteError> {
+    let msg = match LOCAL.try_with(|l| {
+        let Ok(mut l) = l.try_borrow_mut() else {
+            return Err(msg);
+        };
+        match l.as_mut() {
+            Some(l) if l.server == server => {
+                if target == l.worker {
+                    l.here.push(msg);
+                } else {
+                    l.out.push((target, msg));
+                }
+                Ok(())
+            }
+            _ => Err(msg),
+        }
+    }) {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(msg)) => msg,
+        Err(_) => return Err(RemoteError::Stopped), // This thread is ending.
+    };
+    match router {
+        Some(router) => router.send_remote(target, msg, wait),
+        None => Err(RemoteError::Stopped),
+    }
+}
