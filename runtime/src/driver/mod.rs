@@ -122,6 +122,14 @@ pub(crate) trait Driver {
 
     /// What runs, for the start-up log line.
     fn describe(&self) -> String;
+
+    /// Rings core `target`'s doorbell from this core (it announced that it sleeps and a
+    /// message for it was just published). Returns false if this driver has no way of its
+    /// own, and the caller writes the target's eventfd instead.
+    fn doorbell(&mut self, target: usize) -> bool {
+        let _ = target;
+        false
+    }
 }
 
 /// Exponential back-off for re-arming accept after a failure (EMFILE, ENFILE, ...): never a

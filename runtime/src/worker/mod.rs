@@ -266,7 +266,7 @@ where
         }
         self.end_turn();
         driver.apply(&mut self.cmds);
-        self.flush_mail();
+        self.flush_mail(driver);
         loop {
             let mut timeout = self.wait_bound();
             if let Some(mail) = &self.mail {
@@ -292,7 +292,7 @@ where
             }
             self.end_turn();
             driver.apply(&mut self.cmds);
-            self.flush_mail();
+            self.flush_mail(driver);
             if let Some(r) = &mut self.recorders {
                 let now = Instant::now();
                 r.turn.record_duration(now - r.turn_began);
@@ -332,7 +332,7 @@ where
     /// Sends what this turn's callbacks sent to other cores: one batch per target, and a
     /// doorbell for each target that announced it sleeps. A message for a core that has
     /// stopped is dropped here (with whatever it holds: a reply inside it closes its session).
-    fn flush_mail(&mut self) {
+    fn flush_mail<D: Driver>(&mut self, driver: &mut D) {
         let Some(mail) = self.mail.as_mut() else {
             return;
         };
@@ -348,7 +348,11 @@ where
             }
         }
         let router = &mail.router;
-        mail.outbox.flush(|target| router.ring(target));
+        mail.outbox.flush(|target| {
+            if !driver.doorbell(target) {
+                router.ring(target);
+            }
+        });
         self.mail_out = out;
         // Dropped last, outside the loop: dropping may send more (to the next turn).
         drop(dead);
