@@ -8,7 +8,10 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::offload::Offload;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::error::panic_message;
+use crate::offload::{Job, Offload};
 use crate::remote::RemoteError;
 use crate::reply::SessionHandle;
 use crate::route::{self, Msg, Router};
@@ -190,26 +193,103 @@ impl CoreCtx {
     }
 
     /// Runs `f` on the offload pool (threads off the service cores: for blocking calls and
-    /// long computations), then `then` with its result back on this core. Fails at once with
-    /// [`RemoteError::Busy`] if the pool's queue is full, so the handler can answer "busy".
-    /// A panic in `f` is logged and `then` is dropped unrun (a reserved reply inside it then
-    /// closes its session).
+    /// long computations), then `then` back on this core with its result, or with why there is
+    /// none: [`RemoteError::Busy`] if the pool's queue was full (`then` runs right after the
+    /// current callback, and this returns the same error), [`RemoteError::Panicked`] if `f`
+    /// panicked. So a reply reserved for the request can always be answered, "busy" included.
     pub fn spawn_blocking<R, F, T>(&mut self, f: F, then: T) -> Result<(), RemoteError>
     where
         R: Send + 'static,
         F: FnOnce() -> R + Send + 'static,
-        T: FnOnce(&mut CoreCtx, R) + Send + 'static,
+        T: FnOnce(&mut CoreCtx, Result<R, RemoteError>) + Send + 'static,
     {
-        let (Some(pool), Some(router)) = (&self.offload, &self.router) else {
-            return Err(RemoteError::Stopped);
+        let job = Box::new(Blocking {
+            f,
+            then,
+            origin: self.worker,
+            server: self.server,
+            router: self.router.clone(),
+        });
+        match &self.offload {
+            Some(pool) => pool.submit(job),
+            None => {
+                job.refuse(RemoteError::Stopped);
+                Err(RemoteError::Stopped)
+            }
+        }
+    }
+}
+
+/// A `spawn_blocking` job: the work, and where its result goes.
+struct Blocking<F, T> {
+    f: F,
+    then: T,
+    origin: usize,
+    server: u32,
+    router: Option<Arc<Router>>,
+}
+
+impl<R, F, T> Job for Blocking<F, T>
+where
+    R: Send + 'static,
+    F: FnOnce() -> R + Send + 'static,
+    T: FnOnce(&mut CoreCtx, Result<R, RemoteError>) + Send + 'static,
+{
+    fn run(self: Box<Self>) {
+        let Blocking {
+            f,
+            then,
+            origin,
+            server,
+            router,
+        } = *self;
+        let result = catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+            log::error!(
+                "ringwire: offloaded work panicked: {}",
+                panic_message(&*payload)
+            );
+            RemoteError::Panicked
+        });
+        let rest = Blocking {
+            f: (),
+            then,
+            origin,
+            server,
+            router,
         };
-        let (router, origin) = (router.clone(), self.worker);
-        pool.submit(Box::new(move || {
-            let result = f();
-            let back = Msg::Run(Box::new(move |ctx: &mut CoreCtx| then(ctx, result)));
-            // Waits while the core's queue is full; fails only if the core has stopped.
-            let _ = route::deliver(Some(&router), router.server, origin, back, true);
-        }))
+        rest.answer_with(result);
+    }
+
+    fn refuse(self: Box<Self>, why: RemoteError) {
+        let Blocking {
+            then,
+            origin,
+            server,
+            router,
+            ..
+        } = *self;
+        Blocking {
+            f: (),
+            then,
+            origin,
+            server,
+            router,
+        }
+        .answer_with(Err(why));
+    }
+}
+
+impl<T> Blocking<(), T> {
+    fn answer_with<R: Send + 'static>(self, result: Result<R, RemoteError>)
+    where
+        T: FnOnce(&mut CoreCtx, Result<R, RemoteError>) + Send + 'static,
+    {
+        let then = self.then;
+        let back = Msg::Run(Box::new(move |ctx: &mut CoreCtx| then(ctx, result)));
+        // From a pool thread this waits while the core's queue is full; on the core itself
+        // it queues the answer behind the current callback. It fails only if the core has
+        // stopped: `then` is dropped with what it holds.
+        let _ = route::deliver(self.router.as_deref(), self.server, self.origin, back, true);
     }
 }
 

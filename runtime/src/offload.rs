@@ -16,18 +16,23 @@ use crate::error::panic_message;
 use crate::remote::RemoteError;
 
 /// Work for the pool.
-pub(crate) type Job = Box<dyn FnOnce() + Send>;
+pub(crate) trait Job: Send {
+    /// Runs it (on a pool thread).
+    fn run(self: Box<Self>);
+    /// It was not taken (the queue is full, or the pool has stopped): tell whoever waits.
+    fn refuse(self: Box<Self>, why: RemoteError);
+}
 
 /// The cores' way into the pool.
 pub(crate) struct Offload {
-    jobs: SyncSender<Job>,
+    jobs: SyncSender<Box<dyn Job>>,
 }
 
 impl Offload {
     /// Starts `threads` threads (at least one) taking jobs from a queue of `queue` (at least
     /// one), each pinned to `cpus` when it is not empty.
     pub(crate) fn start(threads: usize, queue: usize, cpus: &[usize]) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::sync_channel::<Job>(queue.max(1));
+        let (tx, rx) = mpsc::sync_channel::<Box<dyn Job>>(queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
             let rx = rx.clone();
@@ -44,19 +49,22 @@ impl Offload {
         Ok(Offload { jobs: tx })
     }
 
-    /// Queues `job`; fails with [`RemoteError::Busy`] if the queue is full.
-    pub(crate) fn submit(&self, job: Job) -> Result<(), RemoteError> {
-        match self.jobs.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(RemoteError::Busy),
-            Err(TrySendError::Disconnected(_)) => Err(RemoteError::Stopped),
-        }
+    /// Queues `job`; if the queue is full (or the pool has stopped) the job is refused and
+    /// the error returned.
+    pub(crate) fn submit(&self, job: Box<dyn Job>) -> Result<(), RemoteError> {
+        let (job, why) = match self.jobs.try_send(job) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(job)) => (job, RemoteError::Busy),
+            Err(TrySendError::Disconnected(job)) => (job, RemoteError::Stopped),
+        };
+        job.refuse(why);
+        Err(why)
     }
 }
 
 /// A pool thread: takes jobs until every sender has gone. The lock is the pool threads' own
 /// (one waits on the channel while the others wait for it); cores never take it.
-fn work(jobs: &Mutex<Receiver<Job>>) {
+fn work(jobs: &Mutex<Receiver<Box<dyn Job>>>) {
     loop {
         let job = {
             let Ok(rx) = jobs.lock() else { return };
@@ -65,9 +73,10 @@ fn work(jobs: &Mutex<Receiver<Job>>) {
                 Err(_) => return,
             }
         };
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(job)) {
+        // The job catches its own work's panic (to report it); this catches the rest.
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| job.run())) {
             log::error!(
-                "ringwire: offloaded work panicked: {}",
+                "ringwire: an offload job panicked: {}",
                 panic_message(&*payload)
             );
         }

@@ -96,6 +96,8 @@ pub enum RemoteError {
     Stopped,
     /// The session the handle names has gone (or the handle is of another server).
     Gone,
+    /// The offloaded work panicked (the panic is logged).
+    Panicked,
 }
 
 impl fmt::Display for RemoteError {
@@ -105,6 +107,7 @@ impl fmt::Display for RemoteError {
             RemoteError::Busy => write!(f, "the queue of work is full"),
             RemoteError::Stopped => write!(f, "the worker has stopped"),
             RemoteError::Gone => write!(f, "the session has gone"),
+            RemoteError::Panicked => write!(f, "the offloaded work panicked"),
         }
     }
 }
