@@ -65,3 +65,8 @@ pub mod engine {
     pub use ringwire_runtime::codec::{Fed, Flow, FrameReader, FRAME_HEADROOM};
     pub use ringwire_runtime::BufPool;
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
