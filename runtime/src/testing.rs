@@ -65,9 +65,10 @@ use crate::core_ctx::CoreCtx;
 use crate::error::SessionError;
 use crate::handler::Handler;
 use crate::pool::BufPool;
-use crate::session::{CloseAsk, CloseReason, Session, SessionId, SessionState, Timeouts};
+use crate::session::{CloseAsk, CloseReason, Session, SessionState, Timeouts};
 use crate::stats::{CoreSnapshot, CoreStats};
 use crate::timer::{Micros, SessionTimers, TimerId};
+use crate::worker::ErasedProto;
 
 /// What a handler did, in the order it happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,8 +84,9 @@ pub enum Event {
     Timer(TimerId, Duration),
     /// `on_error` ran with this error (as its message).
     Error(String),
-    /// The handler asked for an outbound connection ([`Session::connect`]); the kit records
-    /// it and connects nothing.
+    /// The handler asked for an outbound connection ([`Session::connect`] or
+    /// [`CoreCtx::connect`]); the kit records it and connects nothing. A handler given to
+    /// `CoreCtx::connect` is kept, never called, until the harness is dropped.
     Connect(SocketAddr),
     /// The session closed for this reason; `on_close` ran.
     Closed(CloseReason),
@@ -104,6 +106,8 @@ pub struct Harness<C: Codec, H: Handler<C>> {
     stats: CoreStats,
     connects: Vec<SocketAddr>,
     core: CoreCtx,
+    /// The protocols of the outbound sessions asked for with `CoreCtx::connect`, kept unrun.
+    others: Vec<Box<dyn ErasedProto>>,
     max_frame: usize,
     opened: bool,
     closed: Option<CloseReason>,
@@ -126,7 +130,8 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
     /// [`open`](Harness::open), [`feed`](Harness::feed), [`advance`](Harness::advance) or
     /// [`peer_close`](Harness::peer_close).
     pub fn new(codec: C, handler: H) -> Self {
-        let mut state = SessionState::new(SessionId::new(0, 0), -1, Timeouts::default());
+        let mut core = kit_ctx(Box::new(()));
+        let mut state = SessionState::new(core.next_id(), -1, Timeouts::default());
         state.output_limit = 64 << 20;
         state.timers = SessionTimers::new(64);
         Harness {
@@ -137,7 +142,8 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
             pool: BufPool::default(),
             stats: CoreStats::default(),
             connects: Vec::new(),
-            core: CoreCtx::new(0, Box::new(())),
+            core,
+            others: Vec::new(),
             max_frame: 1 << 20,
             opened: false,
             closed: None,
@@ -153,7 +159,8 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
     /// The per-core state the handler finds through `Session::core` (the server's
     /// `core_state`; none by default).
     pub fn core_state<S: 'static>(mut self, state: S) -> Self {
-        self.core = CoreCtx::new(0, Box::new(state));
+        self.core = kit_ctx(Box::new(state));
+        self.core.next_id(); // The session's own.
         self
     }
 
@@ -431,6 +438,10 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
         for addr in self.connects.drain(..) {
             self.events.push(Event::Connect(addr));
         }
+        for other in self.core.outbound.pending.drain(..) {
+            self.events.push(Event::Connect(other.addr));
+            self.others.push(other.proto);
+        }
         // Replies completed in the callback: this session's fill their slots (another
         // session's, which the kit does not have, complete nothing).
         let own = self.handle();
@@ -526,6 +537,13 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
     fn finish_call(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.wrote)
     }
+}
+
+/// A core context for the kit: it makes no sockets, and its first id is the session's.
+fn kit_ctx(state: Box<dyn std::any::Any>) -> CoreCtx {
+    let mut core = CoreCtx::new(0, state);
+    core.outbound.sockets = false;
+    core
 }
 
 /// A duration as the engine's timeouts hold it (at least a microsecond).

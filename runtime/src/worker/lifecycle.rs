@@ -207,12 +207,12 @@ where
     pub(super) fn apply_completions(&mut self) {
         let mut done = std::mem::take(&mut self.ctx.completions);
         for (session, id, bytes) in done.drain(..) {
-            let slot = session.slot;
-            let Some(conn) = self.conns.get_mut(slot as usize) else {
-                continue;
+            let Some(slot) = self.resolve(session) else {
+                continue; // The session has gone: its replies are no-ops.
             };
-            if conn.state.id.as_u64() != session.seq || conn.phase == Phase::Closing {
-                continue; // The session has gone (or is going): its replies are no-ops.
+            let conn = &mut self.conns[slot as usize];
+            if conn.phase == Phase::Closing {
+                continue; // The session is going: the same.
             }
             if conn.state.out.fill(id, &bytes) {
                 self.stats.frames_out.add(1);
@@ -278,14 +278,11 @@ where
         let mut abandoned = std::mem::take(&mut self.abandoned);
         crate::reply::take_abandoned(&mut abandoned);
         for (session, id) in abandoned.drain(..) {
-            let slot = session.slot;
-            let Some(conn) = self.conns.get(slot as usize) else {
+            let Some(slot) = self.resolve(session) else {
                 continue;
             };
-            if session.worker != self.cfg.core
-                || conn.state.id.as_u64() != session.seq
-                || !conn.state.out.is_waiting(id)
-            {
+            let conn = &self.conns[slot as usize];
+            if !conn.state.out.is_waiting(id) {
                 continue;
             }
             log::debug!(
@@ -346,7 +343,7 @@ where
         if conn.phase == Phase::Closing {
             return;
         }
-        if let Some(Err(_)) = self.call(slot, |h, s| h.on_error(s, &error)) {
+        if let Some(Err(_)) = self.call(slot, Event::Error(&error)) {
             self.stats.panics.add(1);
         }
         self.begin_close(slot, reason);
@@ -360,11 +357,11 @@ where
         };
         conn.phase = Phase::Flushing(CloseReason::CodecError);
         conn.reader.release(&mut self.pool);
-        // Formatting the error runs the codec's own `Display`: inside the guarded call.
-        self.dispatch(slot, "on_error", |h, s| {
-            log::debug!("ringwire: {error}");
-            h.on_error(s, &error)
-        });
+        // Formatting the error runs the codec's own `Display`: guarded, as a part of `on_error`.
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| log::debug!("ringwire: {error}"))) {
+            return self.panicked(slot, "on_error", payload);
+        }
+        self.dispatch(slot, Event::Error(&error));
     }
 
     /// Closes the session now: `on_close`, then the driver cancels its I/O and closes the
@@ -377,7 +374,7 @@ where
             return;
         }
         conn.phase = Phase::Closing;
-        if let Some(Err(_)) = self.call(slot, |h, s| h.on_close(s, reason)) {
+        if let Some(Err(_)) = self.call(slot, Event::Close(reason)) {
             self.stats.panics.add(1);
         }
         if let Some(conn) = self.conns.get_mut(slot as usize) {
