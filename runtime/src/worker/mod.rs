@@ -452,4 +452,6 @@ where
 }
 
 #[cfg(test)]
+mod connect_tests;
+#[cfg(test)]
 pub(crate) mod tests;
