@@ -73,7 +73,8 @@ impl ClientHandle {
 /// refused, unreachable, timed out, ...) and `on_close`.
 ///
 /// From inside a server, a handler opens connections on its own core with
-/// [`Session::connect`](crate::Session::connect).
+/// [`Session::connect`](crate::Session::connect), or, speaking another protocol with a handler
+/// of another type, with [`CoreCtx::connect`](crate::CoreCtx::connect).
 ///
 /// ```no_run
 /// use ringwire::{codec::Len32, Client, Handler, Session};

@@ -106,6 +106,77 @@ impl CoreCtx {
     /// The handle names the session for as long as it lives, and compares equal to the handle
     /// the session's own callbacks get from `Session::handle`.
     ///
+    /// ```
+    /// # extern crate ringwire_runtime as ringwire;
+    /// # use ringwire::codec::{Codec, CodecError, Decoded};
+    /// use ringwire::{Handler, Reply, Session, SessionError};
+    /// # /// Frames ending in the byte `D`.
+    /// # #[derive(Clone)]
+    /// # struct Delim<const D: u8>;
+    /// # impl<const D: u8> Codec for Delim<D> {
+    /// #     type Frame<'a> = &'a [u8];
+    /// #     type Item = [u8];
+    /// #     fn decode<'a>(&mut self, src: &'a [u8], _: usize)
+    /// #         -> Result<Decoded<&'a [u8]>, CodecError> {
+    /// #         Ok(match src.iter().position(|&b| b == D) {
+    /// #             Some(i) => Decoded::Frame(&src[..i], i + 1),
+    /// #             None => Decoded::NeedMore(None),
+    /// #         })
+    /// #     }
+    /// #     fn encode(&mut self, item: &[u8], dst: &mut Vec<u8>) -> Result<(), CodecError> {
+    /// #         dst.extend_from_slice(item);
+    /// #         dst.push(D);
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// # type Lines = Delim<b'\n'>;
+    /// # type Frames = Delim<0>;
+    /// /// Clients speak `Lines`; each request goes to a backend speaking `Frames`, on a session
+    /// /// of its own whose answer completes the reply reserved for it: answers leave in request
+    /// /// order, however the backends race.
+    /// struct Front {
+    ///     backend: std::net::SocketAddr,
+    /// }
+    ///
+    /// impl Handler<Lines> for Front {
+    ///     fn on_message(&mut self, s: &mut Session<'_, Lines>, request: &[u8]) {
+    ///         let Ok(reply) = s.reserve() else { return s.close() };
+    ///         let upstream = Upstream { request: request.to_vec(), reply: Some(reply) };
+    ///         // On an error (no room, draining) the reply went with the handler: the session
+    ///         // closes once what was answered before it is written.
+    ///         let _ = s.core().connect(self.backend, Frames {}, upstream);
+    ///     }
+    /// }
+    ///
+    /// struct Upstream {
+    ///     request: Vec<u8>,
+    ///     reply: Option<Reply>,
+    /// }
+    ///
+    /// impl Upstream {
+    ///     fn answer(&mut self, s: &mut Session<'_, Frames>, line: &[u8]) {
+    ///         if let Some(reply) = self.reply.take() {
+    ///             // Encoded for the client's codec: a line.
+    ///             let _ = s.complete(reply, &[line, b"\n"].concat());
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// impl Handler<Frames> for Upstream {
+    ///     fn on_open(&mut self, s: &mut Session<'_, Frames>) {
+    ///         let _ = s.send(&self.request);
+    ///     }
+    ///     fn on_message(&mut self, s: &mut Session<'_, Frames>, answer: &[u8]) {
+    ///         self.answer(s, answer);
+    ///         s.close();
+    ///     }
+    ///     fn on_error(&mut self, s: &mut Session<'_, Frames>, error: &SessionError) {
+    ///         // Refused, unreachable, timed out: `SessionError::Connect` says which.
+    ///         self.answer(s, format!("ERR {error}").as_bytes());
+    ///     }
+    /// }
+    /// ```
+    ///
     /// # Errors
     ///
     /// At once, and without opening anything, when the core holds its maximum of sessions

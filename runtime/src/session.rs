@@ -742,8 +742,8 @@ impl<'a, C: Codec> Session<'a, C> {
         self.connects.push(addr);
     }
 
-    /// Whether this session was opened by [`connect`](Session::connect) (or a client), rather
-    /// than accepted.
+    /// Whether this session was opened by [`connect`](Session::connect),
+    /// [`CoreCtx::connect`] or a client, rather than accepted.
     pub fn is_outbound(&self) -> bool {
         self.state.outbound
     }
