@@ -212,7 +212,7 @@ where
         factory: Arc<F>,
         stats: Arc<CoreStats>,
         control: Arc<Control>,
-        ctx: CoreCtx,
+        mut ctx: CoreCtx,
     ) -> Self {
         let clock = Clock::new();
         let recorders = cfg.latency.as_ref().map(|l| Recorders {
@@ -221,7 +221,6 @@ where
             turn_began: Instant::now(),
         });
         let next_core_tick = cfg.core_tick.as_ref().map_or(Micros::MAX, |t| t.period);
-        let mut ctx = ctx;
         ctx.outbound.max_sessions = cfg.max_sessions;
         ctx.outbound.nodelay = cfg.nodelay;
         Worker {
