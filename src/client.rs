@@ -69,10 +69,12 @@ impl ClientHandle {
 /// Builds and starts a client: one pinned worker per core, each opening `connections`
 /// connections to the target on its own io_uring, with the same [`Codec`] and [`Handler`]
 /// traits as a server. Handlers see `on_open` once connected; a failed connect reaches
-/// `on_error` (an [`IoOp::Connect`](crate::IoOp::Connect) error) and `on_close`.
+/// `on_error` (a [`SessionError::Connect`](crate::SessionError::Connect), which says why:
+/// refused, unreachable, timed out, ...) and `on_close`.
 ///
 /// From inside a server, a handler opens connections on its own core with
-/// [`Session::connect`](crate::Session::connect).
+/// [`Session::connect`](crate::Session::connect), or, speaking another protocol with a handler
+/// of another type, with [`CoreCtx::connect`](crate::CoreCtx::connect).
 ///
 /// ```no_run
 /// use ringwire::{codec::Len32, Client, Handler, Session};

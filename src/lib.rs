@@ -46,10 +46,10 @@ pub use codec::Codec;
 pub use factory::MakeHandler;
 pub use ringwire_runtime::probe::probe;
 pub use ringwire_runtime::{
-    CloseReason, CoreCtx, CoreLatency, CoreSnapshot, CoreStats, Counter, DriverKind, Handler, IoOp,
-    ProbeError, RemoteError, RemoteHandle, Reply, ReplyError, ServerError, ServerHandle,
-    ServerInfo, ServerStats, Session, SessionError, SessionHandle, SessionId, Stopper, TimerError,
-    TimerId, UringFeatures,
+    CloseReason, ConnectError, CoreCtx, CoreLatency, CoreSnapshot, CoreStats, Counter, DriverKind,
+    Handler, IoOp, ProbeError, RemoteError, RemoteHandle, Reply, ReplyError, ServerError,
+    ServerHandle, ServerInfo, ServerStats, Session, SessionError, SessionHandle, SessionId,
+    Stopper, TimerError, TimerId, UringFeatures,
 };
 pub use server::Server;
 

@@ -93,6 +93,17 @@ macro_rules! engine_settings {
             self
         }
 
+        /// Fails an outbound connection (a client's, or one a handler opened with
+        /// [`Session::connect`](crate::Session::connect) or
+        /// [`CoreCtx::connect`](crate::CoreCtx::connect)) that is not established within
+        /// `timeout`: its handler's `on_error` gets a
+        /// [`ConnectError::TimedOut`](crate::ConnectError::TimedOut), then `on_close`. Default
+        /// 5 s; `None` leaves it to the kernel, which gives up after about two minutes.
+        pub fn connect_timeout(mut self, timeout: impl Into<Option<std::time::Duration>>) -> Self {
+            self.config.connect_timeout = timeout.into();
+            self
+        }
+
         /// Backpressure: above `high` bytes of pending output a session is not read from until its
         /// output drains to `low` bytes (defaults 1 MiB and 256 KiB). Decoding stops at the
         /// frame whose replies pass `high`; input received after it is held undecoded until the

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ringwire::codec::Len32;
 use ringwire::handlers::Echo;
-use ringwire::{Client, CloseReason, Handler, IoOp, Server, Session, SessionError};
+use ringwire::{Client, CloseReason, ConnectError, Handler, Server, Session, SessionError};
 
 mod util;
 
@@ -91,8 +91,8 @@ impl Handler<Len32> for Observe {
     fn on_error(&mut self, _: &mut Session<'_, Len32>, error: &SessionError) {
         if matches!(
             error,
-            SessionError::Io {
-                op: IoOp::Connect,
+            SessionError::Connect {
+                error: ConnectError::Refused(_),
                 ..
             }
         ) {

@@ -48,6 +48,9 @@ pub struct Config {
     pub read_timeout: Option<Duration>,
     /// Close a session whose pending output makes no progress for this long.
     pub write_timeout: Option<Duration>,
+    /// Fail an outbound connection not established within this long, with
+    /// `ConnectError::TimedOut` (`None`: as long as the kernel tries, about two minutes).
+    pub connect_timeout: Option<Duration>,
     /// Output bytes above which the session stops being read from.
     pub high_water: usize,
     /// Output bytes at or below which a paused session is read from again.
@@ -102,6 +105,7 @@ impl Default for Config {
             idle_timeout: None,
             read_timeout: None,
             write_timeout: None,
+            connect_timeout: Some(Duration::from_secs(5)),
             high_water: 1 << 20,
             low_water: 256 << 10,
             max_output: 64 << 20,
@@ -184,6 +188,7 @@ impl Config {
             ("idle_timeout", self.idle_timeout),
             ("read_timeout", self.read_timeout),
             ("write_timeout", self.write_timeout),
+            ("connect_timeout", self.connect_timeout),
         ] {
             if t.is_some_and(|t| t.is_zero()) {
                 return bad(format!("{name} must be positive when set"));

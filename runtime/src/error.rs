@@ -136,8 +136,98 @@ pub enum IoOp {
     Recv,
     /// Sending to the peer.
     Send,
-    /// Connecting to the peer (outbound sessions).
+    /// Connecting to the peer (outbound sessions). A failed connect is reported as
+    /// [`SessionError::Connect`], which classifies it; this names the operation elsewhere.
     Connect,
+}
+
+/// Why an outbound connection failed or could not be opened.
+///
+/// `CoreCtx::connect` returns the last three synchronously; the others reach the new session's
+/// `Handler::on_error` as [`SessionError::Connect`] once the connect fails, and `on_close`
+/// follows. Each failure that came from the kernel carries its `io::Error`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// Nothing listens at the address (ECONNREFUSED).
+    Refused(io::Error),
+    /// No route to the host or its network (EHOSTUNREACH, ENETUNREACH).
+    Unreachable(io::Error),
+    /// The connection was not established within the connect timeout (the builder's
+    /// `connect_timeout`), or the kernel gave up first (ETIMEDOUT).
+    TimedOut(io::Error),
+    /// Another failure of the connect or of making its socket.
+    Io(io::Error),
+    /// The core holds its maximum of sessions already (`max_sessions`; connects not yet
+    /// opened count).
+    NoRoom {
+        /// The core's bound.
+        limit: usize,
+    },
+    /// The core is draining or stopped: it opens no new sessions.
+    Closed,
+}
+
+impl ConnectError {
+    /// Classifies a failed connect by its errno.
+    pub(crate) fn from_io(error: io::Error) -> Self {
+        match error.raw_os_error() {
+            Some(libc::ECONNREFUSED) => ConnectError::Refused(error),
+            Some(libc::EHOSTUNREACH | libc::ENETUNREACH) => ConnectError::Unreachable(error),
+            Some(libc::ETIMEDOUT) => ConnectError::TimedOut(error),
+            _ => ConnectError::Io(error),
+        }
+    }
+
+    /// The `io::ErrorKind` the error converts to.
+    fn io_kind(&self) -> io::ErrorKind {
+        match self {
+            ConnectError::Refused(_) => io::ErrorKind::ConnectionRefused,
+            ConnectError::Unreachable(_) => io::ErrorKind::HostUnreachable,
+            ConnectError::TimedOut(_) => io::ErrorKind::TimedOut,
+            ConnectError::Io(e) => e.kind(),
+            ConnectError::NoRoom { .. } => io::ErrorKind::OutOfMemory,
+            ConnectError::Closed => io::ErrorKind::NotConnected,
+        }
+    }
+
+    /// The kernel's error, where the failure came from the kernel (or the connect timeout).
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            ConnectError::Refused(e)
+            | ConnectError::Unreachable(e)
+            | ConnectError::TimedOut(e)
+            | ConnectError::Io(e) => Some(e),
+            ConnectError::NoRoom { .. } | ConnectError::Closed => None,
+        }
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Refused(e) => write!(f, "connection refused: {}", errno_of(e)),
+            ConnectError::Unreachable(e) => write!(f, "unreachable: {}", errno_of(e)),
+            ConnectError::TimedOut(e) => write!(f, "timed out: {}", errno_of(e)),
+            ConnectError::Io(e) => write!(f, "{}", errno_of(e)),
+            ConnectError::NoRoom { limit } => {
+                write!(f, "no room: the core holds its maximum of {limit} sessions")
+            }
+            ConnectError::Closed => write!(f, "the core is draining or stopped"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.io_error().map(|e| e as _)
+    }
+}
+
+impl From<ConnectError> for io::Error {
+    fn from(e: ConnectError) -> io::Error {
+        io::Error::new(e.io_kind(), e)
+    }
 }
 
 /// Something that went wrong in one session. It reaches `Handler::on_error`, and the session
@@ -151,6 +241,14 @@ pub enum SessionError {
         session: SessionId,
         /// What the codec said.
         error: CodecError,
+    },
+    /// An outbound session's connect failed (refused, unreachable, timed out, ...): the
+    /// session never opened, and `on_close` follows.
+    Connect {
+        /// The session.
+        session: SessionId,
+        /// Why, classified.
+        error: ConnectError,
     },
     /// A receive or send failed.
     Io {
@@ -186,6 +284,7 @@ impl SessionError {
     pub fn session(&self) -> SessionId {
         match self {
             SessionError::Codec { session, .. }
+            | SessionError::Connect { session, .. }
             | SessionError::Io { session, .. }
             | SessionError::Panic { session, .. }
             | SessionError::OutputLimit { session, .. } => *session,
@@ -197,6 +296,9 @@ impl fmt::Display for SessionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SessionError::Codec { session, error } => write!(f, "session {session}: {error}"),
+            SessionError::Connect { session, error } => {
+                write!(f, "session {session}: connect failed: {error}")
+            }
             SessionError::Io { session, op, error } => {
                 write!(f, "session {session}: {op:?} failed: {}", errno_of(error))
             }
@@ -221,6 +323,7 @@ impl std::error::Error for SessionError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             SessionError::Codec { error, .. } => Some(error),
+            SessionError::Connect { error, .. } => Some(error),
             SessionError::Io { error, .. } => Some(error),
             SessionError::Panic { .. } | SessionError::OutputLimit { .. } => None,
         }
@@ -232,6 +335,7 @@ impl From<SessionError> for io::Error {
         let kind = match &e {
             SessionError::Codec { .. } => io::ErrorKind::InvalidData,
             SessionError::Io { error, .. } => error.kind(),
+            SessionError::Connect { error, .. } => error.io_kind(),
             SessionError::Panic { .. } => io::ErrorKind::Other,
             SessionError::OutputLimit { .. } => io::ErrorKind::OutOfMemory,
         };

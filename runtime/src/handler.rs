@@ -22,7 +22,10 @@ use crate::timer::TimerId;
 /// synchronous calls to other services) out of callbacks. There is not yet a way to hand a
 /// result computed on another thread back to a session, so a handler must answer from what it
 /// has on its core; a backend service is reached without blocking through an outbound
-/// session of the same core ([`Session::connect`]).
+/// session of the same core: [`CoreCtx::connect`](crate::CoreCtx::connect) opens one with its
+/// own codec and handler, which can complete the asking session's reserved reply
+/// ([`Session::reserve`], [`Session::complete`]); [`Session::connect`] opens one of the
+/// server's own protocol.
 ///
 /// A panic in a callback is caught at the callback boundary; it closes that session only
 /// (with [`CloseReason::Panic`]) and the core keeps serving.

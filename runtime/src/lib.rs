@@ -56,7 +56,7 @@ mod worker;
 pub use codec::{Codec, CodecError, Decoded, Fed, Flow, FrameReader, FRAME_HEADROOM};
 pub use config::Config;
 pub use core_ctx::CoreCtx;
-pub use error::{IoOp, ServerError, SessionError};
+pub use error::{ConnectError, IoOp, ServerError, SessionError};
 pub use handler::Handler;
 pub use info::ServerInfo;
 pub use pool::BufPool;

@@ -24,6 +24,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::route::{self, Msg, Router};
+use crate::session::SessionId;
 
 /// Names a session for as long as it lives: its server, its worker, its slot and its sequence
 /// number, so that a handle of a session that has gone reaches nothing, even once its slot is
@@ -31,28 +32,73 @@ use crate::route::{self, Msg, Router};
 /// keep it anywhere, and write to the session or close it through
 /// [`CoreCtx::write_to`](crate::CoreCtx::write_to) or a
 /// [`RemoteHandle`](crate::RemoteHandle).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Two handles are equal when they name the same session (server, worker and sequence number;
+/// the slot is where to look, and a handle `CoreCtx::connect` gave out before the session had a
+/// slot has none).
+#[derive(Clone, Copy)]
 pub struct SessionHandle {
     pub(crate) server: u32,
     pub(crate) worker: u32,
+    /// The session's key in its core's table, or [`SessionHandle::UNPLACED`].
     pub(crate) slot: u32,
+    /// The session's id (`SessionId::as_u64`), unique on its worker.
     pub(crate) seq: u64,
 }
 
 impl SessionHandle {
+    /// The slot of a handle given out before its session had one: its core finds the slot by
+    /// the id.
+    pub(crate) const UNPLACED: u32 = u32::MAX;
+
+    /// A handle of session `id`, whose slot its core does not know yet.
+    pub(crate) fn unplaced(server: u32, id: SessionId) -> Self {
+        SessionHandle {
+            server,
+            worker: id.worker() as u32,
+            slot: Self::UNPLACED,
+            seq: id.as_u64(),
+        }
+    }
+
     /// The worker (core) that owns the session.
     pub fn worker(&self) -> usize {
         self.worker as usize
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        SessionId::from_u64(self.seq)
+    }
+}
+
+impl PartialEq for SessionHandle {
+    fn eq(&self, other: &Self) -> bool {
+        self.server == other.server && self.worker == other.worker && self.seq == other.seq
+    }
+}
+
+impl Eq for SessionHandle {}
+
+impl std::hash::Hash for SessionHandle {
+    fn hash<S: std::hash::Hasher>(&self, state: &mut S) {
+        self.server.hash(state);
+        self.worker.hash(state);
+        self.seq.hash(state);
     }
 }
 
 impl fmt::Debug for SessionHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "SessionHandle({}/{}#{})",
-            self.worker, self.slot, self.seq
-        )
+        if self.slot == Self::UNPLACED {
+            write!(f, "SessionHandle({}/-#{})", self.worker, self.seq)
+        } else {
+            write!(
+                f,
+                "SessionHandle({}/{}#{})",
+                self.worker, self.slot, self.seq
+            )
+        }
     }
 }
 

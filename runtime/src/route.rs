@@ -210,37 +210,39 @@ thread_local! {
 }
 
 /// Marks the current thread as worker `worker` of server `server` until dropped.
-pub(crate) struct Entered {
-    /// Whether this guard made the mark (a second guard for the same core, as two test-kit
-    /// sessions on one thread make, leaves it to the first).
-    owner: bool,
+pub(crate) struct Entered(());
+
+/// Makes the current thread worker `worker` of `server` for [`deliver`], until the guard is
+/// dropped.
+pub(crate) fn enter(server: u32, worker: usize) -> Entered {
+    mark(server, worker);
+    Entered(())
 }
 
-/// Makes the current thread worker `worker` of `server` for [`deliver`].
-pub(crate) fn enter(server: u32, worker: usize) -> Entered {
-    let owner = LOCAL.with(|l| {
+/// Makes the current thread worker `worker` of `server` for [`deliver`] (the test kit's
+/// sessions mark it before each callback; a worker holds an [`Entered`]). Messages left by a
+/// previous mark of another identity are dropped, outside the borrow: dropping a reply among
+/// them delivers its own message.
+pub(crate) fn mark(server: u32, worker: usize) {
+    let old = LOCAL.with(|l| {
         let mut l = l.borrow_mut();
         if l.as_ref()
             .is_some_and(|l| l.server == server && l.worker == worker)
         {
-            return false;
+            return None;
         }
-        *l = Some(Local {
+        l.replace(Local {
             server,
             worker,
             here: Vec::new(),
             out: Vec::new(),
-        });
-        true
+        })
     });
-    Entered { owner }
+    drop(old);
 }
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        if !self.owner {
-            return;
-        }
         // Taken out first: dropping the messages may deliver more (a reply inside a task).
         let left = LOCAL.try_with(|l| l.borrow_mut().take()).ok().flatten();
         drop(left);

@@ -316,6 +316,9 @@ where
         max_timers: config.max_timers,
         max_replies: config.max_replies,
         nodelay: config.nodelay,
+        connect_timeout: config
+            .connect_timeout
+            .map(|d| (d.as_micros() as u64).max(1)),
         connect: config.connect,
         latency: latency.clone(),
         linger: config.linger.map(|d| (d.as_micros() as u64).max(1)),

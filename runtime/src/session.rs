@@ -32,6 +32,10 @@ impl SessionId {
         SessionId(((worker as u64) << 48) | (seq & ((1 << 48) - 1)))
     }
 
+    pub(crate) fn from_u64(raw: u64) -> Self {
+        SessionId(raw)
+    }
+
     /// The index of the worker that owns the session (`0..` the number of workers; not a CPU
     /// number: see the builder's `cpus`).
     pub fn worker(self) -> usize {
@@ -68,7 +72,8 @@ pub enum CloseReason {
     Reset,
     /// The codec rejected the input.
     CodecError,
-    /// A receive or send failed for another reason.
+    /// A connect, receive or send failed for another reason (a failed connect reaches
+    /// `on_error` first as `SessionError::Connect`, with why).
     IoError,
     /// A callback panicked.
     Panic,
@@ -534,6 +539,33 @@ impl SessionState {
     }
 }
 
+/// The parts of a [`Session`] that do not depend on its codec: what the core lends a callback
+/// besides the codec. Passed to the protocol of a session of any codec and handler types, which
+/// makes its `Session` from them and its own codec.
+pub(crate) struct Parts<'a> {
+    pub(crate) state: &'a mut SessionState,
+    pub(crate) pool: &'a mut BufPool,
+    pub(crate) stats: &'a CoreStats,
+    pub(crate) connects: &'a mut Vec<SocketAddr>,
+    pub(crate) core: &'a mut CoreCtx,
+    pub(crate) now: Micros,
+}
+
+impl Parts<'_> {
+    /// A `Session` view of these parts with `codec`, for one callback.
+    pub(crate) fn session<'s, C: Codec>(&'s mut self, codec: &'s mut C) -> Session<'s, C> {
+        Session {
+            codec,
+            state: self.state,
+            pool: self.pool,
+            stats: self.stats,
+            connects: self.connects,
+            core: self.core,
+            now: self.now,
+        }
+    }
+}
+
 /// One connection, as a handler sees it during a callback: reply, close, and identity.
 ///
 /// Handlers run inline on the core that owns the session: everything here is local to that
@@ -693,15 +725,20 @@ impl<'a, C: Codec> Session<'a, C> {
         self.codec
     }
 
-    /// Opens an outbound connection to `addr` on this session's core, right after this
-    /// callback. The new session gets a handler from the same factory, with the same codec;
-    /// its `on_open` runs once connected, or `on_error` and `on_close` if the connect fails.
+    /// Opens an outbound connection to `addr` on this session's core, at the end of the loop
+    /// turn. The new session gets a handler from the same factory, with the same codec; its
+    /// `on_open` runs once connected, or `on_error` (a [`SessionError::Connect`]) and `on_close`
+    /// if the connect fails or times out. For a session of another protocol (a backend speaking
+    /// another codec, with its own handler), and a handle to it at once, see
+    /// [`CoreCtx::connect`].
+    ///
+    /// [`SessionError::Connect`]: crate::SessionError::Connect
     pub fn connect(&mut self, addr: SocketAddr) {
         self.connects.push(addr);
     }
 
-    /// Whether this session was opened by [`connect`](Session::connect) (or a client), rather
-    /// than accepted.
+    /// Whether this session was opened by [`connect`](Session::connect),
+    /// [`CoreCtx::connect`] or a client, rather than accepted.
     pub fn is_outbound(&self) -> bool {
         self.state.outbound
     }

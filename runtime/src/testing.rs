@@ -65,10 +65,11 @@ use crate::core_ctx::CoreCtx;
 use crate::error::SessionError;
 use crate::handler::Handler;
 use crate::pool::BufPool;
-use crate::route::Msg;
-use crate::session::{CloseAsk, CloseReason, Session, SessionId, SessionState, Timeouts};
+use crate::route::{self, Msg};
+use crate::session::{CloseAsk, CloseReason, Session, SessionState, Timeouts};
 use crate::stats::{CoreSnapshot, CoreStats};
 use crate::timer::{Micros, SessionTimers, TimerId};
+use crate::worker::ErasedProto;
 
 /// What a handler did, in the order it happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,8 +85,9 @@ pub enum Event {
     Timer(TimerId, Duration),
     /// `on_error` ran with this error (as its message).
     Error(String),
-    /// The handler asked for an outbound connection ([`Session::connect`]); the kit records
-    /// it and connects nothing.
+    /// The handler asked for an outbound connection ([`Session::connect`] or
+    /// [`CoreCtx::connect`]); the kit records it and connects nothing. A handler given to
+    /// `CoreCtx::connect` is kept, never called, until the harness is dropped.
     Connect(SocketAddr),
     /// The session closed for this reason; `on_close` ran.
     Closed(CloseReason),
@@ -105,8 +107,10 @@ pub struct Harness<C: Codec, H: Handler<C>> {
     stats: CoreStats,
     connects: Vec<SocketAddr>,
     core: CoreCtx,
-    /// Marks this thread as the kit's core, so that replies completed here come back to it.
-    _entered: crate::route::Entered,
+    /// The kit's own server id: replies completed on this thread come back to this session.
+    server: u32,
+    /// The protocols of the outbound sessions asked for with `CoreCtx::connect`, kept unrun.
+    others: Vec<Box<dyn ErasedProto>>,
     max_frame: usize,
     opened: bool,
     closed: Option<CloseReason>,
@@ -129,7 +133,9 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
     /// [`open`](Harness::open), [`feed`](Harness::feed), [`advance`](Harness::advance) or
     /// [`peer_close`](Harness::peer_close).
     pub fn new(codec: C, handler: H) -> Self {
-        let mut state = SessionState::new(SessionId::new(0, 0), -1, Timeouts::default());
+        let server = route::new_server_id();
+        let mut core = kit_ctx(Box::new(()), server);
+        let mut state = SessionState::new(core.next_id(), -1, Timeouts::default());
         state.output_limit = 64 << 20;
         state.timers = SessionTimers::new(64);
         Harness {
@@ -140,8 +146,9 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
             pool: BufPool::default(),
             stats: CoreStats::default(),
             connects: Vec::new(),
-            core: CoreCtx::new(0, Box::new(()), 0, None, None),
-            _entered: crate::route::enter(0, 0),
+            core,
+            server,
+            others: Vec::new(),
             max_frame: 1 << 20,
             opened: false,
             closed: None,
@@ -157,7 +164,8 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
     /// The per-core state the handler finds through `Session::core` (the server's
     /// `core_state`; none by default).
     pub fn core_state<S: 'static>(mut self, state: S) -> Self {
-        self.core = CoreCtx::new(0, Box::new(state), 0, None, None);
+        self.core = kit_ctx(Box::new(state), self.server);
+        self.core.next_id(); // The session's own.
         self
     }
 
@@ -340,6 +348,7 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
         self.last_rx = self.now;
         let had_tail = self.reader.buffered() > 0;
         let now = self.now;
+        route::mark(self.server, 0);
         let Harness {
             codec,
             handler,
@@ -414,6 +423,7 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
 
     /// Runs `f` on the handler with a session view.
     fn with_session(&mut self, f: impl FnOnce(&mut H, &mut Session<'_, C>)) {
+        route::mark(self.server, 0);
         let mut session = Session {
             codec: &mut self.codec,
             state: &mut self.state,
@@ -435,12 +445,17 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
         for addr in self.connects.drain(..) {
             self.events.push(Event::Connect(addr));
         }
+        for other in self.core.outbound.pending.drain(..) {
+            self.events.push(Event::Connect(other.addr));
+            self.others.push(other.proto);
+        }
         // What the callback sent to its core: this session's replies fill their slots, and
         // writes and closes by handle apply to it (another session's, which the kit does not
         // have, reach nothing); work sent to the core runs.
         let own = self.handle();
         let mut mail = Vec::new();
-        crate::route::take_here(&mut mail);
+        route::mark(self.server, 0);
+        route::take_here(&mut mail);
         let mut dropped = false;
         for msg in mail {
             match msg {
@@ -500,7 +515,7 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
     /// The handle a `Session` view of this harness gives.
     fn handle(&self) -> crate::reply::SessionHandle {
         crate::reply::SessionHandle {
-            server: 0,
+            server: self.server,
             worker: self.state.id.worker() as u32,
             slot: self.state.slot,
             seq: self.state.id.as_u64(),
@@ -547,6 +562,13 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
     fn finish_call(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.wrote)
     }
+}
+
+/// A core context for the kit: it makes no sockets, and its first id is the session's.
+fn kit_ctx(state: Box<dyn std::any::Any>, server: u32) -> CoreCtx {
+    let mut core = CoreCtx::new(0, state, server, None, None);
+    core.outbound.sockets = false;
+    core
 }
 
 /// A duration as the engine's timeouts hold it (at least a microsecond).

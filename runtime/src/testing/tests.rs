@@ -323,3 +323,42 @@ fn reserved_replies_keep_their_place_on_the_test_clock() {
     t.advance(Duration::from_millis(2));
     assert_eq!(t.closed(), Some(CloseReason::IdleTimeout));
 }
+
+/// Forwards each line to a backend of another type, with the reply reserved for it.
+struct Forward;
+
+/// The backend: never runs in the kit; it only holds its reply.
+struct Held {
+    _reply: crate::reply::Reply,
+}
+
+impl Handler<Lines> for Held {}
+
+impl Handler<Lines> for Forward {
+    fn on_message(&mut self, s: &mut Session<'_, Lines>, _: &[u8]) {
+        let reply = s.reserve().unwrap();
+        let own = s.handle();
+        let backend = s
+            .core()
+            .connect(
+                "127.0.0.1:9".parse().unwrap(),
+                Lines,
+                Held { _reply: reply },
+            )
+            .unwrap();
+        assert_ne!(backend, own, "a session of its own");
+    }
+}
+
+#[test]
+fn connects_of_another_protocol_are_recorded_and_their_handlers_kept() {
+    let mut t = Harness::new(Lines, Forward);
+    assert_eq!(t.feed(b"a\nb\n"), b"");
+    let connects = t.events().iter().filter(|e| matches!(e, Event::Connect(_)));
+    assert_eq!(connects.count(), 2);
+    assert_eq!(
+        t.closed(),
+        None,
+        "the backends' handlers hold the replies: not dropped"
+    );
+}

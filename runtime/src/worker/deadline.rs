@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Phase, Worker};
+use super::{Event, Phase, Worker};
 use crate::codec::Codec;
 use crate::core_ctx::CoreCtx;
 use crate::driver::Command;
-use crate::error::panic_message;
+use crate::error::{panic_message, ConnectError};
 use crate::handler::Handler;
 use crate::session::{CloseReason, Read};
 use crate::timer::Micros;
@@ -83,8 +83,12 @@ where
     H: Handler<C>,
     F: Fn(&mut CoreCtx) -> H,
 {
-    /// How long the next turn may wait: until the earliest deadline, or forever.
+    /// How long the next turn may wait: until the earliest deadline, or forever; not at all
+    /// while outbound sessions asked for outside a callback wait to be opened.
     pub(crate) fn wait_bound(&self) -> Option<Duration> {
+        if !self.ctx.outbound.pending.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let next = [
             self.timers.next(),
             Some(self.next_core_tick),
@@ -117,7 +121,13 @@ where
         let tick = Some(conn.next_tick).filter(|&at| at != Micros::MAX);
         let linger = matches!(conn.phase, Phase::Lingering(_)).then_some(conn.linger_until);
         let timer = conn.state.timers.next().filter(|_| timers_fire(conn.phase));
-        [idle, read, write, tick, linger, timer]
+        // While connecting, `last_rx` is when the connect started.
+        let connect = self
+            .cfg
+            .connect_timeout
+            .filter(|_| conn.phase == Phase::Connecting)
+            .map(|d| conn.last_rx + d);
+        [idle, read, write, tick, linger, timer, connect]
             .into_iter()
             .flatten()
             .min()
@@ -174,6 +184,20 @@ where
         if conn.phase == Phase::Closing {
             return;
         }
+        if conn.phase == Phase::Connecting {
+            // Nothing else is due before the session opens.
+            return match self.cfg.connect_timeout {
+                Some(d) if now >= conn.last_rx + d => {
+                    let after = std::time::Duration::from_micros(d);
+                    let error = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("not connected within {after:?} (connect_timeout)"),
+                    );
+                    self.connect_failed(slot, ConnectError::TimedOut(error));
+                }
+                _ => self.reschedule(slot),
+            };
+        }
         let t = conn.state.timeouts;
         // Waiting for its own replies is not the peer's idleness or slowness.
         let reading = conn.phase == Phase::Open
@@ -199,7 +223,7 @@ where
         if now >= conn.next_tick {
             conn.next_tick = t.tick.map_or(Micros::MAX, |d| next_on_grid(now, d));
             self.stats.ticks.add(1);
-            self.dispatch(slot, "on_tick", |h, s| h.on_tick(s));
+            self.dispatch(slot, Event::Tick);
         }
         self.fire_session_timers(slot);
         if self
@@ -227,7 +251,7 @@ where
                 return;
             };
             self.stats.timers.add(1);
-            if !self.dispatch(slot, "on_timer", |h, s| h.on_timer(s, id)) {
+            if !self.dispatch(slot, Event::Timer(id)) {
                 return;
             }
         }
@@ -242,6 +266,8 @@ where
         }
         let first = self.drain_until.is_none();
         self.drain_until = Some(at);
+        // No new outbound session from here (`CoreCtx::connect` says so at once).
+        self.ctx.outbound.closed = true;
         if first {
             self.cmds.push(Command::StopAccepting);
             let mut open = Vec::with_capacity(self.conns.len());
@@ -258,7 +284,7 @@ where
                 return self.close_all();
             }
             for slot in open {
-                self.dispatch(slot, "on_drain", |h, s| h.on_drain(s));
+                self.dispatch(slot, Event::Drain);
             }
         }
         if self.clock.now() >= at {
@@ -274,13 +300,14 @@ where
         };
         if conn.drain_due && conn.phase == Phase::Open {
             conn.drain_due = false;
-            self.dispatch(slot, "on_drain", |h, s| h.on_drain(s));
+            self.dispatch(slot, Event::Drain);
         }
     }
 
     /// The drain deadline passed: close every session now.
     fn close_all(&mut self) {
         self.closed_all = true;
+        self.ctx.outbound.closed = true;
         let slots: Vec<u32> = self.conns.iter().map(|(k, _)| k as u32).collect();
         for slot in slots {
             self.begin_close(slot, CloseReason::Shutdown);

@@ -5,11 +5,11 @@ use std::os::fd::OwnedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use super::{is_reset, Phase, Worker};
+use super::{is_reset, Event, Phase, Proto, Worker};
 use crate::codec::Codec;
 use crate::core_ctx::CoreCtx;
 use crate::driver::{Command, Core, SendBuf};
-use crate::error::{IoOp, SessionError};
+use crate::error::{ConnectError, IoOp, SessionError};
 use crate::handler::Handler;
 use crate::session::{CloseReason, Read};
 
@@ -41,11 +41,12 @@ where
             || (self.drain_until.is_some() && self.conns.is_empty())
             || self.idle_due()
             || crate::route::has_local_work()
+            || !self.ctx.outbound.pending.is_empty()
             || !self.resumes.is_empty()
     }
 
     fn accepted(&mut self, fd: OwnedFd) {
-        if self.closed_all || self.conns.len() >= self.cfg.max_sessions {
+        if self.closed_all || self.is_full() {
             self.stats.rejected.add(1);
             return; // Dropping `fd` closes it.
         }
@@ -55,7 +56,7 @@ where
         self.stats.accepted.add(1);
         self.cmds.push(Command::Open { slot, fd });
         self.reschedule(slot);
-        self.dispatch(slot, "on_open", |h, s| h.on_open(s));
+        self.dispatch(slot, Event::Open);
     }
 
     fn connected(&mut self, slot: u32, result: io::Result<()>) {
@@ -70,20 +71,11 @@ where
                 conn.phase = Phase::Open;
                 conn.last_rx = self.now;
                 self.stats.connected.add(1);
-                if self.dispatch(slot, "on_open", |h, s| h.on_open(s)) {
+                if self.dispatch(slot, Event::Open) {
                     self.drain_if_due(slot);
                 }
             }
-            Err(error) => {
-                self.stats.connect_errors.add(1);
-                let session = conn.state.id;
-                let error = SessionError::Io {
-                    session,
-                    op: IoOp::Connect,
-                    error,
-                };
-                self.fail(slot, error, CloseReason::IoError);
-            }
+            Err(error) => self.connect_failed(slot, ConnectError::from_io(error)),
         }
     }
 
@@ -190,6 +182,10 @@ where
         if let Some(mail) = &self.mail {
             mail.live.freed(slot);
         }
+        self.ctx.outbound.sessions = self.conns.len();
+        if matches!(conn.proto, Proto::Other(_)) {
+            self.placed.remove(&conn.state.id.as_u64());
+        }
         conn.state.out.release(&mut self.pool);
         conn.reader.release(&mut self.pool);
         self.stats.closed.add(1);
@@ -203,5 +199,24 @@ where
         if let Some(deadline) = self.control.stop_requested() {
             self.begin_drain(deadline);
         }
+    }
+}
+
+impl<C, H, F> Worker<C, H, F>
+where
+    C: Codec + Clone,
+    H: Handler<C>,
+    F: Fn(&mut CoreCtx) -> H,
+{
+    /// An outbound session could not connect (the kernel said why, or the connect timeout
+    /// passed): `on_error` with the classified error, then `on_close`.
+    pub(super) fn connect_failed(&mut self, slot: u32, error: ConnectError) {
+        let Some(conn) = self.conns.get(slot as usize) else {
+            return;
+        };
+        self.stats.connect_errors.add(1);
+        let session = conn.state.id;
+        let error = SessionError::Connect { session, error };
+        self.fail(slot, error, CloseReason::IoError);
     }
 }

@@ -232,7 +232,7 @@ where
                 }
             }
             Msg::Fill { session, id, bytes } => {
-                let Some(slot) = self.resolve(session) else {
+                let Some(slot) = self.resolve_in(session, Self::takes_replies) else {
                     return; // The session has gone (or is going): its replies are no-ops.
                 };
                 if self.conns[slot as usize].state.out.fill(id, bytes) {
@@ -242,7 +242,10 @@ where
             }
             Msg::Abandon { session, id } => self.abandoned(session, id),
             Msg::Write { session, bytes } => {
-                let Some(slot) = self.resolve(session) else {
+                // Only an open session takes new output: one flushing after a dropped reply
+                // must not send it where the peer waits for that reply, and one lingering has
+                // shut its sending side.
+                let Some(slot) = self.resolve_in(session, |p| p == Phase::Open) else {
                     self.stats.stale_messages.add(1);
                     return;
                 };
@@ -255,7 +258,7 @@ where
                 self.after_callback(slot);
             }
             Msg::Close { session } => {
-                let Some(slot) = self.resolve(session) else {
+                let Some(slot) = self.resolve_in(session, |p| p == Phase::Open) else {
                     self.stats.stale_messages.add(1);
                     return;
                 };
@@ -265,13 +268,15 @@ where
         }
     }
 
-    /// The slot of the session `h` names, if it is this core's and still open (not closing).
-    pub(crate) fn resolve(&self, h: SessionHandle) -> Option<u32> {
-        if h.server != self.ctx.server() || h.worker() != self.cfg.core {
-            return None;
-        }
-        let conn = self.conns.get(h.slot as usize)?;
-        (conn.state.id.as_u64() == h.seq && conn.phase != Phase::Closing).then_some(h.slot)
+    /// [`resolve`](Self::resolve), for a session whose phase passes `phase`.
+    fn resolve_in(&self, session: SessionHandle, phase: impl Fn(Phase) -> bool) -> Option<u32> {
+        let slot = self.resolve(session)?;
+        phase(self.conns[slot as usize].phase).then_some(slot)
+    }
+
+    /// Whether a session in `phase` still writes its replies (not once it is closing).
+    fn takes_replies(phase: Phase) -> bool {
+        phase != Phase::Closing
     }
 
     /// A reply slot of `slot` was filled: send what is ready, and read again if the session
@@ -324,7 +329,7 @@ where
     /// A reserved reply of `session` was dropped without being completed: what was answered
     /// before it still goes out; nothing after it can, in order, so the session closes.
     fn abandoned(&mut self, session: SessionHandle, id: u64) {
-        let Some(slot) = self.resolve(session) else {
+        let Some(slot) = self.resolve_in(session, Self::takes_replies) else {
             return;
         };
         let conn = &mut self.conns[slot as usize];
@@ -385,7 +390,7 @@ where
         if conn.phase == Phase::Closing {
             return;
         }
-        if let Some(Err(_)) = self.call(slot, |h, s| h.on_error(s, &error)) {
+        if let Some(Err(_)) = self.call(slot, Event::Error(&error)) {
             self.stats.panics.add(1);
         }
         self.begin_close(slot, reason);
@@ -399,11 +404,11 @@ where
         };
         conn.phase = Phase::Flushing(CloseReason::CodecError);
         conn.reader.release(&mut self.pool);
-        // Formatting the error runs the codec's own `Display`: inside the guarded call.
-        self.dispatch(slot, "on_error", |h, s| {
-            log::debug!("ringwire: {error}");
-            h.on_error(s, &error)
-        });
+        // Formatting the error runs the codec's own `Display`: guarded, as a part of `on_error`.
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| log::debug!("ringwire: {error}"))) {
+            return self.panicked(slot, "on_error", payload);
+        }
+        self.dispatch(slot, Event::Error(&error));
     }
 
     /// Closes the session now: `on_close`, then the driver cancels its I/O and closes the
@@ -416,7 +421,7 @@ where
             return;
         }
         conn.phase = Phase::Closing;
-        if let Some(Err(_)) = self.call(slot, |h, s| h.on_close(s, reason)) {
+        if let Some(Err(_)) = self.call(slot, Event::Close(reason)) {
             self.stats.panics.add(1);
         }
         if let Some(conn) = self.conns.get_mut(slot as usize) {

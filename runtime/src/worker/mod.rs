@@ -4,21 +4,25 @@
 //! `crate::driver`). It submits no I/O itself; the only system calls it makes are through
 //! `sys`: creating a socket for an outbound connection, and a session's peer address.
 //!
+//! Sessions of the server's codec and handler types sit inline in the slab; outbound sessions
+//! of other protocols sit beside them behind one virtual call per buffer or event (`proto`).
+//! Everything that finds a session by its handle goes through `Worker::resolve`.
+//!
 //! Invariants: at most one send per session is in flight; output produced during a turn is
 //! written with one send per session at the end of the turn; a session's slot is freed only
 //! when the driver reports it closed; a panic in a callback closes only its session; a session
 //! whose output passes the high-water mark is not read from until it drains to the low mark.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::codec::{Codec, Flow, FrameReader};
+use crate::codec::{Codec, FrameReader};
 use crate::core_ctx::CoreCtx;
 use crate::driver::{Command, Driver};
 use crate::error::{panic_message, SessionError};
@@ -27,16 +31,20 @@ use crate::latency::{LatencyHandle, Recorder};
 use crate::mailbox::{Inbox, Outbox};
 use crate::pool::BufPool;
 use crate::route::{self, Liveness, Msg, Router};
-use crate::session::{CloseAsk, CloseReason, Read, Session, SessionId, SessionState, Timeouts};
+use crate::session::{CloseAsk, CloseReason, Parts, Read, SessionState, Timeouts};
 use crate::stats::CoreStats;
 use crate::sys;
-use crate::timer::{Clock, Micros, SessionTimers, Timers};
+use crate::timer::{Clock, Micros, Timers};
 
 mod deadline;
 mod events;
 mod lifecycle;
+mod open;
+mod proto;
 
 pub(crate) use deadline::{Control, CoreTick};
+pub(crate) use proto::{ErasedProto, Typed};
+use proto::{Event, Limits, Proto};
 
 /// Where a session is in its life, as the core sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,8 +66,7 @@ pub(crate) enum Phase {
 }
 
 struct Conn<C, H> {
-    codec: C,
-    handler: H,
+    proto: Proto<C, H>,
     reader: FrameReader,
     state: SessionState,
     phase: Phase,
@@ -83,18 +90,15 @@ struct Conn<C, H> {
     idle_watched: bool,
 }
 
-impl<C, H> Conn<C, H> {
+impl<C: Codec, H: Handler<C>> Conn<C, H> {
     /// Open, with nothing half-received, held or pending: as far as the core knows, the peer
     /// is waiting for nothing.
-    fn is_idle(&self) -> bool
-    where
-        C: Codec,
-    {
+    fn is_idle(&self) -> bool {
         // `at_boundary` is user code: a panic there means "not at a boundary" (the drain's
         // deadline then closes the session), never the core's death.
         self.phase == Phase::Open
             && self.state.out.outstanding() == 0
-            && catch_unwind(AssertUnwindSafe(|| self.codec.at_boundary())).unwrap_or(false)
+            && catch_unwind(AssertUnwindSafe(|| self.proto.at_boundary())).unwrap_or(false)
             && self.state.out.is_empty()
             && self.reader.buffered() == 0
             && self.reader.held() == 0
@@ -116,6 +120,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) core_tick: Option<CoreTick>,
     /// TCP_NODELAY on outbound sockets.
     pub(crate) nodelay: bool,
+    /// How long an outbound session may take to connect (`None`: as long as the kernel tries).
+    pub(crate) connect_timeout: Option<Micros>,
     /// Outbound connections to open when the worker starts: target and count.
     pub(crate) connect: Option<(SocketAddr, usize)>,
     /// How long a session closed from our side lingers for the peer's EOF (`None`: closes at
@@ -159,7 +165,9 @@ pub(crate) struct Worker<C, H, F> {
     dirty: Vec<u32>,
     stats: Arc<CoreStats>,
     control: Arc<Control>,
-    next_seq: u64,
+    /// The slots of the live sessions opened by `CoreCtx::connect`, by id: their first handle
+    /// was given out before they had a slot (see `resolve`).
+    placed: HashMap<u64, u32>,
     clock: Clock,
     /// The current turn's time.
     now: Micros,
@@ -220,7 +228,7 @@ where
         factory: Arc<F>,
         stats: Arc<CoreStats>,
         control: Arc<Control>,
-        ctx: CoreCtx,
+        mut ctx: CoreCtx,
     ) -> Self {
         let clock = Clock::new();
         let recorders = cfg.latency.as_ref().map(|l| Recorders {
@@ -229,6 +237,8 @@ where
             turn_began: Instant::now(),
         });
         let next_core_tick = cfg.core_tick.as_ref().map_or(Micros::MAX, |t| t.period);
+        ctx.outbound.max_sessions = cfg.max_sessions;
+        ctx.outbound.nodelay = cfg.nodelay;
         Worker {
             // Never grows past this: the slab's storage does not move.
             conns: Slab::with_capacity(cfg.max_sessions),
@@ -240,7 +250,7 @@ where
             pool: BufPool::default(),
             stats,
             control,
-            next_seq: 0,
+            placed: HashMap::new(),
             clock,
             now: 0,
             next_core_tick,
@@ -363,6 +373,7 @@ where
     /// reported everything the kernel had.)
     pub(crate) fn end_turn(&mut self) {
         self.settle_replies();
+        self.open_pending();
         if !self.connects.is_empty() {
             let mut connects = std::mem::take(&mut self.connects);
             for addr in connects.drain(..) {
@@ -391,37 +402,27 @@ where
         self.dirty = dirty;
     }
 
-    /// Runs `f` on a session's handler, catching a panic, then applies what the callback did
-    /// (output to write, a close request). Returns `false` if the callback panicked.
-    fn dispatch(
-        &mut self,
-        slot: u32,
-        callback: &'static str,
-        f: impl FnOnce(&mut H, &mut Session<'_, C>),
-    ) -> bool {
-        match self.call(slot, f) {
+    /// Runs a session's callback for `event`, catching a panic, then applies what the callback
+    /// did (output to write, a close request). Returns `false` if the callback panicked.
+    fn dispatch(&mut self, slot: u32, event: Event<'_>) -> bool {
+        match self.call(slot, event) {
             None => true,
             Some(Ok(())) => {
                 self.after_callback(slot);
                 true
             }
             Some(Err(payload)) => {
-                self.panicked(slot, callback, payload);
+                self.panicked(slot, event.callback(), payload);
                 false
             }
         }
     }
 
-    /// Runs `f` on the session's handler with a `Session` view of it, catching a panic.
-    /// `None` if the slot is empty.
-    fn call(
-        &mut self,
-        slot: u32,
-        f: impl FnOnce(&mut H, &mut Session<'_, C>),
-    ) -> Option<std::thread::Result<()>> {
+    /// Runs a session's callback for `event`, catching a panic; then opens the outbound
+    /// sessions it asked for. `None` if the slot is empty.
+    fn call(&mut self, slot: u32, event: Event<'_>) -> Option<std::thread::Result<()>> {
         let conn = self.conns.get_mut(slot as usize)?;
-        let mut session = Session {
-            codec: &mut conn.codec,
+        let parts = Parts {
             state: &mut conn.state,
             pool: &mut self.pool,
             stats: &self.stats,
@@ -429,75 +430,43 @@ where
             core: &mut self.ctx,
             now: self.now,
         };
-        let handler = &mut conn.handler;
-        Some(catch_unwind(AssertUnwindSafe(|| f(handler, &mut session))))
+        let proto = &mut conn.proto;
+        let result = catch_unwind(AssertUnwindSafe(|| proto.event(event, parts)));
+        self.open_pending();
+        Some(result)
     }
 
-    /// Decodes a session's input and hands each frame to `on_message`: `data` just received,
-    /// or (`None`) the input held while reading was paused. Decoding pauses as soon as the
-    /// session's output passes the high-water mark, holding the rest of the input, so one
-    /// receive cannot queue more than one frame's replies beyond the mark.
+    /// Decodes a session's input and hands each frame to `on_message` (see `proto::feed`):
+    /// `data` just received, or (`None`) the input held while reading was paused.
     fn decode(&mut self, slot: u32, data: Option<&[u8]>) {
         let Some(conn) = self.conns.get_mut(slot as usize) else {
             return;
         };
-        let stats = &*self.stats;
-        let Conn {
-            codec,
-            handler,
-            reader,
-            state,
-            ..
-        } = conn;
-        let (max_frame, high_water, max_output) =
-            (self.cfg.max_frame, self.cfg.high_water, self.cfg.max_output);
-        let connects = &mut self.connects;
-        let core = &mut self.ctx;
-        let pool = &mut self.pool;
-        let now = self.now;
-        let mut handling = self.recorders.as_mut().map(|r| &mut r.handling);
+        let limits = Limits {
+            max_frame: self.cfg.max_frame,
+            high_water: self.cfg.high_water,
+            max_output: self.cfg.max_output,
+        };
+        let parts = Parts {
+            state: &mut conn.state,
+            pool: &mut self.pool,
+            stats: &self.stats,
+            connects: &mut self.connects,
+            core: &mut self.ctx,
+            now: self.now,
+        };
+        let handling = self.recorders.as_mut().map(|r| &mut r.handling);
+        let (proto, reader) = (&mut conn.proto, &mut conn.reader);
         let result = catch_unwind(AssertUnwindSafe(|| {
-            let on_frame = |codec: &mut C, pool: &mut BufPool, frame: C::Frame<'_>| {
-                let mut session = Session {
-                    codec,
-                    state: &mut *state,
-                    pool,
-                    stats,
-                    connects: &mut *connects,
-                    core: &mut *core,
-                    now,
-                };
-                match handling.as_deref_mut() {
-                    Some(rec) => {
-                        let start = Instant::now();
-                        handler.on_message(&mut session, frame);
-                        rec.record_since(start);
-                    }
-                    None => handler.on_message(&mut session, frame),
-                }
-                if session.state.close == CloseAsk::AfterFlush
-                    || session.state.out.len() > max_output
-                {
-                    Flow::Stop
-                } else if session.state.out.len() > high_water
-                    || session.state.out.outstanding() >= session.state.max_replies
-                {
-                    Flow::Pause
-                } else {
-                    Flow::Continue
-                }
-            };
-            match data {
-                Some(data) => reader.feed(codec, data, max_frame, pool, on_frame),
-                None => reader.resume(codec, max_frame, pool, on_frame),
-            }
+            proto.feed(reader, parts, data, limits, handling)
         }));
+        self.open_pending();
         match result {
             Ok(Ok(fed)) => {
-                stats.frames_in.add(fed.frames as u64);
+                self.stats.frames_in.add(fed.frames as u64);
                 if fed.copied > 0 {
-                    stats.tail_copies.add(1);
-                    stats.tail_bytes.add(fed.copied as u64);
+                    self.stats.tail_copies.add(1);
+                    self.stats.tail_bytes.add(fed.copied as u64);
                 }
                 if fed.frames > 0 {
                     // Frames completed: an incomplete one left behind is a new frame, whose
@@ -510,7 +479,7 @@ where
                 self.after_callback(slot);
             }
             Ok(Err(error)) => {
-                stats.codec_errors.add(1);
+                self.stats.codec_errors.add(1);
                 let session = self.conns[slot as usize].state.id;
                 self.reject_input(slot, SessionError::Codec { session, error });
             }
@@ -527,89 +496,16 @@ where
                 panics += 1;
             }
         }
+        for pending in self.ctx.outbound.pending.drain(..) {
+            if catch_unwind(AssertUnwindSafe(move || drop(pending))).is_err() {
+                panics += 1;
+            }
+        }
         panics
-    }
-
-    /// A new session in a free slot, with a handler from the factory; `None` (counted) if the
-    /// factory panicked.
-    fn insert(&mut self, fd: &OwnedFd, phase: Phase) -> Option<u32> {
-        // Both are user code: a panic refuses this connection only.
-        let made = catch_unwind(AssertUnwindSafe(|| {
-            (self.codec.clone(), (self.factory)(&mut self.ctx))
-        }));
-        let (codec, handler) = match made {
-            Ok(made) => made,
-            Err(payload) => {
-                self.stats.panics.add(1);
-                let message = panic_message(&*payload);
-                log::error!("ringwire: codec clone or handler factory panicked: {message}");
-                return None;
-            }
-        };
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let id = SessionId::new(self.cfg.core, seq);
-        let mut state = SessionState::new(id, fd.as_raw_fd(), self.cfg.timeouts);
-        state.draining = self.drain_until.is_some();
-        state.outbound = phase == Phase::Connecting;
-        state.output_limit = self.cfg.max_output;
-        state.timers = SessionTimers::new(self.cfg.max_timers);
-        state.max_replies = self.cfg.max_replies;
-        state.slot = self.conns.vacant_key() as u32;
-        let now = self.now;
-        let slot = self.conns.insert(Conn {
-            codec,
-            handler,
-            reader: FrameReader::new(),
-            state,
-            phase,
-            dirty: false,
-            seq,
-            last_rx: now,
-            frame_started: now,
-            write_progress: now,
-            next_tick: Micros::MAX,
-            timer_at: Micros::MAX,
-            had_tail: false,
-            had_output: false,
-            linger_until: Micros::MAX,
-            drain_due: self.drain_until.is_some(),
-            idle_watched: false,
-        });
-        if let Some(mail) = &self.mail {
-            mail.live.opened(slot as u32, seq);
-        }
-        Some(slot as u32)
-    }
-
-    /// Opens an outbound session to `addr`; its `on_open` runs once connected.
-    fn connect(&mut self, addr: SocketAddr) {
-        if self.closed_all || self.conns.len() >= self.cfg.max_sessions {
-            self.stats.connect_errors.add(1);
-            log::warn!(
-                "ringwire: core {}: no room for a connection to {addr}",
-                self.cfg.core
-            );
-            return;
-        }
-        let fd = match sys::tcp_socket(addr, self.cfg.nodelay) {
-            Ok(fd) => fd,
-            Err(e) => {
-                self.stats.connect_errors.add(1);
-                log::warn!(
-                    "ringwire: core {}: cannot open a socket for {addr}: {e}",
-                    self.cfg.core
-                );
-                return;
-            }
-        };
-        let Some(slot) = self.insert(&fd, Phase::Connecting) else {
-            return; // Dropping `fd` closes it.
-        };
-        self.cmds.push(Command::Connect { slot, fd, addr });
-        self.reschedule(slot);
     }
 }
 
+#[cfg(test)]
+mod connect_tests;
 #[cfg(test)]
 pub(crate) mod tests;

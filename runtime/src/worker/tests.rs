@@ -7,8 +7,9 @@ use super::*;
 use crate::codec::{CodecError, Decoded};
 use crate::driver::Core;
 use crate::reply::Reply;
+use crate::session::Session;
 use crate::timer::Micros;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// What the core asked the driver to do.
 #[derive(Debug, PartialEq, Eq)]
@@ -253,6 +254,7 @@ fn worker_with(timeouts: Timeouts) -> (TestWorker, Log, Arc<CoreStats>, Arc<Cont
         max_replies: 2,
         core_tick: None,
         nodelay: true,
+        connect_timeout: None,
         connect: None,
         latency: None,
         linger: None,
