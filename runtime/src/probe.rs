@@ -119,7 +119,24 @@ impl std::error::Error for ProbeError {}
 /// The outcome of probing the kernel, once per process.
 pub fn probe() -> &'static Result<UringFeatures, ProbeError> {
     static PROBE: OnceLock<Result<UringFeatures, ProbeError>> = OnceLock::new();
-    PROBE.get_or_init(probe_uring)
+    // On a thread of its own. Probing on the caller's thread made that thread's next blocking
+    // read fail with EINTR now and then (the client reads of tests/reply_order.rs: 3 to 5 runs
+    // in 20 on Linux 6.18, none in 20 since): the probe's rings, torn down with work pending,
+    // presumably leave the kernel's task work, with its signal-like notification, to the
+    // thread that created them. The caller (often the application's main thread) must not pay.
+    PROBE.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("ringwire-probe".into())
+            .spawn(probe_uring)
+            .map_err(failed("probe thread"))
+            .and_then(|probe| {
+                probe.join().unwrap_or_else(|_| {
+                    Err(failed("io_uring probe")(io::Error::other(
+                        "the probe panicked",
+                    )))
+                })
+            })
+    })
 }
 
 fn failed(step: &'static str) -> impl FnOnce(io::Error) -> ProbeError {
