@@ -231,6 +231,15 @@ macro_rules! engine_settings {
             self
         }
 
+        /// How a core wakes another core that sleeps: with an IORING_OP_MSG_RING from its own
+        /// ring where the io_uring driver runs and the kernel has it (`true`, the default), or
+        /// by writing the sleeper's eventfd (`false`, what the epoll driver always does). For
+        /// comparisons; the start-up line names the doorbell in use.
+        pub fn msg_ring(mut self, on: bool) -> Self {
+            self.config.msg_ring = on;
+            self
+        }
+
         /// Records per-core histograms of in-server handling time (frame decoded to replies
         /// encoded) and of loop-turn time, read through
         /// [`ServerHandle::latency`](crate::ServerHandle::latency) and printed with

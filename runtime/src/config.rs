@@ -78,6 +78,11 @@ pub struct Config {
     pub linger: Option<Duration>,
     /// The I/O driver (default: io_uring where it works, else epoll).
     pub driver: DriverKind,
+    /// Ring a sleeping core with an IORING_OP_MSG_RING from the sending core's ring (and,
+    /// on Linux 6.13 and later, from other threads with IORING_REGISTER_SEND_MSG_RING) where
+    /// the io_uring driver runs and the kernel has it; on by default. Off: every wake-up
+    /// writes the core's eventfd, as the epoll driver always does.
+    pub msg_ring: bool,
     /// Record per-core histograms of handling time (frame decoded to reply encoded) and of
     /// loop-turn time; read them through `ServerHandle::latency`. Off by default: two clock
     /// reads per frame.
@@ -116,6 +121,7 @@ impl Default for Config {
             offload_cpus: Vec::new(),
             linger: Some(Duration::from_secs(2)),
             driver: DriverKind::Auto,
+            msg_ring: true,
             record_latency: false,
         }
     }

@@ -35,6 +35,7 @@ pub mod testing;
 pub mod bench_support;
 mod buf_ring;
 mod cpus;
+mod doorbell;
 mod driver;
 mod errno;
 mod listener;

@@ -6,6 +6,7 @@
 //! completion has been reaped.
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -106,6 +107,23 @@ impl Ring {
 
     pub(crate) fn submitter(&self) -> io_uring::Submitter<'_> {
         self.uring.submitter()
+    }
+
+    /// The ring's own descriptor (for another ring to name in a MSG_RING).
+    pub(crate) fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the descriptor is open while the ring lives, which the borrow of `self`
+        // outlasts. (The `io-uring` crate's own `AsFd` needs its `io_safety` feature.)
+        unsafe { BorrowedFd::borrow_raw(self.uring.as_raw_fd()) }
+    }
+
+    /// The kernel honours `IOSQE_CQE_SKIP_SUCCESS` (IORING_FEAT_CQE_SKIP, Linux 5.17).
+    pub(crate) fn skips_success(&self) -> bool {
+        self.uring.params().is_feature_skip_cqe_on_success()
+    }
+
+    /// Nothing queued waits for the kernel: the last enter consumed every entry.
+    pub(crate) fn sq_is_empty(&mut self) -> bool {
+        self.uring.submission().is_empty()
     }
 
     pub(crate) fn cq_capacity(&self) -> usize {

@@ -16,16 +16,15 @@
 //! the sender's overflow), and nothing is dropped while its target lives.
 
 use std::cell::RefCell;
-use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core_ctx::CoreCtx;
+use crate::doorbell::Doorbells;
 use crate::mailbox::{Bell, Remote, SendError};
 use crate::remote::RemoteError;
 use crate::reply::SessionHandle;
-use crate::sys;
 
 /// Work sent to a core: runs there with the core's context.
 pub(crate) type Task = Box<dyn FnOnce(&mut CoreCtx) + Send>;
@@ -107,7 +106,7 @@ pub(crate) fn new_server_id() -> u32 {
 pub(crate) struct Router {
     pub(crate) server: u32,
     remote: Remote<Msg>,
-    bells: Arc<Vec<Arc<OwnedFd>>>,
+    bells: Arc<Doorbells>,
     live: Arc<Vec<Arc<Liveness>>>,
 }
 
@@ -115,7 +114,7 @@ impl Router {
     pub(crate) fn new(
         server: u32,
         remote: Remote<Msg>,
-        bells: Arc<Vec<Arc<OwnedFd>>>,
+        bells: Arc<Doorbells>,
         live: Arc<Vec<Arc<Liveness>>>,
     ) -> Self {
         Router {
@@ -163,11 +162,16 @@ impl Router {
         Ok(())
     }
 
-    /// Rings core `target`'s doorbell.
+    /// Rings core `target`'s doorbell from a thread that is not a core: see
+    /// [`Doorbells::ring_off_core`].
     pub(crate) fn ring(&self, target: usize) {
-        if let Err(e) = sys::eventfd_signal(&self.bells[target]) {
-            log::error!("ringwire: cannot wake worker {target}: {e}");
-        }
+        self.bells.ring_off_core(target);
+    }
+
+    /// Rings core `target` through its eventfd (for a core whose driver has no way of its
+    /// own).
+    pub(crate) fn ring_eventfd(&self, target: usize) {
+        self.bells.ring_eventfd(target);
     }
 
     /// Sends from a thread that is not a core of this server. `wait`: retry while the target's

@@ -13,8 +13,9 @@ use std::time::Duration;
 use crate::codec::Codec;
 use crate::config::Config;
 use crate::core_ctx::CoreCtx;
+use crate::doorbell::Doorbells;
 use crate::driver::epoll::EpollDriver;
-use crate::driver::uring::UringDriver;
+use crate::driver::uring::{CoreBell, UringDriver};
 use crate::driver::{Command, Core, Driver, SendBuf};
 use crate::error::{panic_message, ServerError};
 use crate::handler::Handler;
@@ -201,6 +202,8 @@ struct WorkerSetup<C, F> {
     control: Arc<Control>,
     stats: Arc<CoreStats>,
     wake: Arc<OwnedFd>,
+    /// Every core's doorbell; an io_uring core shares its ring here.
+    bells: Arc<Doorbells>,
     hooks: Hooks,
     driver: DriverKind,
     latency: Option<CoreLatency>,
@@ -237,7 +240,16 @@ where
             Ok(driver) => launch(setup, driver),
             Err(e) => setup.not_ready(e),
         },
-        _ => match UringDriver::new(&config, listener, wake, stats) {
+        _ => match UringDriver::new(
+            &config,
+            listener,
+            wake,
+            stats,
+            Some(CoreBell {
+                bells: setup.bells.clone(),
+                core: index,
+            }),
+        ) {
             Ok(driver) => launch(setup, driver),
             Err(e) => setup.not_ready(e),
         },
@@ -475,6 +487,18 @@ fn choose_driver(config: &Config) -> Result<(DriverKind, Option<String>), Server
     }
 }
 
+/// The doorbells of a server's cores (`wakers`: their eventfds): MSG_RING between cores where
+/// the io_uring driver runs, the probe found MSG_RING working and the configuration wants it.
+fn doorbells(config: &Config, driver: DriverKind, wakers: Arc<Vec<Arc<OwnedFd>>>) -> Doorbells {
+    let features = match driver {
+        DriverKind::IoUring => probe::probe().as_ref().ok(),
+        _ => None,
+    };
+    let msg_ring = config.msg_ring && features.is_some_and(|f| f.msg_ring);
+    let blind = features.is_some_and(|f| f.send_msg_ring);
+    Doorbells::new(wakers, msg_ring, blind)
+}
+
 /// Starts a server: binds one listener per configured core, starts a pinned worker per core,
 /// and returns once every worker serves, or with the first reason one could not.
 pub fn start<C, H, F>(
@@ -516,6 +540,7 @@ where
         .collect::<io::Result<Vec<_>>>()
         .map_err(ServerError::Spawn)?;
     let wakers = Arc::new(wakers);
+    let bells = Arc::new(doorbells(&config, driver, wakers.clone()));
     let live: Vec<Arc<Liveness>> = (0..cores)
         .map(|_| Arc::new(Liveness::new(config.max_sessions)))
         .collect();
@@ -531,13 +556,14 @@ where
     let router = Router::new(
         route::new_server_id(),
         mesh.remote,
-        wakers.clone(),
+        bells.clone(),
         Arc::new(live.clone()),
     );
     let mail = Mailing {
         cores: mesh.cores,
         live,
         offload,
+        bells,
     };
     let (workers, description, failure) = spawn_workers(&shared, listeners, &wakers, &router, mail);
     let info = ServerInfo {
@@ -586,6 +612,7 @@ struct Mailing {
     cores: Vec<CoreMail<Msg>>,
     live: Vec<Arc<Liveness>>,
     offload: Arc<Offload>,
+    bells: Arc<Doorbells>,
 }
 
 /// The workers started, with what the handle keeps of each.
@@ -618,6 +645,7 @@ where
         cores,
         live,
         offload,
+        bells,
     } = mail;
     let each = listeners.into_iter().zip(cores).zip(live).enumerate();
     for (index, ((listener, core_mail), live)) in each {
@@ -647,6 +675,7 @@ where
             control: shared.control.clone(),
             stats: core_stats.clone(),
             wake: wake.clone(),
+            bells: bells.clone(),
             hooks: shared.hooks.clone(),
             driver: shared.driver,
             latency: core_latency,

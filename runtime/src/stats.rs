@@ -132,6 +132,13 @@ counters! {
     mail_out,
     /// Writes and closes by handle that found their session gone on arrival.
     stale_messages,
+    /// Sleeping cores this core rang with an IORING_OP_MSG_RING from its own ring.
+    doorbells,
+    /// Sleeping cores this core rang through their eventfd (the epoll driver, MSG_RING off or
+    /// unavailable, or a MSG_RING that failed).
+    eventfd_bells,
+    /// MSG_RING doorbells that failed, each rung through the target's eventfd instead.
+    doorbell_fallbacks,
 }
 
 impl CoreSnapshot {

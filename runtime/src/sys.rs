@@ -148,6 +148,28 @@ pub(crate) fn eventfd_signal(fd: &OwnedFd) -> io::Result<()> {
     }
 }
 
+/// IORING_REGISTER_SEND_MSG_RING (Linux 6.13): runs the IORING_OP_MSG_RING that `entry`
+/// describes at once, from a thread that has no ring of its own (`io_uring_register` on no
+/// ring, fd -1). Fails as the operation would (EBADF, EBADFD, EOVERFLOW, ...), or with EINVAL
+/// on a kernel without it.
+pub(crate) fn send_msg_ring(entry: &io_uring::squeue::Entry) -> io::Result<()> {
+    const IORING_REGISTER_SEND_MSG_RING: libc::c_uint = 31;
+    const _: () = assert!(std::mem::size_of::<io_uring::squeue::Entry>() == 64);
+    // SAFETY: `squeue::Entry` is `repr(C)` around the kernel's 64-byte `io_uring_sqe` (checked
+    // above); the kernel copies one entry from the pointer, which is valid for the call. The
+    // descriptor the entry names is the caller's to keep open (it is looked up during the call).
+    let res = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            -1 as libc::c_int,
+            IORING_REGISTER_SEND_MSG_RING,
+            (entry as *const io_uring::squeue::Entry).cast::<libc::c_void>(),
+            1 as libc::c_uint,
+        )
+    };
+    cvt(res as libc::ssize_t).map(drop)
+}
+
 /// A new close-on-exec TCP socket for a connection to `addr`, with TCP_NODELAY if asked.
 pub(crate) fn tcp_socket(addr: SocketAddr, nodelay: bool) -> io::Result<OwnedFd> {
     let domain = socket2::Domain::for_address(addr);

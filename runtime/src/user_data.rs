@@ -3,7 +3,8 @@
 //! Layout of the 64 bits: `op` (8) | `generation` (24) | `slot` (32). A completion whose
 //! generation differs from its slot's current one belongs to a session that has gone; it only
 //! releases what it carries. Operations of the engine itself (accept, wake-up) use the
-//! reserved slot [`UserData::ENGINE_SLOT`], which no session can have.
+//! reserved slot [`UserData::ENGINE_SLOT`], which no session can have; the one exception is
+//! [`Op::MsgRing`], whose slot field names the core it rings (see [`UserData::msg_ring`]).
 
 /// What an operation is, in the top byte of its `user_data`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +28,12 @@ pub(crate) enum Op {
     WakeCancel = 8,
     /// Connect of an outbound session.
     Connect = 9,
+    /// This core's IORING_OP_MSG_RING to a sleeping core, whose index is in the slot field.
+    /// Submitted with `IOSQE_CQE_SKIP_SUCCESS`: only a failure completes here (engine).
+    MsgRing = 10,
+    /// The completion another core's MSG_RING posts on this ring: a pure wake-up, carrying
+    /// nothing (engine).
+    Doorbell = 11,
 }
 
 impl Op {
@@ -41,6 +48,8 @@ impl Op {
             7 => Op::AcceptCancel,
             8 => Op::WakeCancel,
             9 => Op::Connect,
+            10 => Op::MsgRing,
+            11 => Op::Doorbell,
             _ => return None,
         })
     }
@@ -70,6 +79,12 @@ impl UserData {
     /// An operation of the engine itself, not of a session.
     pub(crate) const fn engine(op: Op) -> Self {
         Self::new(op, Self::ENGINE_SLOT, 0)
+    }
+
+    /// This core's MSG_RING to core `target`: the target rides in the slot field, so that a
+    /// failed doorbell names the core to ring another way.
+    pub(crate) const fn msg_ring(target: usize) -> Self {
+        Self::new(Op::MsgRing, target as u32, 0)
     }
 
     pub(crate) const fn from_raw(raw: u64) -> Self {
@@ -111,7 +126,7 @@ mod tests {
     #[test]
     fn round_trips_every_field() {
         let ops: Vec<Op> = (0..=u8::MAX).filter_map(Op::from_u8).collect();
-        assert_eq!(ops.len(), 9, "every op, engine ones included: {ops:?}");
+        assert_eq!(ops.len(), 11, "every op, engine ones included: {ops:?}");
         for op in ops {
             for slot in [0, 1, 4095, 1 << 20, u32::MAX - 1, u32::MAX] {
                 for generation in [0, 1, 77, UserData::GEN_MASK] {

@@ -8,6 +8,7 @@ pub(crate) mod accept;
 pub(crate) mod cancel;
 pub(crate) mod close;
 pub(crate) mod connect;
+pub(crate) mod msg_ring;
 pub(crate) mod read;
 pub(crate) mod recv;
 pub(crate) mod send;

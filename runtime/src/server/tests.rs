@@ -76,6 +76,10 @@ impl<D: Driver> Driver for Faulty<D> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+
+    fn doorbell(&mut self, target: usize) -> bool {
+        self.inner.doorbell(target)
+    }
 }
 
 /// Echoes. Its `Drop` panics on core 1's thread (the core that dies), so the test also sees

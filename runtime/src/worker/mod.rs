@@ -357,10 +357,11 @@ where
                 }
             }
         }
-        let router = &mail.router;
+        let (router, stats) = (&mail.router, &self.stats);
         mail.outbox.flush(|target| {
             if !driver.doorbell(target) {
-                router.ring(target);
+                stats.eventfd_bells.add(1);
+                router.ring_eventfd(target);
             }
         });
         self.mail_out = out;

@@ -401,7 +401,7 @@ impl Driver for EpollDriver {
     }
 
     fn describe(&self) -> String {
-        "epoll driver (level-triggered, 64 KiB read buffer per core)".to_owned()
+        "epoll driver (level-triggered, 64 KiB read buffer per core, doorbell eventfd)".to_owned()
     }
 }
 

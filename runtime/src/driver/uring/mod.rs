@@ -6,6 +6,7 @@
 //! handled; receives that ran dry of buffers are re-armed at the start of the next turn, after
 //! the turn's buffers came back (re-arming inside the completion loop would spin).
 
+mod doorbell;
 mod io_slot;
 mod ops;
 #[cfg(test)]
@@ -17,6 +18,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub(crate) use self::doorbell::CoreBell;
+
+use self::doorbell::Bell;
 use self::io_slot::{IoSlot, Life, Recv};
 use super::{AcceptBackoff, Command, Core, Driver, Nodelay, SlotTable};
 use crate::buf_ring::BufRing;
@@ -78,6 +82,8 @@ pub(crate) struct UringDriver {
     /// The next completion of `batch` to report: one a panic in the core interrupted is
     /// reported at the next turn (the abandoning one), not lost.
     batch_pos: usize,
+    /// Ringing other cores over MSG_RING; `None`: their eventfds (see `crate::doorbell`).
+    bell: Option<Bell>,
 }
 
 fn unavailable(step: &'static str) -> impl FnOnce(io::Error) -> ServerError {
@@ -91,12 +97,15 @@ impl UringDriver {
         listener: Option<OwnedFd>,
         wake_fd: Arc<OwnedFd>,
         stats: Arc<CoreStats>,
+        bell: Option<CoreBell>,
     ) -> Result<UringDriver, ServerError> {
         let ring =
             Ring::new(config.ring_entries, config.cq_size()).map_err(unavailable("ring setup"))?;
         let bufs = BufRing::new(&ring, BGID, config.buf_count, config.buf_size)
             .map_err(unavailable("buffer ring registration"))?;
         let cq = ring.cq_capacity();
+        // Shared before the worker reports ready, so every core can ring it once it serves.
+        let bell = Bell::publish(bell, &ring);
         let mut driver = UringDriver {
             ring,
             slots: SlotTable::with_capacity(config.max_sessions),
@@ -119,6 +128,7 @@ impl UringDriver {
             bufs: ManuallyDrop::new(bufs),
             batch: Vec::with_capacity(cq),
             batch_pos: 0,
+            bell,
         };
         driver.arm_wake();
         Ok(driver)
@@ -158,6 +168,12 @@ impl UringDriver {
                 core.woken();
                 self.apply_all(core.commands());
             }
+            Some(Op::Doorbell) => {
+                // Another core's MSG_RING: a wake-up with nothing to read.
+                core.woken();
+                self.apply_all(core.commands());
+            }
+            Some(Op::MsgRing) => self.complete_msg_ring(ud, &c),
             Some(Op::AcceptCancel) | Some(Op::WakeCancel) => {}
             None => debug_assert!(false, "completion with unknown user_data {c:?}"),
         }
@@ -237,6 +253,7 @@ impl Driver for UringDriver {
         // panic; the rest still name operations that must be settled).
         self.report_batch(core);
         self.ring.enter(timeout)?;
+        self.release_rings();
         self.stats.turns.add(1);
         core.turn_started();
         // With DEFER_TASKRUN nothing is posted while we process, so one pass normally empties
@@ -288,9 +305,14 @@ impl Driver for UringDriver {
 
     fn describe(&self) -> String {
         format!(
-            "io_uring driver (multishot accept and recv, buf ring, {:?} task run)",
-            self.ring.taskrun()
+            "io_uring driver (multishot accept and recv, buf ring, {:?} task run, {})",
+            self.ring.taskrun(),
+            self.doorbell_kind()
         )
+    }
+
+    fn doorbell(&mut self, target: usize) -> bool {
+        self.ring_doorbell(target)
     }
 }
 
@@ -562,6 +584,8 @@ impl UringDriver {
 
 impl Drop for UringDriver {
     fn drop(&mut self) {
+        // First: from now on no core names this ring in a MSG_RING (`crate::doorbell`).
+        self.revoke_ring();
         self.cancel_wake();
         // Sessions still open here (a worker that died, or a fatal ring error) own their
         // descriptors: shut them down so their peers see the end now (the ring's operations

@@ -1,7 +1,9 @@
 //! The io_uring driver's routing of completions, fed fabricated completions on a real ring
 //! (nothing is submitted until the driver is dropped): which event each completion becomes,
 //! that every provided buffer goes back (a `RecvBuf` dropped instead trips a debug assertion),
-//! that stale completions reach nothing, and that a close waits for every operation.
+//! that stale completions reach nothing, and that a close waits for every operation. Then the
+//! doorbell: a failed MSG_RING falls back to the eventfd, and (on real rings, across threads)
+//! a MSG_RING wakes a core that sleeps with no timeout.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -9,6 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use super::*;
+use crate::doorbell::Doorbells;
 use crate::driver::{Command, Core, SendBuf};
 
 // The kernel's CQE flags (include/uapi/linux/io_uring.h).
@@ -67,6 +70,10 @@ impl Core for Recorder {
 }
 
 fn driver() -> UringDriver {
+    driver_with(None)
+}
+
+fn driver_with(bell: Option<CoreBell>) -> UringDriver {
     let config = Config {
         ring_entries: 64,
         buf_count: 16,
@@ -75,7 +82,7 @@ fn driver() -> UringDriver {
         ..Config::default()
     };
     let wake = Arc::new(crate::sys::eventfd().unwrap());
-    UringDriver::new(&config, None, wake, Arc::new(CoreStats::default())).unwrap()
+    UringDriver::new(&config, None, wake, Arc::new(CoreStats::default()), bell).unwrap()
 }
 
 fn cqe(op: Op, slot: u32, generation: u32, res: i32, flags: u32) -> Completion {
@@ -329,4 +336,124 @@ fn completions_left_in_a_batch_by_a_panic_are_reported_at_the_next_turn() {
     );
     report(&mut d, cqe(Op::Close, 0, generation, 0, 0), &mut core);
     assert!(d.is_quiescent());
+}
+
+/// The doorbells of `cores` cores, with MSG_RING if the kernel has it (else the tests say so).
+fn doorbells(cores: usize) -> Option<Arc<Doorbells>> {
+    let msg_ring = crate::probe::probe().as_ref().is_ok_and(|f| f.msg_ring);
+    if !msg_ring {
+        eprintln!("SKIPPED: this kernel has no working IORING_OP_MSG_RING");
+        return None;
+    }
+    let eventfds = (0..cores)
+        .map(|_| Arc::new(crate::sys::eventfd().unwrap()))
+        .collect();
+    Some(Arc::new(Doorbells::new(Arc::new(eventfds), true, false)))
+}
+
+#[test]
+fn a_failed_msg_ring_rings_the_eventfd_instead() {
+    let Some(bells) = doorbells(2) else { return };
+    let mut d = driver_with(Some(CoreBell {
+        bells: bells.clone(),
+        core: 0,
+    }));
+    let mut core = Recorder::default();
+    assert!(
+        d.describe().contains("doorbell MSG_RING"),
+        "{}",
+        d.describe()
+    );
+    let c = Completion {
+        user_data: UserData::msg_ring(1).raw(),
+        res: -libc::EOVERFLOW,
+        flags: 0,
+    };
+    report(&mut d, c, &mut core);
+    assert!(
+        core.events.is_empty(),
+        "nothing for the core: {:?}",
+        core.events
+    );
+    assert_eq!(d.stats.doorbell_fallbacks.get(), 1);
+    assert_eq!(d.stats.eventfd_bells.get(), 1);
+    // Core 1's eventfd was written (a blocking read returns at once).
+    let mut value = 0u64;
+    let fd = bells_eventfd(&bells, 1);
+    // SAFETY: the kernel writes 8 bytes into `value`.
+    let n = unsafe { libc::read(fd, (&mut value as *mut u64).cast(), 8) };
+    assert_eq!((n, value), (8, 1));
+    // A delivered one (a kernel without CQE_SKIP reports it) is nothing.
+    let ok = Completion { res: 0, ..c };
+    report(&mut d, ok, &mut core);
+    assert_eq!(d.stats.doorbell_fallbacks.get(), 1);
+    // The doorbell posts a completion that is a wake-up and nothing else.
+    let rung = Completion {
+        user_data: crate::doorbell::RUNG.raw(),
+        res: 0,
+        flags: 0,
+    };
+    report(&mut d, rung, &mut core);
+    assert_eq!(core.events, ["woken"]);
+}
+
+fn bells_eventfd(bells: &Doorbells, core: usize) -> std::os::fd::RawFd {
+    bells.eventfd(core).as_raw_fd()
+}
+
+/// Core 1 sleeps in its ring with no timeout (DEFER_TASKRUN where the kernel has it); core 0
+/// rings it with a MSG_RING from its own ring, several times: each wakes it, and no eventfd
+/// is written. Once core 1 has gone, core 0 finds no ring to name.
+#[test]
+fn a_msg_ring_wakes_a_core_sleeping_without_a_timeout() {
+    let Some(bells) = doorbells(2) else { return };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (woke_tx, woke_rx) = std::sync::mpsc::channel();
+    let rounds = 5;
+    let sleeper = {
+        let bells = bells.clone();
+        std::thread::spawn(move || {
+            let mut d = driver_with(Some(CoreBell { bells, core: 1 }));
+            let mut core = Recorder::default();
+            // The first turn submits the wake-up read; it waits for nothing yet.
+            d.turn(Some(Duration::ZERO), &mut core).unwrap();
+            for _ in 0..rounds {
+                ready_tx.send(()).unwrap();
+                core.events.clear();
+                while core.events.is_empty() {
+                    d.turn(None, &mut core).unwrap();
+                }
+                woke_tx.send(core.events.clone()).unwrap();
+            }
+            // Dropped here: the ring is revoked before it closes.
+        })
+    };
+    let mut d = driver_with(Some(CoreBell {
+        bells: bells.clone(),
+        core: 0,
+    }));
+    let mut core = Recorder::default();
+    for round in 0..rounds {
+        ready_rx.recv().unwrap();
+        // Let it reach its wait in the kernel.
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(d.doorbell(1), "core 1's ring is known");
+        // The entry leaves with this core's next enter, as in the worker loop.
+        d.turn(Some(Duration::ZERO), &mut core).unwrap();
+        let events = woke_rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("round {round}: the MSG_RING did not wake core 1"));
+        assert_eq!(events, ["woken"]);
+    }
+    sleeper.join().unwrap();
+    assert_eq!(d.stats.doorbells.get(), rounds as u64);
+    assert_eq!(d.stats.doorbell_fallbacks.get(), 0);
+    assert!(
+        !d.doorbell(1),
+        "core 1 has gone: its ring is not named any more"
+    );
+    assert!(
+        core.events.is_empty(),
+        "no completion came back to the sender"
+    );
 }
