@@ -297,10 +297,16 @@ fn reply(stream: &mut TcpStream) -> String {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while !line.ends_with(b"\r\n") {
-        if stream.read(&mut byte).unwrap() == 0 {
-            panic!("EOF after {:?}", String::from_utf8_lossy(&line));
+        match stream.read(&mut byte) {
+            Ok(0) => panic!("EOF after {:?}", String::from_utf8_lossy(&line)),
+            Ok(_) => line.push(byte[0]),
+            // A read with a timeout is not restarted after an interruption (see util::read_n).
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!(
+                "read failed after {:?}: {e}",
+                String::from_utf8_lossy(&line)
+            ),
         }
-        line.push(byte[0]);
     }
     let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
     match text.strip_prefix('$').map(str::parse::<i64>) {
