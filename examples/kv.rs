@@ -3,11 +3,20 @@
 //! commands are listed in `kv/service.rs`. On SIGINT or SIGTERM it drains (stops accepting,
 //! serves its sessions until their peers close, at most `--drain-ms`) and exits 0.
 //!
-//! Every core serves every key: the store is shared by the cores, behind sharded locks with
-//! short critical sections (see `kv/store.rs`), so a value set through any connection is seen
-//! by a GET on any other as soon as the SET's reply is sent. `--store per-core` gives each core
-//! a store of its own instead: no sharing, so values are NOT visible across cores; it exists
-//! only to measure what the sharing costs (see docs/PROTOCOLS.md).
+//! Every connection sees every key, whichever core serves it; `--sharding` says how the cores
+//! share them:
+//!
+//! - `cores` (the default): shared nothing. Each key is owned by one core (a hash of the key),
+//!   which keeps it in its per-core state with no lock; a command for a key of another core
+//!   is sent there, and a command over keys of several cores (MGET, MSET, DEL, EXISTS) or all
+//!   of them (DBSIZE, FLUSHDB) goes to each in one message and their results are merged. The
+//!   client's pipelined replies keep their order. See `kv/cores.rs`.
+//! - `locks`: one store shared by every core, behind sharded locks with short critical
+//!   sections (see `kv/store.rs`), for comparison.
+//!
+//! Either way a value set through any connection is seen by a GET on any other once the SET's
+//! reply has been sent, and a command over keys of several cores is not atomic (see
+//! `kv/service.rs`). docs/PROTOCOLS.md compares the two.
 //!
 //! ```text
 //! cargo run --release --example kv -- --addr 127.0.0.1:6379 --cores 2
@@ -20,22 +29,11 @@ mod service;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use common::{serve_until_signalled, ServerArgs};
 use ringwire::codec::resp::{Limits, Resp};
-use ringwire::{CoreCtx, Server};
-use service::{Kv, Store};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum StoreKind {
-    /// One store shared by every core (the correct one).
-    Shared,
-    /// A store per core: values are not visible across cores. For measuring sharing's cost.
-    PerCore,
-}
+use service::{cores, Sharding, SWEEP_PERIOD};
 
 /// ringwire RESP key-value server.
 #[derive(Parser, Debug)]
@@ -53,18 +51,16 @@ struct Args {
     /// Most arguments in one request.
     #[arg(long, default_value_t = 1 << 20)]
     max_args: usize,
-    /// Shards of the shared store (rounded up to a power of two).
+    /// How the cores share the keys: each key owned by one core, or one store behind locks.
+    #[arg(long, value_enum, default_value = "cores")]
+    sharding: Sharding,
+    /// Maps per core (`--sharding cores`) or shards of the shared store (`locks`), rounded up
+    /// to a power of two; expired keys are swept one map or shard at a time.
     #[arg(long, default_value_t = 256)]
     shards: usize,
-    /// Which store: shared by the cores, or one per core (measurement only).
-    #[arg(long, value_enum, default_value = "shared")]
-    store: StoreKind,
     #[command(flatten)]
     server: ServerArgs,
 }
-
-/// A core's own store, with `--store per-core`.
-type PerCoreStore = Option<Arc<Store>>;
 
 fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
     let codec = Resp::with_limits(
@@ -72,35 +68,25 @@ fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
             .with_max_bulk(args.max_bulk)
             .with_max_args(args.max_args),
     );
-    let shared = Arc::new(Store::new(args.shards));
-    let sweep = shared.clone();
-    let (kind, shards) = (args.store, args.shards);
-    // With `--store per-core`, each core's own store is its per-core state.
-    let factory = move |ctx: &mut CoreCtx| match kind {
-        StoreKind::Shared => Kv::new(shared.clone()),
-        StoreKind::PerCore => Kv::new(ctx.state::<PerCoreStore>().clone().expect("made")),
-    };
-    let server = Server::new(codec, factory)
-        .core_state(move |_| -> PerCoreStore {
-            (kind == StoreKind::PerCore).then(|| Arc::new(Store::new(shards)))
-        })
+    let server = service::server(codec, args.sharding, args.shards)
         .bind(args.addr)
-        .max_frame(args.max_frame)
-        // Expired keys that nobody touches are swept a shard at a time.
-        .on_core_tick(Duration::from_millis(100), move |_| {
-            sweep.sweep_next();
-        });
+        .max_frame(args.max_frame);
     let handle = args.server.apply(server).start()?;
+    if args.sharding == Sharding::Cores {
+        // Expired keys that nobody touches are swept on their cores.
+        cores::sweep_every(handle.remote(), SWEEP_PERIOD);
+    }
     println!(
-        "ringwire kv listening on {} on {} core(s), {:?} store",
+        "ringwire kv listening on {} on {} core(s), sharding by {:?}",
         handle.local_addr(),
         handle.core_stats().len(),
-        args.store
+        args.sharding
     );
     let total = serve_until_signalled(handle, args.server.drain(), || {})?;
     eprintln!(
-        "ringwire kv: stopped after {} sessions, {} commands, {} replies in {} writes",
-        total.accepted, total.frames_in, total.frames_out, total.writes
+        "ringwire kv: stopped after {} sessions, {} commands, {} replies in {} writes, \
+         {} messages between cores",
+        total.accepted, total.frames_in, total.frames_out, total.writes, total.mail_out
     );
     Ok(())
 }

@@ -9,8 +9,9 @@
 # server's CPU time (utime+stime of all its threads and processes, from /proc, over the run)
 # and the client's CPU time (from `times`), each divided by the number of requests.
 #
-# Also measured: what sharing the kv store between cores costs at 2 cores (the shared store
-# against one store per core, which needs no cross-core traffic but is not a correct Redis).
+# Also measured: the kv example's two ways of sharing its keys at 2 cores (`--sharding locks`,
+# one store behind sharded locks, against `--sharding cores`, each key owned by one core and
+# commands sent to it).
 #
 # Installs redis-server, nginx, redis-tools and wrk when missing (apt-get; run as root).
 # Usage: scripts/bench-protocols.sh            (all; ~6 min with the defaults)
@@ -27,7 +28,7 @@ PIPE_N=${PIPE_N:-1000000}        # requests per pipelined redis-benchmark run (-
 PLAIN_N=${PLAIN_N:-150000}       # requests per unpipelined run
 WRK_CONNS=${WRK_CONNS:-50}
 WRK_SECS=${WRK_SECS:-5}
-SHARING=${SHARING:-1}            # 0 skips the 2-core store-sharing runs
+SHARING=${SHARING:-1}            # 0 skips the 2-core sharding runs
 KV_PORT=16379
 REDIS_PORT=16380
 HTTP_PORT=18080
@@ -111,9 +112,8 @@ start_server() { # name
     kv)
         taskset -c "$SERVER_CPU" "$KV" --addr "127.0.0.1:$KV_PORT" --cpus "$SERVER_CPU" >"$WORK/kv.log" 2>&1 &
         SERVER_PIDS=($!); PIDS+=($!); wait_port $KV_PORT ;;
-    kv2-shared|kv2-percore)
-        local store=shared; [ "$1" = kv2-percore ] && store=per-core
-        "$KV" --addr "127.0.0.1:$KV_PORT" --cores 2 --store $store >"$WORK/kv.log" 2>&1 &
+    kv2-locks|kv2-cores)
+        "$KV" --addr "127.0.0.1:$KV_PORT" --cores 2 --sharding "${1#kv2-}" >"$WORK/kv.log" 2>&1 &
         SERVER_PIDS=($!); PIDS+=($!); wait_port $KV_PORT ;;
     redis)
         conf="$WORK/redis.conf"
@@ -262,7 +262,7 @@ for round in $(seq "$ROUNDS"); do
             extra=()
             [ $b = 100kkeys ] && extra=(-r 100000)
             for test in get set; do
-                for server in kv2-shared kv2-percore; do
+                for server in kv2-locks kv2-cores; do
                     start_server "$server"
                     run_redis_bench "$round" "$test-P16-$b" "$server" "$test" 16 "$PIPE_N" "${extra[@]}"
                     stop_server
@@ -321,18 +321,18 @@ ratio() { # bench a b
     ratio http http nginx
     if [ "$SHARING" = 1 ]; then
         echo
-        echo "Store sharing at 2 server cores (client unpinned, same 2 CPUs):"
+        echo "Sharding the keys at 2 server cores (client unpinned, same 2 CPUs):"
         echo
         echo "| benchmark         | server      | requests/s |  p50 ms |  p99 ms | srv CPU/req µs | client CPU/req µs |"
         echo "|-------------------|-------------|------------|---------|---------|----------|----------|"
         for b in get-P16-onekey set-P16-onekey get-P16-100kkeys set-P16-100kkeys; do
-            summary "$b" kv2-shared kv2-percore
+            summary "$b" kv2-locks kv2-cores
         done
         echo
         echo "| benchmark         | ratio | requests/s | server CPU/request | client CPU/request |"
         echo "|-------------------|-------|------------|--------------------|--------------------|"
         for b in get-P16-onekey set-P16-onekey get-P16-100kkeys set-P16-100kkeys; do
-            ratio "$b" kv2-shared kv2-percore
+            ratio "$b" kv2-locks kv2-cores
         done
     fi
 } | tee "$OUT/summary.md"

@@ -260,3 +260,42 @@ fn decode(s: &str) -> SessionHandle {
 }
 
 static HANDLES: std::sync::Mutex<Vec<SessionHandle>> = std::sync::Mutex::new(Vec::new());
+
+/// A session paused at its bound of outstanding replies (`max_replies`) is handed no request
+/// while it stays there, even when a later reply is completed before an earlier one (the
+/// earlier slot still holds the count at the bound). Before the fix, resuming decoded the held
+/// input before checking the bound, and the third request's `reserve` failed with `TooMany`.
+#[test]
+fn no_request_is_delivered_at_the_bound_of_outstanding_replies() {
+    /// `slow` answers after 50 ms, anything else after 1 ms, each through a reserved reply.
+    struct Later(HashMap<TimerId, Reply>);
+    impl Handler<Lines> for Later {
+        fn on_message(&mut self, s: &mut Session<'_, Lines>, line: &[u8]) {
+            let ms = if line == b"slow" { 50 } else { 1 };
+            match s.reserve() {
+                Ok(reply) => {
+                    let id = s.set_timer(Duration::from_millis(ms)).unwrap();
+                    self.0.insert(id, reply);
+                }
+                Err(e) => s.write(format!("reserve failed: {e}\n").as_bytes()),
+            }
+        }
+        fn on_timer(&mut self, s: &mut Session<'_, Lines>, id: TimerId) {
+            if let Some(reply) = self.0.remove(&id) {
+                s.complete(reply, b"done\n");
+            }
+        }
+    }
+    let server = util::start(
+        Server::new(Lines::new(), || Later(HashMap::new()))
+            .cores(1)
+            .max_replies(2)
+            .bind(util::any_port()),
+    );
+    let mut conn = util::connect(server.addr());
+    // `slow` and `fast` reach the bound; `fast` completes first and `third` is delivered.
+    conn.write_all(b"slow\nfast\nthird\n").unwrap();
+    let lines = read_lines(&mut conn, 3);
+    assert_eq!(lines, ["done", "done", "done"]);
+    server.stop_cleanly();
+}

@@ -1,7 +1,8 @@
 //! The kv example against real Redis clients: a scripted redis-cli session over every command,
 //! redis-cli's pipe mode, redis-benchmark on 1 and 2 cores, protocol errors that close only
 //! their connection, and cross-core visibility of writes. The server is the example's own
-//! service (`examples/kv/service.rs`), started in-process.
+//! service (`examples/kv/service.rs`), started in-process; every test that starts one runs
+//! once per sharding (`cores::*` shared nothing, `locks::*` the locked store).
 //!
 //! The clients must be installed (scripts/install-test-deps.sh); a missing one fails loudly.
 //! Also here: the stable replay of the RESP and Len32 fuzz targets over the committed corpus.
@@ -18,26 +19,51 @@ mod fuzz_targets;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::Duration;
 
-use kv::{Kv, Store};
+use kv::store::{Keys, Local};
+use kv::{Keyspace, Sharding, Store};
 use protocols::run;
 use ringwire::codec::resp::{encode_command, Limits, Resp};
-use ringwire::Server;
 use util::Running;
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 const BENCH_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn kv_server(cores: usize, limits: Limits) -> (Running, Arc<Store>) {
-    let store = Arc::new(Store::new(64));
-    let shared = store.clone();
-    let server = Server::new(Resp::with_limits(limits), move || Kv::new(shared.clone()))
+/// Each named test (a function taking the sharding) runs once per sharding.
+macro_rules! per_sharding {
+    ($($test:ident),* $(,)?) => {
+        mod cores {
+            $(#[test]
+            fn $test() {
+                super::$test(super::Sharding::Cores);
+            })*
+        }
+        mod locks {
+            $(#[test]
+            fn $test() {
+                super::$test(super::Sharding::Locks);
+            })*
+        }
+    };
+}
+
+per_sharding!(
+    redis_cli_session_covers_every_command,
+    redis_cli_pipe_mode_is_pipelined,
+    redis_benchmark_pipelined_on_one_core,
+    redis_benchmark_pipelined_on_two_cores,
+    protocol_errors_close_only_their_connection,
+    writes_are_visible_across_cores,
+    hostile_requests_get_bounded_answers,
+);
+
+fn kv_server(cores: usize, limits: Limits, sharding: Sharding) -> Running {
+    let server = kv::server(Resp::with_limits(limits), sharding, 64)
         .bind(util::any_port())
         .cores(cores)
         .max_frame(64 * 1024);
-    (util::start(server), store)
+    util::start(server)
 }
 
 fn port(server: &Running) -> String {
@@ -45,10 +71,10 @@ fn port(server: &Running) -> String {
 }
 
 /// redis-cli, one command per line on stdin, as a person types them. Output is redis-cli's
-/// raw form (stdout is not a terminal): one line per reply, errors included.
-#[test]
-fn redis_cli_session_covers_every_command() {
-    let (server, _) = kv_server(1, Limits::default());
+/// raw form (stdout is not a terminal): one line per reply, errors included. On 2 cores: with
+/// shared nothing, the keys are spread over both, whichever core the connection is on.
+fn redis_cli_session_covers_every_command(sharding: Sharding) {
+    let server = kv_server(2, Limits::default(), sharding);
     // Each command and the reply redis-cli prints for it: nil prints as an empty line, and
     // an error is followed by one.
     let session: &[(&str, &str)] = &[
@@ -140,9 +166,8 @@ fn redis_cli_session_covers_every_command() {
 /// redis-cli --pipe sends its whole input at once (pipelined), then counts the replies and
 /// the errors among them. The server decodes many commands per receive and writes their
 /// replies together.
-#[test]
-fn redis_cli_pipe_mode_is_pipelined() {
-    let (server, store) = kv_server(1, Limits::default());
+fn redis_cli_pipe_mode_is_pipelined(sharding: Sharding) {
+    let server = kv_server(2, Limits::default(), sharding);
     let mut input = Vec::new();
     let n = 20_000;
     for i in 0..n {
@@ -178,7 +203,10 @@ fn redis_cli_pipe_mode_is_pipelined() {
         out.stdout,
         out.stderr
     );
-    assert_eq!(store.len(), n);
+    let mut conn = util::connect(server.addr());
+    request(&mut conn, &[b"DBSIZE"]);
+    assert_eq!(reply(&mut conn), format!(":{n}"));
+    drop(conn);
     let total = server.total();
     // redis-cli adds commands of its own (an ECHO to find the last reply, for one).
     assert!(total.frames_out >= replies as u64, "{total:?}");
@@ -191,8 +219,8 @@ fn redis_cli_pipe_mode_is_pipelined() {
     server.stop_cleanly();
 }
 
-fn bench(cores: usize) {
-    let (server, _) = kv_server(cores, Limits::default());
+fn bench(cores: usize, sharding: Sharding) {
+    let server = kv_server(cores, Limits::default(), sharding);
     let out = run(
         "redis-benchmark",
         &[
@@ -241,22 +269,21 @@ fn bench(cores: usize) {
         total.writes
     );
     println!(
-        "{cores} core(s): {} replies in {} writes; {}",
+        "{cores} core(s), {sharding:?}: {} replies in {} writes, {} messages between cores; {}",
         total.frames_out,
         total.writes,
+        total.mail_out,
         summaries.join("; ")
     );
     server.stop_cleanly();
 }
 
-#[test]
-fn redis_benchmark_pipelined_on_one_core() {
-    bench(1);
+fn redis_benchmark_pipelined_on_one_core(sharding: Sharding) {
+    bench(1, sharding);
 }
 
-#[test]
-fn redis_benchmark_pipelined_on_two_cores() {
-    bench(2);
+fn redis_benchmark_pipelined_on_two_cores(sharding: Sharding) {
+    bench(2, sharding);
 }
 
 fn request(stream: &mut TcpStream, args: &[&[u8]]) {
@@ -270,10 +297,16 @@ fn reply(stream: &mut TcpStream) -> String {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while !line.ends_with(b"\r\n") {
-        if stream.read(&mut byte).unwrap() == 0 {
-            panic!("EOF after {:?}", String::from_utf8_lossy(&line));
+        match stream.read(&mut byte) {
+            Ok(0) => panic!("EOF after {:?}", String::from_utf8_lossy(&line)),
+            Ok(_) => line.push(byte[0]),
+            // A read with a timeout is not restarted after an interruption (see util::read_n).
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!(
+                "read failed after {:?}: {e}",
+                String::from_utf8_lossy(&line)
+            ),
         }
-        line.push(byte[0]);
     }
     let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
     match text.strip_prefix('$').map(str::parse::<i64>) {
@@ -286,13 +319,12 @@ fn reply(stream: &mut TcpStream) -> String {
 }
 
 /// A malformed or over-limit request gets a RESP error and closes that connection only.
-#[test]
-fn protocol_errors_close_only_their_connection() {
+fn protocol_errors_close_only_their_connection(sharding: Sharding) {
     let limits = Limits::default()
         .with_max_bulk(100)
         .with_max_args(4)
         .with_max_inline(64);
-    let (server, _) = kv_server(1, limits);
+    let server = kv_server(1, limits, sharding);
     let mut bystander = util::connect(server.addr());
     request(&mut bystander, &[b"SET", b"k", b"v"]);
     assert_eq!(reply(&mut bystander), "+OK");
@@ -339,9 +371,8 @@ fn protocol_errors_close_only_their_connection() {
 
 /// Connections landing on each core of a 2-core server: a value set through one is seen by a
 /// GET through the other as soon as the SET's reply has arrived.
-#[test]
-fn writes_are_visible_across_cores() {
-    let (server, _) = kv_server(2, Limits::default());
+fn writes_are_visible_across_cores(sharding: Sharding) {
+    let server = kv_server(2, Limits::default(), sharding);
     let mut by_core: [Vec<TcpStream>; 2] = [Vec::new(), Vec::new()];
     let mut opened = 0;
     while by_core.iter().any(Vec::is_empty) {
@@ -375,7 +406,7 @@ fn writes_are_visible_across_cores() {
 }
 
 #[test]
-fn expired_keys_are_gone() {
+fn expired_keys_are_gone_from_the_locked_store() {
     let store = Store::new(4);
     let expiring = kv::Expiry::After(30);
     assert!(store.set(
@@ -397,6 +428,41 @@ fn expired_keys_are_gone() {
     let swept: usize = (0..4).map(|_| store.sweep_next()).sum();
     assert_eq!(swept, 1);
     assert_eq!(store.len(), 0);
+}
+
+#[test]
+fn expired_keys_are_gone_from_a_cores_own_keys() {
+    let mut keys = Local::new(4);
+    let expiring = kv::Expiry::After(30);
+    for key in [&b"t"[..], b"u"] {
+        assert!(keys.set(
+            key,
+            kv::Value::from_bytes(b"1"),
+            kv::Condition::Always,
+            expiring
+        ));
+    }
+    assert!(keys.set(
+        b"v",
+        kv::Value::from_bytes(b"2"),
+        kv::Condition::Always,
+        kv::Expiry::Never
+    ));
+    assert!(keys.exists(b"t"));
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(keys.get(b"t"), None);
+    assert_eq!(keys.count(), 2, "t went when touched, u is still held");
+    let swept: usize = (0..4).map(|_| keys.sweep_next()).sum();
+    assert_eq!(swept, 1);
+    assert_eq!(keys.count(), 1);
+    // One map alone: what the locked store's shards and a core's maps are made of.
+    let mut one = Keys::default();
+    let (set, _trash) = one.set(b"t", kv::Value::Int(1), kv::Condition::Always, expiring);
+    assert!(set);
+    assert_eq!(one.sweep(), Some(0), "not expired yet");
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(one.sweep(), Some(1));
+    assert_eq!(one.sweep(), None, "no key has a deadline");
 }
 
 /// The fuzz targets over the committed corpus and seeded mutations (stable Rust: the
@@ -425,9 +491,8 @@ fn fuzz_len32_decode_corpus_and_mutations() {
 
 /// Requests that would make the server do unbounded work or build an unbounded reply get a
 /// bounded answer, and the connection keeps serving.
-#[test]
-fn hostile_requests_get_bounded_answers() {
-    let (server, _) = kv_server(1, Limits::default());
+fn hostile_requests_get_bounded_answers(sharding: Sharding) {
+    let server = kv_server(2, Limits::default(), sharding);
     let mut conn = util::connect(server.addr());
     // A pattern that makes a backtracking matcher run for hours (or overflow its stack).
     let mut pattern = vec![b'*'; 60_000];

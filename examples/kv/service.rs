@@ -1,6 +1,7 @@
-//! The kv example's service: the RESP handler and its commands over the shared [`Store`].
-//! The example's `main` and the integration tests (`tests/resp.rs`) both build servers from
-//! this file, so the tests drive exactly the code the example runs.
+//! The kv example's service: the RESP handler, its commands, and the server built around them
+//! for either way of sharing the keys between the cores (`--sharding`). The example's `main`
+//! and the integration tests (`tests/resp.rs`, `tests/kv_cores.rs`) both build servers with
+//! [`server`], so the tests drive exactly the code the example runs.
 //!
 //! Commands: PING, ECHO, SET (EX, PX, NX, XX, KEEPTTL), GET, DEL, EXISTS, INCR, DECR, INCRBY,
 //! DECRBY, MGET, MSET, TTL, PTTL, DBSIZE, FLUSHDB, FLUSHALL, SELECT 0, QUIT, and what clients
@@ -11,32 +12,182 @@
 //! connection stays open. A request the codec rejects gets `-ERR Protocol error: ...` and
 //! only that connection is closed.
 //!
-//! MSET sets its keys one by one: each key is set atomically, but a reader on another core
-//! may see some keys of an MSET before the others (Redis applies an MSET all at once).
+//! A command is parsed and checked on the session's core (`parse`): syntax and arity errors
+//! are answered there, whatever the sharding. What remains is a [`Cmd`] on the keys, run on
+//! the shared store (`--sharding locks`) or where its keys live (`--sharding cores`, see
+//! `kv/cores.rs`), the same code either way (`kv/ops.rs`).
+//!
+//! Atomicity: each command on one key is atomic. MSET, DEL, EXISTS and MGET take their keys one
+//! by one, and FLUSHDB and DBSIZE a core (or a shard) at a time: a client on another connection
+//! may see some keys of an MSET before the others (Redis applies an MSET all at once), and a
+//! DBSIZE during writes counts each core at a different moment. A connection always sees its
+//! own commands in order: every later command of it runs after every part of an earlier one
+//! on each core.
 
+#[path = "cores.rs"]
+pub mod cores;
+#[path = "ops.rs"]
+pub mod ops;
 #[path = "store.rs"]
 pub mod store;
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use ringwire::codec::resp::{self, Args, Command, Reply, Resp};
-use ringwire::{Handler, Session, SessionError};
+use ringwire::codec::resp::{self, encode_command, Args, Command, Reply, Resp};
+use ringwire::codec::{Codec, Decoded};
+use ringwire::{Handler, ReplyError, Server, Session, SessionError, TimerId};
 
-pub use store::{Condition, Expiry, IncrError, Store, Value};
+pub use cores::Shard;
+pub use ops::{Cmd, KeyOp, Multi, Whole};
+pub use store::{Condition, Expiry, Keyspace, Store, Value};
 
-/// One session's handler: the store it serves from.
+use ops::WRONG_TYPE;
+
+/// How the cores share the keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sharding {
+    /// Shared nothing: each key is owned by one core, which alone touches it; a command for a
+    /// key of another core is sent there.
+    Cores,
+    /// One store shared by every core, behind sharded locks (for comparison).
+    Locks,
+}
+
+/// How often expired keys that nobody touches are swept (a shard or a core's map at a time).
+pub const SWEEP_PERIOD: Duration = Duration::from_millis(100);
+
+/// A kv server: its handlers, and with `Sharding::Cores` every core's own keys as its
+/// per-core state. `shards`: the locked store's shards, or the maps of each core's keys (one
+/// is swept at a time). With `Sharding::Cores`, start the sweep once the server has started:
+/// [`cores::sweep_every`].
+pub fn server(codec: Resp, sharding: Sharding, shards: usize) -> Server<Resp, Kv> {
+    match sharding {
+        Sharding::Cores => Server::new(codec, Kv::sharded).core_state(move |_| Shard::new(shards)),
+        Sharding::Locks => {
+            let store = Arc::new(Store::new(shards));
+            let sweep = store.clone();
+            Server::new(codec, move || Kv::locked(store.clone())).on_core_tick(
+                SWEEP_PERIOD,
+                move |_| {
+                    sweep.sweep_next();
+                },
+            )
+        }
+    }
+}
+
+/// One session's handler: where it finds the keys, and its requests held back for want of a
+/// reply slot (see [`Kv::hold`]).
 pub struct Kv {
-    store: Arc<Store>,
+    keys: Keys,
+    held: VecDeque<Vec<u8>>,
+    retry: Option<TimerId>,
+}
+
+enum Keys {
+    /// On their owning cores (the per-core state is a [`Shard`]).
+    Cores,
+    /// In the store shared by every core.
+    Locked(Arc<Store>),
 }
 
 impl Kv {
-    /// A handler over `store`.
-    pub fn new(store: Arc<Store>) -> Self {
-        Kv { store }
+    /// A handler over the store shared by every core.
+    pub fn locked(store: Arc<Store>) -> Self {
+        Kv::over(Keys::Locked(store))
+    }
+
+    /// A handler over keys owned by the cores: the server's per-core state must be a [`Shard`].
+    pub fn sharded() -> Self {
+        Kv::over(Keys::Cores)
+    }
+
+    fn over(keys: Keys) -> Self {
+        Kv {
+            keys,
+            held: VecDeque::new(),
+            retry: None,
+        }
+    }
+
+    /// Answers one request, or fails, having done nothing, for want of a reply slot.
+    fn serve(
+        &mut self,
+        session: &mut Session<'_, Resp>,
+        cmd: &Command<'_>,
+    ) -> Result<(), ReplyError> {
+        match (parse(cmd), &self.keys) {
+            (Op::Reply(reply), _) => send(session, &reply),
+            (Op::Quit, _) => {
+                send(session, &Reply::OK);
+                session.close();
+            }
+            (Op::Keys(cmd), Keys::Locked(store)) => send(session, &cmd.run(&mut &**store)),
+            (Op::Keys(cmd), Keys::Cores) => cores::dispatch(session, cmd)?,
+        }
+        Ok(())
+    }
+
+    /// Holds `cmd` back, behind those held already, and retries them soon.
+    ///
+    /// The engine pauses a session's reading while `max_replies` replies are outstanding, but
+    /// it may still deliver a request at that bound (when a later reply is completed before an
+    /// earlier one, or the session's output drains), and then no reply can be reserved for a
+    /// command bound for another core. Such a request waits here, re-encoded, and so does every
+    /// request after it that finds it still waiting (order), until the next request or a timer
+    /// finds slots free again. Requests are held only while the bound is reached, when the
+    /// engine pauses reading after each callback, so few are (one per such early delivery).
+    fn hold(&mut self, session: &mut Session<'_, Resp>, cmd: &Command<'_>) {
+        let mut wire = Vec::new();
+        encode_command(&cmd.args().collect::<Vec<_>>(), &mut wire);
+        self.held.push_back(wire);
+        self.arm(session);
+    }
+
+    /// Serves the requests held back, in order, while slots are free; returns whether none is
+    /// left.
+    fn serve_held(&mut self, session: &mut Session<'_, Resp>) -> bool {
+        if self.held.is_empty() {
+            return true;
+        }
+        // The session's codec may be part-way through a frame: decode with a copy.
+        let mut codec = *session.codec();
+        while let Some(wire) = self.held.pop_front() {
+            let Ok(Decoded::Frame(cmd, _)) = codec.decode(&wire, usize::MAX) else {
+                unreachable!("a request re-encoded whole decodes again");
+            };
+            if self.serve(session, &cmd).is_err() {
+                self.held.push_front(wire);
+                return false;
+            }
+            if session.is_closing() {
+                self.held.clear(); // QUIT: nothing after it is answered.
+            }
+        }
+        true
+    }
+
+    /// Sets the retry timer if requests are held back and it is not set.
+    fn arm(&mut self, session: &mut Session<'_, Resp>) {
+        if self.retry.is_some() || self.held.is_empty() {
+            return;
+        }
+        match session.set_timer(RETRY) {
+            Ok(id) => self.retry = Some(id),
+            Err(e) => {
+                log::warn!("kv: cannot hold requests back: {e}");
+                session.close();
+            }
+        }
     }
 }
+
+/// How soon requests held back for want of a reply slot are tried again.
+const RETRY: Duration = Duration::from_micros(200);
 
 impl Handler<Resp> for Kv {
     #[inline]
@@ -44,13 +195,16 @@ impl Handler<Resp> for Kv {
         if cmd.is_empty() {
             return; // Redis answers nothing to an empty request.
         }
-        let (reply, quit) = execute(&self.store, cmd);
-        if let Err(e) = session.send(&reply) {
-            log::warn!("kv: cannot encode a reply: {e}");
-            session.close();
+        if !self.serve_held(session) || self.serve(session, &cmd).is_err() {
+            self.hold(session, &cmd);
         }
-        if quit {
-            session.close();
+    }
+
+    fn on_timer(&mut self, session: &mut Session<'_, Resp>, id: TimerId) {
+        if self.retry == Some(id) {
+            self.retry = None;
+            self.serve_held(session);
+            self.arm(session); // Still no slot: try again later.
         }
     }
 
@@ -62,10 +216,25 @@ impl Handler<Resp> for Kv {
     }
 }
 
-const WRONG_TYPE: Reply = Reply::error("ERR value is not an integer or out of range");
+/// Sends `reply` inline (behind any reply still reserved).
+pub(crate) fn send(session: &mut Session<'_, Resp>, reply: &Reply) {
+    if let Err(e) = session.send(reply) {
+        log::warn!("kv: cannot encode a reply: {e}");
+        session.close();
+    }
+}
+
+/// What a request asks for.
+pub enum Op<'a> {
+    /// An answer that needs no key: PING, ECHO, CONFIG, and every error found by parsing.
+    Reply(Reply),
+    /// `+OK`, then close.
+    Quit,
+    /// A command on the keys.
+    Keys(Cmd<'a>),
+}
+
 const SYNTAX: Reply = Reply::error("ERR syntax error");
-/// Largest reply built at once: the engine's default limit on a session's pending output.
-const MAX_REPLY: usize = 64 << 20;
 
 fn wrong_arity(name: &str) -> Reply {
     Reply::Error(Cow::Owned(format!(
@@ -92,100 +261,72 @@ fn upper(name: &[u8]) -> Option<([u8; 16], usize)> {
     Some((buf, name.len()))
 }
 
-fn bulk_of(value: Option<Value>) -> Reply {
-    match value {
-        Some(Value::Str(b)) => Reply::Bulk(b),
-        Some(Value::Int(n)) => Reply::BulkInteger(n),
-        None => Reply::Null,
-    }
-}
-
 fn int_arg(arg: &[u8]) -> Option<i64> {
     std::str::from_utf8(arg).ok()?.parse().ok()
 }
 
-/// Runs one command; returns its reply and whether the connection should close after it.
-pub fn execute(store: &Store, cmd: Command<'_>) -> (Reply, bool) {
+/// Parses and checks one request: what it asks for, or the error it gets.
+pub fn parse<'a>(cmd: &Command<'a>) -> Op<'a> {
     let argc = cmd.len();
     let mut args = cmd.args();
     let Some((buf, len)) = args.next().and_then(upper) else {
-        return (unknown(&cmd), false);
+        return Op::Reply(unknown(cmd));
     };
-    let arity = |ok: bool, name: &str, run: &mut dyn FnMut(&mut Args<'_>) -> Reply| {
-        if ok {
-            run(&mut args.clone())
-        } else {
-            wrong_arity(name)
-        }
-    };
-    let reply = match &buf[..len] {
-        b"GET" => arity(argc == 2, "get", &mut |a| bulk_of(store.get(next(a)))),
-        b"SET" => arity(argc >= 3, "set", &mut |a| set(store, a)),
+    let arity = |ok: bool, name: &str| if ok { Ok(()) } else { Err(wrong_arity(name)) };
+    let key = |args: &mut Args<'a>, op: KeyOp| Op::Keys(Cmd::Key(next(args), op));
+    let parsed: Result<Op<'a>, Reply> = match &buf[..len] {
+        b"GET" => arity(argc == 2, "get").map(|()| key(&mut args, KeyOp::Get)),
+        b"SET" => arity(argc >= 3, "set").and_then(|()| set(&mut args)),
         b"PING" => match argc {
-            1 => Reply::Simple(Cow::Borrowed("PONG")),
-            2 => Reply::Bulk(Bytes::copy_from_slice(next(&mut args))),
-            _ => wrong_arity("ping"),
+            1 => Ok(Op::Reply(Reply::Simple(Cow::Borrowed("PONG")))),
+            2 => Ok(Op::Reply(Reply::Bulk(Bytes::copy_from_slice(next(
+                &mut args,
+            ))))),
+            _ => Err(wrong_arity("ping")),
         },
-        b"ECHO" => arity(argc == 2, "echo", &mut |a| {
-            Reply::Bulk(Bytes::copy_from_slice(next(a)))
-        }),
-        b"INCR" => arity(argc == 2, "incr", &mut |a| incr(store, next(a), Some(1))),
-        b"DECR" => arity(argc == 2, "decr", &mut |a| incr(store, next(a), Some(-1))),
-        b"INCRBY" => arity(argc == 3, "incrby", &mut |a| {
-            let key = next(a);
-            incr(store, key, int_arg(next(a)))
-        }),
-        b"DECRBY" => arity(argc == 3, "decrby", &mut |a| {
-            let key = next(a);
-            incr(store, key, int_arg(next(a)).and_then(i64::checked_neg))
-        }),
-        b"DEL" => arity(argc >= 2, "del", &mut |a| {
-            Reply::Integer(a.filter(|k| store.del(k)).count() as i64)
-        }),
-        b"EXISTS" => arity(argc >= 2, "exists", &mut |a| {
-            Reply::Integer(a.filter(|k| store.exists(k)).count() as i64)
-        }),
-        b"MGET" => arity(argc >= 2, "mget", &mut |a| {
-            let values: Vec<Reply> = a.map(|k| bulk_of(store.get(k))).collect();
-            // The reply is encoded at once: refuse one larger than the session may hold.
-            let size: usize = values
-                .iter()
-                .map(|v| 16 + if let Reply::Bulk(b) = v { b.len() } else { 0 })
-                .sum();
-            if size > MAX_REPLY {
-                return Reply::error("ERR MGET reply would exceed 64 MiB");
-            }
-            Reply::Array(values)
-        }),
-        b"MSET" => arity(argc >= 3 && argc % 2 == 1, "mset", &mut |a| {
-            while let (Some(k), Some(v)) = (a.next(), a.next()) {
-                store.set(k, Value::from_bytes(v), Condition::Always, Expiry::Never);
-            }
-            Reply::OK
-        }),
-        b"TTL" | b"PTTL" => arity(argc == 2, "ttl", &mut |a| match store.pttl(next(a)) {
-            Err(false) => Reply::Integer(-2),
-            Err(true) => Reply::Integer(-1),
-            Ok(ms) if len == 3 => Reply::Integer(ms.div_ceil(1000) as i64),
-            Ok(ms) => Reply::Integer(ms as i64),
-        }),
-        b"DBSIZE" => Reply::Integer(store.len() as i64),
-        b"FLUSHDB" | b"FLUSHALL" => {
-            store.clear();
-            Reply::OK
+        b"ECHO" => arity(argc == 2, "echo")
+            .map(|()| Op::Reply(Reply::Bulk(Bytes::copy_from_slice(next(&mut args))))),
+        b"INCR" => arity(argc == 2, "incr").map(|()| key(&mut args, KeyOp::IncrBy(1))),
+        b"DECR" => arity(argc == 2, "decr").map(|()| key(&mut args, KeyOp::IncrBy(-1))),
+        b"INCRBY" | b"DECRBY" => arity(argc == 3, if buf[0] == b'D' { "decrby" } else { "incrby" })
+            .and_then(|()| {
+                let name = next(&mut args);
+                let delta = int_arg(next(&mut args))
+                    .and_then(|n| {
+                        if buf[0] == b'D' {
+                            n.checked_neg()
+                        } else {
+                            Some(n)
+                        }
+                    })
+                    .ok_or(WRONG_TYPE)?;
+                Ok(Op::Keys(Cmd::Key(name, KeyOp::IncrBy(delta))))
+            }),
+        b"DEL" => arity(argc >= 2, "del").map(|()| Op::Keys(Cmd::Keys(Multi::Del, args.clone()))),
+        b"EXISTS" => {
+            arity(argc >= 2, "exists").map(|()| Op::Keys(Cmd::Keys(Multi::Exists, args.clone())))
         }
-        b"SELECT" => arity(argc == 2, "select", &mut |a| match next(a) {
-            b"0" => Reply::OK,
-            _ => Reply::error("ERR DB index is out of range"),
+        b"MGET" => arity(argc >= 2, "mget").map(|()| Op::Keys(Cmd::Keys(Multi::Get, args.clone()))),
+        b"MSET" => {
+            arity(argc >= 3 && argc % 2 == 1, "mset").map(|()| Op::Keys(Cmd::Pairs(args.clone())))
+        }
+        b"TTL" | b"PTTL" => {
+            arity(argc == 2, "ttl").map(|()| key(&mut args, KeyOp::Ttl { seconds: len == 3 }))
+        }
+        b"DBSIZE" => Ok(Op::Keys(Cmd::All(Whole::Size))),
+        b"FLUSHDB" | b"FLUSHALL" => Ok(Op::Keys(Cmd::All(Whole::Flush))),
+        b"SELECT" => arity(argc == 2, "select").map(|()| match next(&mut args) {
+            b"0" => Op::Reply(Reply::OK),
+            _ => Op::Reply(Reply::error("ERR DB index is out of range")),
         }),
-        b"QUIT" => return (Reply::OK, true),
-        b"CONFIG" => config(&mut args),
-        b"COMMAND" => command(&mut args, argc),
-        b"CLIENT" => client(&mut args),
-        b"INFO" => info(store),
-        _ => unknown(&cmd),
+        b"QUIT" => Ok(Op::Quit),
+        b"CONFIG" => Ok(Op::Reply(config(&mut args))),
+        b"COMMAND" => Ok(Op::Reply(command(&mut args, argc))),
+        b"CLIENT" => Ok(Op::Reply(client(&mut args))),
+        b"INFO" => Ok(Op::Keys(Cmd::All(Whole::Info))),
+        _ => Ok(Op::Reply(unknown(cmd))),
     };
-    (reply, false)
+    parsed.unwrap_or_else(Op::Reply)
 }
 
 /// The next argument; the caller checked the arity.
@@ -193,26 +334,15 @@ fn next<'a>(args: &mut Args<'a>) -> &'a [u8] {
     args.next().unwrap_or_default()
 }
 
-fn incr(store: &Store, key: &[u8], delta: Option<i64>) -> Reply {
-    let Some(delta) = delta else {
-        return WRONG_TYPE;
-    };
-    match store.incr_by(key, delta) {
-        Ok(n) => Reply::Integer(n),
-        Err(IncrError::NotInteger) => WRONG_TYPE,
-        Err(IncrError::Overflow) => Reply::error("ERR increment or decrement would overflow"),
-    }
-}
-
 /// `SET key value [NX | XX] [EX seconds | PX milliseconds | KEEPTTL]`.
-fn set(store: &Store, args: &mut Args<'_>) -> Reply {
+fn set<'a>(args: &mut Args<'a>) -> Result<Op<'a>, Reply> {
     let key = next(args);
     let value = next(args);
     let mut condition = Condition::Always;
     let mut expiry = Expiry::Never;
     while let Some(opt) = args.next() {
         let Some((buf, len)) = upper(opt) else {
-            return SYNTAX;
+            return Err(SYNTAX);
         };
         match (&buf[..len], condition, expiry) {
             (b"NX", Condition::Always, _) => condition = Condition::Missing,
@@ -220,12 +350,7 @@ fn set(store: &Store, args: &mut Args<'_>) -> Reply {
             (b"KEEPTTL", _, Expiry::Never) => expiry = Expiry::Keep,
             (unit @ (b"EX" | b"PX"), _, Expiry::Never) => {
                 let scale = if unit == b"EX" { 1000 } else { 1 };
-                let Some(n) = args.next().map(int_arg) else {
-                    return SYNTAX;
-                };
-                let Some(n) = n else {
-                    return WRONG_TYPE;
-                };
+                let n = args.next().map(int_arg).ok_or(SYNTAX)?.ok_or(WRONG_TYPE)?;
                 match u64::try_from(n)
                     .ok()
                     .filter(|&n| n > 0)
@@ -235,17 +360,14 @@ fn set(store: &Store, args: &mut Args<'_>) -> Reply {
                     .filter(|&ms| ms <= i64::MAX as u64 / 2)
                 {
                     Some(ms) => expiry = Expiry::After(ms),
-                    None => return Reply::error("ERR invalid expire time in 'set' command"),
+                    None => return Err(Reply::error("ERR invalid expire time in 'set' command")),
                 }
             }
-            _ => return SYNTAX,
+            _ => return Err(SYNTAX),
         }
     }
-    if store.set(key, Value::from_bytes(value), condition, expiry) {
-        Reply::OK
-    } else {
-        Reply::Null
-    }
+    let op = KeyOp::Set(Value::from_bytes(value), condition, expiry);
+    Ok(Op::Keys(Cmd::Key(key, op)))
 }
 
 /// The configuration a client may ask about: a server that persists nothing.
@@ -325,15 +447,6 @@ fn client(args: &mut Args<'_>) -> Reply {
     }
 }
 
-fn info(store: &Store) -> Reply {
-    let text = format!(
-        "# Server\r\nredis_version:7.0.0\r\nringwire_version:{}\r\n\r\n# Keyspace\r\ndb0:keys={}\r\n",
-        env!("CARGO_PKG_VERSION"),
-        store.len()
-    );
-    Reply::Bulk(text.into())
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -342,11 +455,19 @@ mod tests {
     use ringwire::testing::Harness;
     use ringwire::CloseReason;
 
-    use super::{glob, Kv, Store};
+    use super::{glob, Kv, Shard, Store};
 
-    fn kv() -> Harness<Resp, Kv> {
-        Harness::new(Resp::default(), Kv::new(Arc::new(Store::new(4))))
+    fn locked() -> Harness<Resp, Kv> {
+        Harness::new(Resp::default(), Kv::locked(Arc::new(Store::new(4))))
     }
+
+    /// The test kit runs one core: every key is this core's own.
+    fn sharded() -> Harness<Resp, Kv> {
+        Harness::new(Resp::default(), Kv::sharded()).core_state(Shard::new(4))
+    }
+
+    /// A session of each sharding.
+    const BOTH: [fn() -> Harness<Resp, Kv>; 2] = [locked, sharded];
 
     /// Pipelined commands give the same replies however the bytes arrive.
     #[test]
@@ -354,23 +475,25 @@ mod tests {
         let wire: &[u8] = b"*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n41\r\n\
             INCR k\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
         let expected: &[u8] = b"+PONG\r\n+OK\r\n:42\r\n$2\r\n42\r\n";
-        assert_eq!(kv().feed(wire), expected);
-        for a in 0..=wire.len() {
-            for b in a..=wire.len() {
-                let mut t = kv();
-                let mut out = Vec::new();
-                for part in [&wire[..a], &wire[a..b], &wire[b..]] {
-                    out.extend(t.feed(part));
+        for kv in BOTH {
+            assert_eq!(kv().feed(wire), expected);
+            for a in 0..=wire.len() {
+                for b in a..=wire.len() {
+                    let mut t = kv();
+                    let mut out = Vec::new();
+                    for part in [&wire[..a], &wire[a..b], &wire[b..]] {
+                        out.extend(t.feed(part));
+                    }
+                    assert_eq!(out, expected, "split at {a} and {b}");
+                    assert_eq!(t.closed(), None);
                 }
-                assert_eq!(out, expected, "split at {a} and {b}");
-                assert_eq!(t.closed(), None);
             }
         }
     }
 
     #[test]
     fn a_protocol_error_is_answered_then_closes_the_session() {
-        let mut t = kv();
+        let mut t = locked();
         let out = t.feed(b"*1\r\n$4\r\nPING\r\n*1\r\n$x\r\n*1\r\n$4\r\nPING\r\n");
         assert_eq!(
             out,
@@ -382,7 +505,7 @@ mod tests {
 
     #[test]
     fn quit_answers_then_closes() {
-        let mut t = kv();
+        let mut t = sharded();
         assert_eq!(t.feed(b"QUIT\r\nPING\r\n"), b"+OK\r\n");
         assert_eq!(t.closed(), Some(CloseReason::Local));
     }

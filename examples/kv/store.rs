@@ -1,16 +1,19 @@
-//! The key-value store behind the kv example: string values (and integers, kept as integers so
-//! that `INCR` and `GET` of a counter allocate nothing), optional expiry, shared by every core.
+//! The keys behind the kv example: string values (and integers, kept as integers so that
+//! `INCR` and `GET` of a counter allocate nothing) with optional expiry, held one of two ways.
 //!
-//! Sharing: the keys are split over a power-of-two number of shards, each a hash map behind
-//! its own `Mutex`, padded to a cache line. Every operation locks one shard for one map
-//! operation and a value clone (a reference count): no allocation, no free and no I/O happens
-//! under a lock (a replaced value is dropped after the lock is released). The engine itself
-//! stays lock-free; this is the example's choice, and `docs/PROTOCOLS.md` measures its cost.
-//! A write is visible to every core as soon as its call returns, that is before its reply is
-//! even encoded.
+//! - [`Keys`]: one hash map with no lock of its own, the unit both ways are built from.
+//! - [`Local`] (`--sharding cores`, the default): a core's own keys, a few `Keys` maps that only
+//!   that core touches. Which core owns a key is `kv/cores.rs`'s business.
+//! - [`Store`] (`--sharding locks`): one store shared by every core, its keys split over a
+//!   power-of-two number of shards, each a `Keys` behind its own `Mutex`, padded to a cache
+//!   line. Every operation locks one shard for one map operation and a value clone (a
+//!   reference count): no allocation, no free and no I/O happens under a lock (what an
+//!   operation removes or replaces comes back as [`Trash`], dropped after the unlock). A write
+//!   is visible to every core as soon as its call returns, before its reply is even encoded.
 //!
-//! Expiry is lazy (an expired key is removed when touched) plus a sweep, one shard per call of
-//! [`Store::sweep_next`], of the shards that hold keys with a deadline.
+//! Commands reach either through the [`Keyspace`] trait, so both ways run the same command
+//! code. Expiry is lazy (an expired key is removed when touched) plus a sweep, one map or shard
+//! per call of `sweep_next`, of those that hold keys with a deadline.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -42,6 +45,12 @@ impl Value {
     }
 }
 
+impl From<&[u8]> for Value {
+    fn from(bytes: &[u8]) -> Value {
+        Value::from_bytes(bytes)
+    }
+}
+
 /// Parses a decimal integer written without sign noise or leading zeros (`0`, `-12`, not `+1`,
 /// `01` or `-0`), as Redis's `string2ll` does.
 pub fn canonical_int(b: &[u8]) -> Option<i64> {
@@ -69,7 +78,7 @@ pub fn canonical_int(b: &[u8]) -> Option<i64> {
 #[derive(Debug)]
 struct Entry {
     value: Value,
-    /// Milliseconds since the store's epoch after which the key is gone.
+    /// Milliseconds since the map's epoch after which the key is gone.
     expires: Option<u64>,
 }
 
@@ -80,52 +89,16 @@ impl Entry {
 }
 
 /// Reads the monotonic clock at most once per operation, and only for keys with a deadline.
-struct Clock<'a> {
-    epoch: &'a Instant,
+struct Clock {
+    epoch: Instant,
     now: Option<u64>,
 }
 
-impl Clock<'_> {
+impl Clock {
     fn get(&mut self) -> u64 {
         *self
             .now
             .get_or_insert_with(|| self.epoch.elapsed().as_millis() as u64)
-    }
-}
-
-/// One shard: a map and the number of its keys with a deadline, on a cache line of its own.
-#[derive(Debug)]
-#[repr(align(128))]
-struct Shard {
-    map: Mutex<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    map: Map,
-    with_deadline: usize,
-}
-
-impl Inner {
-    fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        let old = self.map.remove(key)?;
-        self.with_deadline -= usize::from(old.expires.is_some());
-        Some(old)
-    }
-
-    /// The entry of `key` if it is live; an expired one is removed (and dropped by the
-    /// caller's `_dead`, after the lock).
-    fn live_mut(
-        &mut self,
-        key: &[u8],
-        clock: &mut Clock,
-        dead: &mut Option<Entry>,
-    ) -> Option<&mut Entry> {
-        if self.map.get(key).is_some_and(|e| !e.live(clock)) {
-            *dead = self.remove(key);
-            return None;
-        }
-        self.map.get_mut(key)
     }
 }
 
@@ -160,81 +133,87 @@ pub enum IncrError {
     Overflow,
 }
 
-/// The shared store.
-#[derive(Debug)]
-pub struct Store {
-    shards: Box<[Shard]>,
-    hasher: foldhash::fast::RandomState,
-    shift: u32,
-    epoch: Instant,
-    sweep_cursor: AtomicUsize,
+/// What an operation on [`Keys`] removed or replaced, handed to the caller to drop: the locked
+/// [`Store`] drops it after the unlock, so that no free happens under a lock.
+#[must_use = "dropping it here frees under the caller's lock, if any"]
+#[derive(Debug, Default)]
+#[allow(dead_code)] // Held only to be dropped.
+pub struct Trash {
+    entry: Option<Entry>,
+    value: Option<Value>,
+    map: Option<Map>,
 }
 
-impl Store {
-    /// A store of `shards` shards (rounded up to a power of two, at least 1).
-    pub fn new(shards: usize) -> Store {
-        let n = shards.max(1).next_power_of_two();
-        Store {
-            shards: (0..n)
-                .map(|_| Shard {
-                    map: Mutex::new(Inner {
-                        map: Map::default(),
-                        with_deadline: 0,
-                    }),
-                })
-                .collect(),
-            hasher: foldhash::fast::RandomState::default(),
-            shift: 64 - n.trailing_zeros(),
+/// One map of keys with one user at a time and no lock of its own: a shard of the locked
+/// [`Store`] (behind its mutex), or one of the maps of a core's own [`Local`] keys. Deadlines
+/// count from the map's own epoch (a key never moves between maps).
+#[derive(Debug)]
+pub struct Keys {
+    map: Map,
+    with_deadline: usize,
+    epoch: Instant,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys {
+            map: Map::default(),
+            with_deadline: 0,
             epoch: Instant::now(),
-            sweep_cursor: AtomicUsize::new(0),
         }
     }
+}
 
-    fn shard(&self, key: &[u8]) -> MutexGuard<'_, Inner> {
-        let index = match self.shift {
-            64 => 0,
-            shift => (self.hasher.hash_one(key) >> shift) as usize,
-        };
-        // A panic never happens under the lock (no user code runs there); recover anyway.
-        self.shards[index]
-            .map
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn clock(&self) -> Clock<'_> {
+impl Keys {
+    fn clock(&self) -> Clock {
         Clock {
-            epoch: &self.epoch,
+            epoch: self.epoch,
             now: None,
         }
     }
 
+    fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let old = self.map.remove(key)?;
+        self.with_deadline -= usize::from(old.expires.is_some());
+        Some(old)
+    }
+
+    /// The entry of `key` if it is live; an expired one is removed into `trash`.
+    fn live_mut(&mut self, key: &[u8], clock: &mut Clock, trash: &mut Trash) -> Option<&mut Entry> {
+        if self.map.get(key).is_some_and(|e| !e.live(clock)) {
+            trash.entry = self.remove(key);
+            return None;
+        }
+        self.map.get_mut(key)
+    }
+
     /// The value of `key`, if any.
-    pub fn get(&self, key: &[u8]) -> Option<Value> {
-        let mut clock = self.clock();
-        let mut dead = None;
+    pub fn get(&mut self, key: &[u8]) -> (Option<Value>, Trash) {
+        let (mut clock, mut trash) = (self.clock(), Trash::default());
         let value = self
-            .shard(key)
-            .live_mut(key, &mut clock, &mut dead)
+            .live_mut(key, &mut clock, &mut trash)
             .map(|e| e.value.clone());
-        drop(dead);
-        value
+        (value, trash)
     }
 
     /// Sets `key` to `value` if `condition` holds; returns whether it did.
-    pub fn set(&self, key: &[u8], value: Value, condition: Condition, expiry: Expiry) -> bool {
-        let mut clock = self.clock();
+    pub fn set(
+        &mut self,
+        key: &[u8],
+        value: Value,
+        condition: Condition,
+        expiry: Expiry,
+    ) -> (bool, Trash) {
+        let (mut clock, mut trash) = (self.clock(), Trash::default());
         let expires = match expiry {
             Expiry::After(ms) => Some(clock.get().saturating_add(ms)),
             _ => None,
         };
-        let mut dead = None;
-        let mut shard = self.shard(key);
         // (had a deadline, has one now)
         let mut deadlines = (false, expires.is_some());
-        let old = match shard.live_mut(key, &mut clock, &mut dead) {
-            Some(_) if condition == Condition::Missing => return false,
-            None if condition == Condition::Exists => return false,
+        match self.live_mut(key, &mut clock, &mut trash) {
+            Some(_) if condition == Condition::Missing => return (false, trash),
+            None if condition == Condition::Exists => return (false, trash),
             Some(entry) => {
                 let kept = if expiry == Expiry::Keep {
                     entry.expires
@@ -243,134 +222,349 @@ impl Store {
                 };
                 deadlines = (entry.expires.is_some(), kept.is_some());
                 entry.expires = kept;
-                Some(std::mem::replace(&mut entry.value, value))
+                trash.value = Some(std::mem::replace(&mut entry.value, value));
             }
             None => {
-                shard.map.insert(key.into(), Entry { value, expires });
-                None
+                self.map.insert(key.into(), Entry { value, expires });
             }
-        };
-        shard.with_deadline =
-            shard.with_deadline + usize::from(deadlines.1) - usize::from(deadlines.0);
-        drop(shard);
-        // Free what was replaced or expired outside the lock.
-        drop((old, dead));
-        true
+        }
+        self.with_deadline =
+            self.with_deadline + usize::from(deadlines.1) - usize::from(deadlines.0);
+        (true, trash)
     }
 
-    /// Removes `key`; returns whether it was there.
-    pub fn del(&self, key: &[u8]) -> bool {
+    /// Removes `key`; returns whether it was there (and live).
+    pub fn del(&mut self, key: &[u8]) -> (bool, Trash) {
         let mut clock = self.clock();
-        let old = self.shard(key).remove(key);
-        old.is_some_and(|e| e.live(&mut clock))
+        let entry = self.remove(key);
+        let live = entry.as_ref().is_some_and(|e| e.live(&mut clock));
+        (
+            live,
+            Trash {
+                entry,
+                ..Trash::default()
+            },
+        )
     }
 
     /// Whether `key` is there.
-    pub fn exists(&self, key: &[u8]) -> bool {
-        let mut clock = self.clock();
-        let mut dead = None;
-        let found = self
-            .shard(key)
-            .live_mut(key, &mut clock, &mut dead)
-            .is_some();
-        drop(dead);
-        found
+    pub fn exists(&mut self, key: &[u8]) -> (bool, Trash) {
+        let (mut clock, mut trash) = (self.clock(), Trash::default());
+        let found = self.live_mut(key, &mut clock, &mut trash).is_some();
+        (found, trash)
     }
 
     /// Adds `delta` to the integer at `key` (missing counts as 0); returns the new value. The
     /// deadline, if any, is kept.
-    pub fn incr_by(&self, key: &[u8], delta: i64) -> Result<i64, IncrError> {
-        let mut clock = self.clock();
-        let mut dead = None;
-        let mut shard = self.shard(key);
-        let result = match shard.live_mut(key, &mut clock, &mut dead) {
+    pub fn incr_by(&mut self, key: &[u8], delta: i64) -> (Result<i64, IncrError>, Trash) {
+        let (mut clock, mut trash) = (self.clock(), Trash::default());
+        let result = match self.live_mut(key, &mut clock, &mut trash) {
             Some(Entry {
                 value: Value::Int(n),
                 ..
-            }) => {
-                *n = n.checked_add(delta).ok_or(IncrError::Overflow)?;
-                Ok(*n)
-            }
+            }) => match n.checked_add(delta) {
+                Some(sum) => {
+                    *n = sum;
+                    Ok(sum)
+                }
+                None => Err(IncrError::Overflow),
+            },
             Some(_) => Err(IncrError::NotInteger),
             None => {
                 let entry = Entry {
                     value: Value::Int(delta),
                     expires: None,
                 };
-                shard.map.insert(key.into(), entry);
+                self.map.insert(key.into(), entry);
                 Ok(delta)
             }
         };
-        drop(shard);
-        drop(dead);
-        result
+        (result, trash)
     }
 
     /// Milliseconds until `key` expires: `Err(false)` if it is missing, `Err(true)` if it
     /// has no deadline.
-    pub fn pttl(&self, key: &[u8]) -> Result<u64, bool> {
-        let mut clock = self.clock();
-        let mut dead = None;
-        let mut shard = self.shard(key);
-        let result = match shard.live_mut(key, &mut clock, &mut dead) {
+    pub fn pttl(&mut self, key: &[u8]) -> (Result<u64, bool>, Trash) {
+        let (mut clock, mut trash) = (self.clock(), Trash::default());
+        let result = match self.live_mut(key, &mut clock, &mut trash) {
             None => Err(false),
             Some(Entry { expires: None, .. }) => Err(true),
             Some(Entry {
                 expires: Some(t), ..
             }) => Ok(t.saturating_sub(clock.get())),
         };
-        drop(shard);
-        drop(dead);
+        (result, trash)
+    }
+
+    /// Number of keys (expired ones not yet removed included).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Removes every key.
+    pub fn clear(&mut self) -> Trash {
+        self.with_deadline = 0;
+        Trash {
+            map: Some(std::mem::take(&mut self.map)),
+            ..Trash::default()
+        }
+    }
+
+    /// Removes the expired keys, if any key has a deadline (`None` if none has). Returns how
+    /// many were removed.
+    pub fn sweep(&mut self) -> Option<usize> {
+        if self.with_deadline == 0 {
+            return None;
+        }
+        let mut clock = self.clock();
+        let before = self.map.len();
+        let mut expired = 0;
+        self.map.retain(|_, e| {
+            let keep = e.live(&mut clock);
+            expired += usize::from(!keep);
+            keep
+        });
+        self.with_deadline -= expired;
+        Some(before - self.map.len())
+    }
+}
+
+/// A power-of-two number of cells, a key's cell chosen by the top bits of its hash, and a
+/// cursor for sweeping the cells one at a time.
+#[derive(Debug)]
+struct Shards<T> {
+    cells: Box<[T]>,
+    hasher: foldhash::fast::RandomState,
+    shift: u32,
+    cursor: AtomicUsize,
+}
+
+impl<T> Shards<T> {
+    /// `n` cells (rounded up to a power of two, at least 1).
+    fn new(n: usize, make: impl FnMut(usize) -> T) -> Self {
+        let n = n.max(1).next_power_of_two();
+        Shards {
+            cells: (0..n).map(make).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            shift: 64 - n.trailing_zeros(),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    fn index(&self, key: &[u8]) -> usize {
+        match self.shift {
+            64 => 0,
+            shift => (self.hasher.hash_one(key) >> shift) as usize,
+        }
+    }
+
+    /// Every cell's index once, starting one further than the last call did.
+    fn sweep_order(&self) -> impl Iterator<Item = usize> {
+        let n = self.cells.len();
+        let start = self.cursor.fetch_add(1, Relaxed);
+        (0..n).map(move |i| (start + i) % n)
+    }
+}
+
+/// One shard of the locked store, on a cache line of its own.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Shard(Mutex<Keys>);
+
+/// The store shared by every core with `--sharding locks`.
+#[derive(Debug)]
+pub struct Store {
+    shards: Shards<Shard>,
+}
+
+impl Store {
+    /// A store of `shards` shards (rounded up to a power of two, at least 1).
+    pub fn new(shards: usize) -> Store {
+        Store {
+            shards: Shards::new(shards, |_| Shard(Mutex::new(Keys::default()))),
+        }
+    }
+
+    fn lock(shard: &Shard) -> MutexGuard<'_, Keys> {
+        // A panic never happens under the lock (no user code runs there); recover anyway.
+        shard
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn shard(&self, key: &[u8]) -> MutexGuard<'_, Keys> {
+        Self::lock(&self.shards.cells[self.shards.index(key)])
+    }
+
+    // Each operation below binds the trash to a name: the guard, a temporary, is dropped at
+    // the end of the statement, and the trash after it, at the end of the function.
+
+    /// The value of `key`, if any.
+    pub fn get(&self, key: &[u8]) -> Option<Value> {
+        let (value, _trash) = self.shard(key).get(key);
+        value
+    }
+
+    /// Sets `key` to `value` if `condition` holds; returns whether it did.
+    pub fn set(&self, key: &[u8], value: Value, condition: Condition, expiry: Expiry) -> bool {
+        let (done, _trash) = self.shard(key).set(key, value, condition, expiry);
+        done
+    }
+
+    /// Removes `key`; returns whether it was there.
+    pub fn del(&self, key: &[u8]) -> bool {
+        let (found, _trash) = self.shard(key).del(key);
+        found
+    }
+
+    /// Whether `key` is there.
+    pub fn exists(&self, key: &[u8]) -> bool {
+        let (found, _trash) = self.shard(key).exists(key);
+        found
+    }
+
+    /// Adds `delta` to the integer at `key` (missing counts as 0); returns the new value. The
+    /// deadline, if any, is kept.
+    pub fn incr_by(&self, key: &[u8], delta: i64) -> Result<i64, IncrError> {
+        let (result, _trash) = self.shard(key).incr_by(key, delta);
+        result
+    }
+
+    /// Milliseconds until `key` expires: `Err(false)` if it is missing, `Err(true)` if it
+    /// has no deadline.
+    pub fn pttl(&self, key: &[u8]) -> Result<u64, bool> {
+        let (result, _trash) = self.shard(key).pttl(key);
         result
     }
 
     /// Number of keys (expired ones not yet removed included).
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.map.lock().map_or(0, |m| m.map.len()))
-            .sum()
+        self.shards.cells.iter().map(|s| Self::lock(s).len()).sum()
     }
 
     /// Removes every key.
     pub fn clear(&self) {
-        for shard in self.shards.iter() {
-            let old = match shard.map.lock() {
-                Ok(mut inner) => {
-                    inner.with_deadline = 0;
-                    std::mem::take(&mut inner.map)
-                }
-                Err(_) => continue,
-            };
-            drop(old);
+        for shard in self.shards.cells.iter() {
+            let _trash = Self::lock(shard).clear();
         }
     }
 
     /// Removes the expired keys of the next shard that has keys with a deadline (at most one
     /// shard per call). Returns how many were removed.
     pub fn sweep_next(&self) -> usize {
-        let n = self.shards.len();
-        let start = self.sweep_cursor.fetch_add(1, Relaxed);
-        for i in 0..n {
-            let shard = &self.shards[(start + i) % n];
-            let Ok(mut inner) = shard.map.lock() else {
-                continue;
-            };
-            if inner.with_deadline == 0 {
-                continue;
-            }
-            let mut clock = self.clock();
-            let before = inner.map.len();
-            let mut expired_with_deadline = 0;
-            inner.map.retain(|_, e| {
-                let keep = e.live(&mut clock);
-                expired_with_deadline += usize::from(!keep);
-                keep
-            });
-            inner.with_deadline -= expired_with_deadline;
-            return before - inner.map.len();
+        self.shards
+            .sweep_order()
+            .find_map(|i| Self::lock(&self.shards.cells[i]).sweep())
+            .unwrap_or(0)
+    }
+}
+
+/// A core's own keys with `--sharding cores`: the same maps as a [`Store`]'s shards, without
+/// locks (only the owning core ever touches them), split so that a sweep scans one map at a
+/// time.
+#[derive(Debug)]
+pub struct Local {
+    maps: Shards<Keys>,
+}
+
+impl Local {
+    /// Keys split over `maps` maps (rounded up to a power of two, at least 1).
+    pub fn new(maps: usize) -> Local {
+        Local {
+            maps: Shards::new(maps, |_| Keys::default()),
         }
-        0
+    }
+
+    fn keys(&mut self, key: &[u8]) -> &mut Keys {
+        let i = self.maps.index(key);
+        &mut self.maps.cells[i]
+    }
+
+    /// Removes the expired keys of the next map that has keys with a deadline (at most one map
+    /// per call). Returns how many were removed.
+    pub fn sweep_next(&mut self) -> usize {
+        // The order borrows nothing: it is made of the count and the cursor's value.
+        let mut order = self.maps.sweep_order();
+        let cells = &mut self.maps.cells;
+        order.find_map(|i| cells[i].sweep()).unwrap_or(0)
+    }
+}
+
+/// The operations a command runs on the keys it may reach: the shared [`Store`] (through
+/// `&Store`) or a core's own [`Local`] keys.
+pub trait Keyspace {
+    /// The value of `key`, if any.
+    fn get(&mut self, key: &[u8]) -> Option<Value>;
+    /// Sets `key` to `value` if `condition` holds; returns whether it did.
+    fn set(&mut self, key: &[u8], value: Value, condition: Condition, expiry: Expiry) -> bool;
+    /// Removes `key`; returns whether it was there.
+    fn del(&mut self, key: &[u8]) -> bool;
+    /// Whether `key` is there.
+    fn exists(&mut self, key: &[u8]) -> bool;
+    /// Adds `delta` to the integer at `key` (missing counts as 0).
+    fn incr_by(&mut self, key: &[u8], delta: i64) -> Result<i64, IncrError>;
+    /// Milliseconds until `key` expires: `Err(false)` if missing, `Err(true)` if no deadline.
+    fn pttl(&mut self, key: &[u8]) -> Result<u64, bool>;
+    /// Number of keys (expired ones not yet removed included).
+    fn count(&mut self) -> usize;
+    /// Removes every key.
+    fn clear(&mut self);
+}
+
+impl Keyspace for &Store {
+    fn get(&mut self, key: &[u8]) -> Option<Value> {
+        Store::get(self, key)
+    }
+    fn set(&mut self, key: &[u8], value: Value, condition: Condition, expiry: Expiry) -> bool {
+        Store::set(self, key, value, condition, expiry)
+    }
+    fn del(&mut self, key: &[u8]) -> bool {
+        Store::del(self, key)
+    }
+    fn exists(&mut self, key: &[u8]) -> bool {
+        Store::exists(self, key)
+    }
+    fn incr_by(&mut self, key: &[u8], delta: i64) -> Result<i64, IncrError> {
+        Store::incr_by(self, key, delta)
+    }
+    fn pttl(&mut self, key: &[u8]) -> Result<u64, bool> {
+        Store::pttl(self, key)
+    }
+    fn count(&mut self) -> usize {
+        Store::len(self)
+    }
+    fn clear(&mut self) {
+        Store::clear(self)
+    }
+}
+
+impl Keyspace for Local {
+    fn get(&mut self, key: &[u8]) -> Option<Value> {
+        self.keys(key).get(key).0
+    }
+    fn set(&mut self, key: &[u8], value: Value, condition: Condition, expiry: Expiry) -> bool {
+        self.keys(key).set(key, value, condition, expiry).0
+    }
+    fn del(&mut self, key: &[u8]) -> bool {
+        self.keys(key).del(key).0
+    }
+    fn exists(&mut self, key: &[u8]) -> bool {
+        self.keys(key).exists(key).0
+    }
+    fn incr_by(&mut self, key: &[u8], delta: i64) -> Result<i64, IncrError> {
+        self.keys(key).incr_by(key, delta).0
+    }
+    fn pttl(&mut self, key: &[u8]) -> Result<u64, bool> {
+        self.keys(key).pttl(key).0
+    }
+    fn count(&mut self) -> usize {
+        self.maps.cells.iter().map(Keys::len).sum()
+    }
+    fn clear(&mut self) {
+        for keys in self.maps.cells.iter_mut() {
+            let _trash = keys.clear();
+        }
     }
 }
 

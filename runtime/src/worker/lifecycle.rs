@@ -64,6 +64,13 @@ where
     /// or finish if the peer's EOF came meanwhile.
     pub(super) fn resume_reading(&mut self, slot: u32) {
         let conn = &mut self.conns[slot as usize];
+        if conn.state.out.outstanding() >= conn.state.max_replies
+            || conn.state.out.len() > self.cfg.high_water
+        {
+            // Still at a bound (a later reply was filled before an earlier one, which holds
+            // the count): no request may be delivered yet, held ones included.
+            return;
+        }
         // Time spent paused is not the peer's idleness or slowness.
         conn.last_rx = self.now;
         conn.frame_started = self.now;
