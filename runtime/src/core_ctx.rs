@@ -249,6 +249,19 @@ impl CoreCtx {
         CoreCtx::new(0, state, 0, None, None)
     }
 
+    /// Drops the per-core state and the connects not yet opened (the core has stopped; they
+    /// may hold replies, whose drops must reach their cores). A panic in a `Drop` is caught.
+    pub(crate) fn drop_state(&mut self) {
+        let state = std::mem::replace(&mut self.state, Box::new(()));
+        let pending = std::mem::take(&mut self.outbound.pending);
+        if catch_unwind(AssertUnwindSafe(move || drop((state, pending)))).is_err() {
+            log::error!(
+                "ringwire: worker {}: per-core state panicked when dropped",
+                self.worker
+            );
+        }
+    }
+
     /// The index of the worker (0-based, in start order); not a CPU number.
     pub fn worker(&self) -> usize {
         self.worker
@@ -301,7 +314,7 @@ impl CoreCtx {
     }
 
     fn deliver(&self, worker: usize, msg: Msg) -> Result<(), RemoteError> {
-        route::deliver(self.router.as_deref(), self.server, worker, msg, false)
+        route::deliver(self.router.as_ref(), self.server, worker, msg, false)
     }
 
     /// Runs `f` on worker `worker` with its context (its per-core state): after the current
@@ -475,7 +488,7 @@ impl<T> Blocking<(), T> {
         // From a pool thread this waits while the core's queue is full; on the core itself
         // it queues the answer behind the current callback. It fails only if the core has
         // stopped: `then` is dropped with what it holds.
-        let _ = route::deliver(self.router.as_deref(), self.server, self.origin, back, true);
+        let _ = route::deliver(self.router.as_ref(), self.server, self.origin, back, true);
     }
 }
 

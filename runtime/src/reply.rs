@@ -148,7 +148,7 @@ impl Reply {
     fn send(&self, msg: Msg) {
         // An error means the owning core has stopped: its session has gone with it.
         let _ = route::deliver(
-            self.router.as_deref(),
+            self.router.as_ref(),
             self.session.server,
             self.session.worker(),
             msg,

@@ -174,6 +174,12 @@ impl Router {
         self.bells.ring_eventfd(target);
     }
 
+    /// Sends from a thread that is not serving (a stopped core), waiting while the target's
+    /// queue is full.
+    pub(crate) fn send_off_core(&self, target: usize, msg: Msg) -> Result<(), RemoteError> {
+        self.send_remote(target, msg, true)
+    }
+
     /// Sends from a thread that is not a core of this server. `wait`: retry while the target's
     /// off-core queue is full (for replies, which must not be lost) rather than fail with
     /// `Busy`.
@@ -207,6 +213,8 @@ struct Local {
     here: Vec<Msg>,
     /// For other cores: pushed into the outbox at the end of the turn.
     out: Vec<(usize, Msg)>,
+    /// For cores of other servers whose queue was full, retried at the end of each turn.
+    foreign: Vec<(Arc<Router>, usize, Msg)>,
 }
 
 thread_local! {
@@ -240,6 +248,7 @@ pub(crate) fn mark(server: u32, worker: usize) {
             worker,
             here: Vec::new(),
             out: Vec::new(),
+            foreign: Vec::new(),
         })
     });
     drop(old);
@@ -287,44 +296,157 @@ pub(crate) fn has_local_work() -> bool {
         .try_with(|l| {
             l.borrow()
                 .as_ref()
-                .is_some_and(|l| !l.here.is_empty() || !l.out.is_empty())
+                .is_some_and(|l| !l.here.is_empty() || !l.out.is_empty() || !l.foreign.is_empty())
         })
         .unwrap_or(false)
 }
 
+/// Where [`deliver`] found the current thread.
+enum Here {
+    /// A worker thread of the message's server: queued there.
+    Queued,
+    /// A worker thread of another server (a client's core completing a server's reply): it
+    /// must not wait, so a full queue parks the message in the thread's `foreign` list.
+    OtherCore,
+    /// Any other thread (or one whose thread-locals are gone: it is ending).
+    Off,
+}
+
 /// Delivers `msg` to core `target` of the server `router` names (`None`: the server of the
 /// current worker thread, as for the test kit's replies). On one of that server's worker
-/// threads it only queues the message (see the module doc). On any other thread it sends at
-/// once; `wait` then says whether to wait while the target's queue is full.
+/// threads it only queues the message (see the module doc). On a worker thread of another
+/// server it sends at once without waiting, parking the message for the end of the turn if
+/// the target's queue is full. On any other thread it sends at once; `wait` then says whether
+/// to wait while the target's queue is full.
 pub(crate) fn deliver(
-    router: Option<&Router>,
+    router: Option<&Arc<Router>>,
     server: u32,
     target: usize,
     msg: Msg,
     wait: bool,
 ) -> Result<(), RemoteError> {
-    let msg = match LOCAL.try_with(|l| {
-        let Ok(mut l) = l.try_borrow_mut() else {
-            return Err(msg);
-        };
-        match l.as_mut() {
-            Some(l) if l.server == server => {
-                if target == l.worker {
-                    l.here.push(msg);
-                } else {
-                    l.out.push((target, msg));
+    let mut msg = Some(msg);
+    let here = LOCAL
+        .try_with(|l| {
+            let Ok(mut l) = l.try_borrow_mut() else {
+                return Here::Off;
+            };
+            match l.as_mut() {
+                Some(l) if l.server == server => {
+                    let msg = msg.take().expect("taken once");
+                    if target == l.worker {
+                        l.here.push(msg);
+                    } else {
+                        l.out.push((target, msg));
+                    }
+                    Here::Queued
                 }
-                Ok(())
+                Some(_) => Here::OtherCore,
+                None => Here::Off,
             }
-            _ => Err(msg),
-        }
-    }) {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(msg)) => msg,
-        Err(_) => return Err(RemoteError::Stopped), // This thread is ending.
+        })
+        .unwrap_or(Here::Off);
+    let Some(msg) = msg else {
+        return Ok(());
     };
-    match router {
-        Some(router) => router.send_remote(target, msg, wait),
-        None => Err(RemoteError::Stopped),
+    let Some(router) = router else {
+        return Err(RemoteError::Stopped);
+    };
+    match here {
+        Here::Queued => unreachable!("queued above"),
+        Here::Off => router.send_remote(target, msg, wait),
+        Here::OtherCore => park_or_send(router, target, msg),
+    }
+}
+
+/// On a worker thread of another server: sends `msg` now unless messages are parked already
+/// (they go first, in order) or the target's queue is full; parks it otherwise.
+fn park_or_send(router: &Arc<Router>, target: usize, msg: Msg) -> Result<(), RemoteError> {
+    let parked = LOCAL.with(|l| l.borrow().as_ref().is_some_and(|l| !l.foreign.is_empty()));
+    let msg = if parked {
+        msg
+    } else {
+        match router.remote.send(target, msg) {
+            Ok(Bell::Ring) => {
+                router.ring(target);
+                return Ok(());
+            }
+            Ok(Bell::Silent) => return Ok(()),
+            Err(SendError::Closed(_)) => return Err(RemoteError::Stopped),
+            Err(SendError::Full(msg)) => msg,
+        }
+    };
+    LOCAL.with(|l| {
+        if let Some(l) = l.borrow_mut().as_mut() {
+            l.foreign.push((router.clone(), target, msg));
+        }
+    });
+    Ok(())
+}
+
+/// Retries the messages this core parked for other servers' cores, in order, without waiting:
+/// what still finds a full queue stays parked. `wait`: the core has stopped serving, so wait
+/// for room instead. Returns whether messages are still parked.
+pub(crate) fn send_parked(wait: bool) -> bool {
+    let parked = LOCAL
+        .try_with(|l| {
+            l.borrow_mut()
+                .as_mut()
+                .map(|l| std::mem::take(&mut l.foreign))
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    if parked.is_empty() {
+        return false;
+    }
+    let mut left = Vec::new();
+    let mut dropped = Vec::new();
+    for (router, target, msg) in parked {
+        if !left.is_empty() {
+            left.push((router, target, msg));
+            continue;
+        }
+        match router.remote.send(target, msg) {
+            Ok(Bell::Ring) => router.ring(target),
+            Ok(Bell::Silent) => {}
+            Err(SendError::Closed(msg)) => dropped.push(msg),
+            Err(SendError::Full(msg)) if wait => {
+                let _ = router.send_remote(target, msg, true);
+            }
+            Err(SendError::Full(msg)) => left.push((router, target, msg)),
+        }
+    }
+    let more = !left.is_empty();
+    if more {
+        let _ = LOCAL.try_with(|l| {
+            if let Some(l) = l.borrow_mut().as_mut() {
+                left.append(&mut l.foreign);
+                l.foreign = left;
+            }
+        });
+    }
+    // Dropped last, outside any borrow: a reply among them delivers its own message.
+    drop(dropped);
+    more
+}
+
+/// Takes every message this core still holds for itself and for other cores (it has stopped
+/// serving): those for itself are dropped (its sessions are gone), the others are sent,
+/// waiting for room. Repeats while dropping them produces more, a bounded number of times.
+pub(crate) fn flush_on_exit(router: &Router) {
+    for _ in 0..64 {
+        let mut here = Vec::new();
+        let mut out = Vec::new();
+        take_here(&mut here);
+        take_out(&mut out);
+        let parked = send_parked(true);
+        if here.is_empty() && out.is_empty() && !parked {
+            return;
+        }
+        drop(here);
+        for (target, msg) in out {
+            let _ = router.send_remote(target, msg, true);
+        }
     }
 }

@@ -365,6 +365,7 @@ where
     // here) and any session still open.
     drop(driver);
     let panics = worker.drop_sessions();
+    worker.finish_mail();
     if panics > 0 {
         deaths.panics.add(panics);
         log::error!("ringwire: worker {index}: {panics} handler(s) panicked when dropped");

@@ -146,6 +146,20 @@ impl<T> Outbox<T> {
         }
     }
 
+    /// Hands every message still in an overflow queue to `f`, with its target, in order per
+    /// target (the core has stopped serving and sends them another way). Messages staged in a
+    /// ring but not published are not among them: [`flush`](Self::flush) publishes them.
+    pub(crate) fn take_unsent(&mut self, mut f: impl FnMut(usize, T)) {
+        for (target, lane) in self.lanes.iter_mut().enumerate() {
+            for msg in lane.overflow.drain(..) {
+                f(target, msg);
+            }
+            lane.dirty = false;
+        }
+        self.dirty.clear();
+        self.backlog = 0;
+    }
+
     /// Whether messages wait in an overflow queue (some target's ring was full at the last
     /// flush). While true, the core must not sleep without a bound: see
     /// [`flush`](Self::flush).

@@ -7,6 +7,9 @@ use super::*;
 use crate::reply::SessionHandle;
 use crate::route::{self, Msg};
 
+/// Most rounds of messages a core applies to itself at once (see `apply_here`).
+const HERE_ROUNDS: usize = 16;
+
 impl<C, H, F> Worker<C, H, F>
 where
     C: Codec + Clone,
@@ -213,15 +216,28 @@ where
 
     /// Applies what the last callback sent to this core: replies it completed (for any
     /// session of this core), writes and closes by handle, work it ran here.
+    ///
+    /// In the order they were sent: applying one may run user code (`on_close`, `on_error`)
+    /// that sends more, which waits behind the rest of the batch (a nested call returns at
+    /// once and leaves it to this loop). Bounded: what a batch keeps producing beyond
+    /// `HERE_ROUNDS` rounds waits for the next turn, which then does not sleep.
     pub(super) fn apply_here(&mut self) {
-        let mut mail = std::mem::take(&mut self.mail_in);
-        route::take_here(&mut mail);
-        for msg in mail.drain(..) {
-            self.apply_msg(msg);
+        if self.applying_here {
+            return;
         }
-        if self.mail_in.is_empty() {
-            self.mail_in = mail; // Keep the capacity.
+        self.applying_here = true;
+        let mut mail = std::mem::take(&mut self.mail_here);
+        for _ in 0..HERE_ROUNDS {
+            route::take_here(&mut mail);
+            if mail.is_empty() {
+                break;
+            }
+            for msg in mail.drain(..) {
+                self.apply_msg(msg);
+            }
         }
+        self.mail_here = mail; // Keep the capacity.
+        self.applying_here = false;
     }
 
     /// Applies one message sent to this core (from a callback here, another core or thread).

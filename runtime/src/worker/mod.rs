@@ -193,8 +193,14 @@ pub(crate) struct Worker<C, H, F> {
     /// This core's mailbox (what other cores and threads send it, and its way to the other
     /// cores), its server's doorbells and its table of live slots; `None` in unit tests.
     mail: Option<Mail>,
-    /// Scratch list of the messages being applied.
+    /// Scratch list of the messages being applied from the inbox.
     mail_in: Vec<Msg>,
+    /// Scratch list of the messages this core's callbacks sent it, being applied.
+    mail_here: Vec<Msg>,
+    /// `apply_here` runs (a nested call leaves the new messages to it, in order).
+    applying_here: bool,
+    /// Messages for another server's cores wait for room (`route::send_parked`).
+    parked: bool,
     /// Scratch list of the messages for other cores, moved into the outbox at turn end.
     mail_out: Vec<(usize, Msg)>,
 }
@@ -265,6 +271,9 @@ where
             resumes: Vec::new(),
             mail: None,
             mail_in: Vec::new(),
+            mail_here: Vec::new(),
+            applying_here: false,
+            parked: false,
             mail_out: Vec::new(),
         }
     }
@@ -280,7 +289,7 @@ where
         loop {
             let mut timeout = self.wait_bound();
             if let Some(mail) = &self.mail {
-                if mail.outbox.is_backlogged() {
+                if mail.outbox.is_backlogged() || self.parked {
                     // A target's ring was full: try again soon (no wake-up says it has room).
                     timeout = Some(timeout.map_or(BACKLOG_RETRY, |t| t.min(BACKLOG_RETRY)));
                 }
@@ -367,6 +376,37 @@ where
         self.mail_out = out;
         // Dropped last, outside the loop: dropping may send more (to the next turn).
         drop(dead);
+        self.parked = route::send_parked(false);
+    }
+
+    /// The core has stopped serving (its sessions are gone): closes its inbox (later sends
+    /// fail; what waited is dropped, and a reply inside tells its own core), drops the
+    /// per-core state, then sends what is left for other cores the way threads that are not
+    /// cores do, waiting for room: a reply of another core's session dropped here still closes
+    /// that session at once rather than leave it waiting.
+    pub(crate) fn finish_mail(&mut self) {
+        let Some(mail) = self.mail.take() else {
+            return;
+        };
+        let Mail {
+            inbox,
+            mut outbox,
+            router,
+            live: _,
+            _entered,
+        } = mail;
+        let mut left = Vec::new();
+        inbox.close(|_, msg| left.push(msg));
+        drop(left);
+        self.ctx.drop_state();
+        let mut unsent = Vec::new();
+        outbox.take_unsent(|target, msg| unsent.push((target, msg)));
+        for (target, msg) in unsent {
+            // Fails only for a core that has stopped too.
+            let _ = router.send_off_core(target, msg);
+        }
+        route::flush_on_exit(&router);
+        drop(_entered);
     }
 
     /// End of a turn: open requested connections, then one send per session with output and
