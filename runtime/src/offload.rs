@@ -6,9 +6,12 @@
 //! so it can answer "busy". The pool's threads take jobs in order; the result travels back
 //! through the asking core's off-core queue (`crate::route`), waiting there if that queue is
 //! full: the pool slows down, the core never blocks. The threads run off the service cores
-//! unless the user places them there, and end when the server's last core has stopped.
+//! unless the user places them there. Once the server's last core has stopped, jobs still
+//! queued are refused (their callbacks, which had nowhere to run, are dropped) and the threads
+//! end; a job running then finishes first (blocking code cannot be interrupted).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +29,16 @@ pub(crate) trait Job: Send {
 /// The cores' way into the pool.
 pub(crate) struct Offload {
     jobs: SyncSender<Box<dyn Job>>,
+    /// Set when the last core lets go of the pool: jobs still queued are refused, not run.
+    stopped: Arc<AtomicBool>,
+}
+
+impl Drop for Offload {
+    fn drop(&mut self) {
+        // The threads see the channel close once they have taken what it holds; what they
+        // take from now on is refused rather than run after the server has stopped.
+        self.stopped.store(true, Ordering::Release);
+    }
 }
 
 impl Offload {
@@ -34,8 +47,10 @@ impl Offload {
     pub(crate) fn start(threads: usize, queue: usize, cpus: &[usize]) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel::<Box<dyn Job>>(queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
+        let stopped = Arc::new(AtomicBool::new(false));
         for i in 0..threads.max(1) {
             let rx = rx.clone();
+            let stopped = stopped.clone();
             let cpus = cpus.to_vec();
             std::thread::Builder::new()
                 .name(format!("ringwire-pool{i}"))
@@ -43,10 +58,10 @@ impl Offload {
                     if !cpus.is_empty() {
                         crate::cpus::pin_to_set(&cpus);
                     }
-                    work(&rx)
+                    work(&rx, &stopped)
                 })?;
         }
-        Ok(Offload { jobs: tx })
+        Ok(Offload { jobs: tx, stopped })
     }
 
     /// Queues `job`; if the queue is full (or the pool has stopped) the job is refused and
@@ -64,7 +79,7 @@ impl Offload {
 
 /// A pool thread: takes jobs until every sender has gone. The lock is the pool threads' own
 /// (one waits on the channel while the others wait for it); cores never take it.
-fn work(jobs: &Mutex<Receiver<Box<dyn Job>>>) {
+fn work(jobs: &Mutex<Receiver<Box<dyn Job>>>, stopped: &AtomicBool) {
     loop {
         let job = {
             let Ok(rx) = jobs.lock() else { return };
@@ -73,6 +88,10 @@ fn work(jobs: &Mutex<Receiver<Box<dyn Job>>>) {
                 Err(_) => return,
             }
         };
+        if stopped.load(Ordering::Acquire) {
+            job.refuse(RemoteError::Stopped);
+            continue;
+        }
         // The job catches its own work's panic (to report it); this catches the rest.
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| job.run())) {
             log::error!(
