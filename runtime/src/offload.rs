@@ -88,12 +88,17 @@ fn work(jobs: &Mutex<Receiver<Box<dyn Job>>>, stopped: &AtomicBool) {
                 Err(_) => return,
             }
         };
-        if stopped.load(Ordering::Acquire) {
-            job.refuse(RemoteError::Stopped);
-            continue;
-        }
-        // The job catches its own work's panic (to report it); this catches the rest.
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| job.run())) {
+        // The job catches its own work's panic (to report it); this catches the rest (a
+        // panicking `Drop` in what it holds).
+        let stopped = stopped.load(Ordering::Acquire);
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            if stopped {
+                job.refuse(RemoteError::Stopped);
+            } else {
+                job.run();
+            }
+        }));
+        if let Err(payload) = ran {
             log::error!(
                 "ringwire: an offload job panicked: {}",
                 panic_message(&*payload)

@@ -15,7 +15,7 @@
 //! core arrive in the order they were delivered; nothing blocks a core (a full ring spills to
 //! the sender's overflow), and nothing is dropped while its target lives.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -219,6 +219,13 @@ struct Local {
 
 thread_local! {
     static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+    /// Set when a message is queued in `here` (cleared when taken): the check after every
+    /// callback is this one load, not a borrow of `LOCAL` (whose destructor makes every access
+    /// check its registration).
+    static HERE: Cell<bool> = const { Cell::new(false) };
+    /// The same for `out` and `foreign`, checked once a turn.
+    static OUT: Cell<bool> = const { Cell::new(false) };
+    static FOREIGN: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Marks the current thread as worker `worker` of server `server` until dropped.
@@ -264,6 +271,9 @@ impl Drop for Entered {
 
 /// Takes the messages this core's callbacks produced for itself.
 pub(crate) fn take_here(into: &mut Vec<Msg>) {
+    if !HERE.replace(false) {
+        return;
+    }
     let _ = LOCAL.try_with(|l| {
         if let Some(l) = l.borrow_mut().as_mut() {
             into.append(&mut l.here);
@@ -273,6 +283,9 @@ pub(crate) fn take_here(into: &mut Vec<Msg>) {
 
 /// Takes the messages this core's callbacks produced for other cores.
 pub(crate) fn take_out(into: &mut Vec<(usize, Msg)>) {
+    if !OUT.replace(false) {
+        return;
+    }
     let _ = LOCAL.try_with(|l| {
         if let Some(l) = l.borrow_mut().as_mut() {
             into.append(&mut l.out);
@@ -282,23 +295,12 @@ pub(crate) fn take_out(into: &mut Vec<(usize, Msg)>) {
 
 /// Whether this core's callbacks left messages for this core.
 pub(crate) fn has_here() -> bool {
-    LOCAL
-        .try_with(|l| {
-            l.try_borrow()
-                .is_ok_and(|l| l.as_ref().is_some_and(|l| !l.here.is_empty()))
-        })
-        .unwrap_or(false)
+    HERE.get()
 }
 
 /// Whether this core's callbacks left messages to apply or to send.
 pub(crate) fn has_local_work() -> bool {
-    LOCAL
-        .try_with(|l| {
-            l.borrow()
-                .as_ref()
-                .is_some_and(|l| !l.here.is_empty() || !l.out.is_empty() || !l.foreign.is_empty())
-        })
-        .unwrap_or(false)
+    HERE.get() || OUT.get() || FOREIGN.get()
 }
 
 /// Where [`deliver`] found the current thread.
@@ -336,8 +338,10 @@ pub(crate) fn deliver(
                     let msg = msg.take().expect("taken once");
                     if target == l.worker {
                         l.here.push(msg);
+                        HERE.set(true);
                     } else {
                         l.out.push((target, msg));
+                        OUT.set(true);
                     }
                     Here::Queued
                 }
@@ -362,7 +366,7 @@ pub(crate) fn deliver(
 /// On a worker thread of another server: sends `msg` now unless messages are parked already
 /// (they go first, in order) or the target's queue is full; parks it otherwise.
 fn park_or_send(router: &Arc<Router>, target: usize, msg: Msg) -> Result<(), RemoteError> {
-    let parked = LOCAL.with(|l| l.borrow().as_ref().is_some_and(|l| !l.foreign.is_empty()));
+    let parked = FOREIGN.get();
     let msg = if parked {
         msg
     } else {
@@ -379,6 +383,7 @@ fn park_or_send(router: &Arc<Router>, target: usize, msg: Msg) -> Result<(), Rem
     LOCAL.with(|l| {
         if let Some(l) = l.borrow_mut().as_mut() {
             l.foreign.push((router.clone(), target, msg));
+            FOREIGN.set(true);
         }
     });
     Ok(())
@@ -388,6 +393,9 @@ fn park_or_send(router: &Arc<Router>, target: usize, msg: Msg) -> Result<(), Rem
 /// what still finds a full queue stays parked. `wait`: the core has stopped serving, so wait
 /// for room instead. Returns whether messages are still parked.
 pub(crate) fn send_parked(wait: bool) -> bool {
+    if !FOREIGN.replace(false) {
+        return false;
+    }
     let parked = LOCAL
         .try_with(|l| {
             l.borrow_mut()
@@ -423,6 +431,7 @@ pub(crate) fn send_parked(wait: bool) -> bool {
             if let Some(l) = l.borrow_mut().as_mut() {
                 left.append(&mut l.foreign);
                 l.foreign = left;
+                FOREIGN.set(true);
             }
         });
     }

@@ -345,3 +345,119 @@ fn a_stale_handle_reaches_nothing_once_its_slot_is_reused() {
     let other_server = SessionHandle { server: 7, ..b };
     assert_eq!(w.resolve(other_server), None);
 }
+
+// ---- Outbound sessions at the limits: the session bound, handles of sessions still
+// connecting, and timeouts once connected.
+
+/// A handler factory that opens one backend per accepted session (a per-client upstream).
+fn front_with_backend(ctx: &mut CoreCtx) -> Front {
+    let shared = seen(ctx);
+    let back = Back {
+        reply: None,
+        seen: shared.clone(),
+    };
+    match ctx.connect(BACKEND.parse().unwrap(), Nl, back) {
+        Ok(h) => shared.borrow_mut().backends.push(h),
+        Err(e) => shared.borrow_mut().log.push(format!("connect: {e}")),
+    }
+    Front
+}
+
+#[test]
+fn a_connect_from_the_factory_never_passes_max_sessions() {
+    let (w, _seen) = worker(3, None);
+    // Same worker, but with a factory that connects.
+    let Worker {
+        cfg,
+        codec,
+        stats,
+        control,
+        ctx,
+        ..
+    } = w;
+    let factory = front_with_backend as fn(&mut CoreCtx) -> Front;
+    let mut w: FrontWorker = Worker::new(cfg, codec, Arc::new(factory), stats, control, ctx);
+    accept(&mut w); // front 0 + backend 1
+    let cmds = turn(&mut w);
+    accept(&mut w); // 2 held, room for 1: front 2 ... and backend 3?
+    let cmds2 = turn(&mut w);
+    assert!(
+        w.conns.len() <= 3,
+        "core holds {} sessions with max_sessions 3: {cmds:?} {cmds2:?}",
+        w.conns.len()
+    );
+}
+
+#[test]
+fn close_session_reaches_a_session_still_connecting() {
+    let (mut w, seen) = worker(8, None);
+    accept(&mut w);
+    w.received(0, b"p");
+    turn(&mut w);
+    let backend = seen.borrow().backends[0];
+    // What `CoreCtx::close_session(backend)` delivers (it returned Ok).
+    w.apply_msg(Msg::Close { session: backend });
+    let cmds = turn(&mut w);
+    assert!(
+        cmds.iter().any(|c| c == "Close { slot: 1 }"),
+        "close by handle of a connecting session was dropped: {cmds:?}, stale={}",
+        w.stats.snapshot().stale_messages
+    );
+}
+
+#[test]
+fn a_write_to_a_session_still_connecting_is_not_lost() {
+    let (mut w, seen) = worker(8, None);
+    accept(&mut w);
+    w.received(0, b"p");
+    turn(&mut w);
+    let backend = seen.borrow().backends[0];
+    w.apply_msg(Msg::Write {
+        session: backend,
+        bytes: b"hello\n".to_vec(),
+    });
+    w.connected(1, Ok(()));
+    let cmds = turn(&mut w);
+    assert!(
+        cmds.iter().any(|c| c.contains("hello")),
+        "bytes written by handle before the connect completed were dropped: {cmds:?}, stale={}",
+        w.stats.snapshot().stale_messages
+    );
+}
+
+/// A backend that stays silent after connecting.
+struct Quiet {
+    seen: Shared,
+}
+impl Handler<Nl> for Quiet {
+    fn on_close(&mut self, _: &mut Session<'_, Nl>, reason: CloseReason) {
+        self.seen
+            .borrow_mut()
+            .log
+            .push(format!("quiet close: {reason:?}"));
+    }
+}
+
+#[test]
+fn the_idle_timeout_of_a_connected_session_is_armed_on_connect() {
+    for connect_timeout in [None, Some(5_000_000)] {
+        let (mut w, seen) = worker(8, connect_timeout);
+        w.cfg.timeouts = Timeouts::new(Some(std::time::Duration::from_millis(1)), None, None);
+        let q = Quiet { seen: seen.clone() };
+        let h = w.ctx.connect(BACKEND.parse().unwrap(), Nl, q).unwrap();
+        turn(&mut w);
+        let slot = w.resolve(h).unwrap();
+        w.now = 100;
+        w.connected(slot, Ok(()));
+        turn(&mut w);
+        w.now = 10_000; // 10 ms later: idle for ten times the idle timeout.
+        w.fire_timers();
+        turn(&mut w);
+        assert_eq!(
+            seen.borrow().log,
+            ["quiet close: IdleTimeout"],
+            "connect_timeout {connect_timeout:?}: next timer entry at {:?}",
+            w.timers.next()
+        );
+    }
+}

@@ -71,6 +71,8 @@ where
                 conn.phase = Phase::Open;
                 conn.last_rx = self.now;
                 self.stats.connected.add(1);
+                // Its deadlines were the connect's: the idle timeout starts now.
+                self.reschedule(slot);
                 if self.dispatch(slot, Event::Open) {
                     self.drain_if_due(slot);
                 }

@@ -253,6 +253,8 @@ where
                         panic_message(&*payload)
                     );
                 }
+                // Connects it asked for open now, so that what follows finds their handles.
+                self.open_pending();
             }
             Msg::Fill { session, id, bytes } => {
                 let Some(slot) = self.resolve_in(session, Self::takes_replies) else {
@@ -265,10 +267,12 @@ where
             }
             Msg::Abandon { session, id } => self.abandoned(session, id),
             Msg::Write { session, bytes } => {
-                // Only an open session takes new output: one flushing after a dropped reply
-                // must not send it where the peer waits for that reply, and one lingering has
-                // shut its sending side.
-                let Some(slot) = self.resolve_in(session, |p| p == Phase::Open) else {
+                // Only an open session (or one still connecting: its output waits for the
+                // connect) takes new output: one flushing after a dropped reply must not send
+                // it where the peer waits for that reply, and one lingering has shut its
+                // sending side.
+                let open = |p| matches!(p, Phase::Open | Phase::Connecting);
+                let Some(slot) = self.resolve_in(session, open) else {
                     self.stats.stale_messages.add(1);
                     return;
                 };
@@ -281,10 +285,15 @@ where
                 self.after_callback(slot);
             }
             Msg::Close { session } => {
-                let Some(slot) = self.resolve_in(session, |p| p == Phase::Open) else {
+                let open = |p| matches!(p, Phase::Open | Phase::Connecting);
+                let Some(slot) = self.resolve_in(session, open) else {
                     self.stats.stale_messages.add(1);
                     return;
                 };
+                if self.conns[slot as usize].phase == Phase::Connecting {
+                    // Nothing was said yet: the connect is abandoned.
+                    return self.begin_close(slot, CloseReason::Local);
+                }
                 self.conns[slot as usize].state.close = CloseAsk::AfterFlush;
                 self.after_callback(slot);
             }

@@ -298,6 +298,11 @@ where
                     timeout = Some(Duration::ZERO);
                 }
             }
+            if route::has_local_work() {
+                // Messages produced after the last flush (by drops, or beyond a batch's bound)
+                // go out in the next turn: it must not sleep.
+                timeout = Some(Duration::ZERO);
+            }
             driver.turn(timeout, self)?;
             if let Some(mail) = &self.mail {
                 mail.inbox.woke();
@@ -413,6 +418,9 @@ where
     /// no send in flight. (Before it, `run` closes the idle sessions once the driver has
     /// reported everything the kernel had.)
     pub(crate) fn end_turn(&mut self) {
+        // Connects asked for outside a callback first: messages to their handles then find
+        // them.
+        self.open_pending();
         self.settle_replies();
         self.open_pending();
         if !self.connects.is_empty() {

@@ -47,13 +47,24 @@ where
     /// A new session in a free slot, with a handler from the factory; `None` (counted) if the
     /// factory panicked.
     pub(super) fn insert(&mut self, fd: &OwnedFd, phase: Phase) -> Option<u32> {
+        // The session being made counts while the factory runs: a connect it asks for must
+        // leave it room.
+        self.ctx.outbound.sessions = self.conns.len() + 1;
+        let asked = self.ctx.outbound.pending.len();
         // Both are user code: a panic refuses this connection only.
         let made = catch_unwind(AssertUnwindSafe(|| {
             (self.codec.clone(), (self.factory)(&mut self.ctx))
         }));
+        self.ctx.outbound.sessions = self.conns.len();
         let (codec, handler) = match made {
             Ok(made) => made,
             Err(payload) => {
+                // Connects the factory asked for before it panicked go with the refused
+                // session.
+                let refused: Vec<_> = self.ctx.outbound.pending.drain(asked..).collect();
+                if catch_unwind(AssertUnwindSafe(move || drop(refused))).is_err() {
+                    self.stats.panics.add(1);
+                }
                 self.stats.panics.add(1);
                 let message = panic_message(&*payload);
                 log::error!("ringwire: codec clone or handler factory panicked: {message}");
