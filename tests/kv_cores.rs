@@ -62,7 +62,8 @@ fn pipelined_random_commands_match_the_model_on_two_cores() {
 }
 
 /// The same with at most 4 replies outstanding per session: the sessions keep reaching the
-/// bound, so requests are held back and retried (`Kv::hold`) all the time.
+/// bound, where reading pauses until a reply is completed (often a later one first, from the
+/// other core); no request may be delivered there, or it would be answered `-ERR`.
 #[test]
 fn the_model_holds_at_a_small_bound_of_outstanding_replies() {
     model_run(4);

@@ -32,7 +32,7 @@ use std::hash::BuildHasher;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ringwire::codec::resp::{Args, Reply, Resp};
+use ringwire::codec::resp::{Reply, Resp};
 use ringwire::{CoreCtx, RemoteError, RemoteHandle, ReplyError, Session};
 
 use super::ops::Merge;
@@ -85,21 +85,37 @@ fn keys(ctx: &mut CoreCtx) -> &mut Local {
     &mut ctx.state::<Shard>().keys
 }
 
-/// Runs `cmd` for `session` where its keys are; see the module doc. Fails, having done
-/// nothing, if it needs a reply reserved and the session has too many outstanding.
+/// Runs `cmd` for `session` where its keys are; see the module doc. Fails, having touched no
+/// key, if it needs a reply reserved and the session has too many outstanding. Each key is
+/// hashed once (to find its owner), and a command whose keys are all this core's allocates
+/// nothing here.
 pub fn dispatch(session: &mut Session<'_, Resp>, cmd: Cmd<'_>) -> Result<(), ReplyError> {
     let (me, workers) = (session.worker(), session.core().workers());
-    let here = |key: &[u8]| workers == 1 || owner(key, workers) == me;
+    if workers == 1 {
+        return run_here(session, cmd);
+    }
     match cmd {
-        Cmd::Key(key, op) if !here(key) => forward(session, owner(key, workers), key, op),
-        Cmd::Keys(_, ref names) if names.clone().all(here) => run_here(session, cmd),
-        Cmd::Pairs(ref pairs) if Pairs(pairs.clone()).all(|(k, _)| here(k)) => {
-            run_here(session, cmd)
+        Cmd::Key(key, op) => match owner(key, workers) {
+            core if core == me => run_here(session, Cmd::Key(key, op)),
+            core => forward(session, core, key, op),
+        },
+        Cmd::Keys(multi, names) => match split(names.clone(), workers, me, <[u8]>::to_vec) {
+            None => run_here(session, Cmd::Keys(multi, names)),
+            Some(by_core) => many(session, multi, by_core),
+        },
+        Cmd::Pairs(pairs) => {
+            let mut values = Pairs(pairs.clone()).map(|(_, v)| v);
+            let names = Pairs(pairs.clone()).map(|(k, _)| k);
+            // Each key with its value (`split` takes the keys in order, so `next` pairs them).
+            let pair = |key: &[u8]| {
+                let value = Value::from_bytes(values.next().unwrap_or_default());
+                (key.to_vec(), value)
+            };
+            match split(names, workers, me, pair) {
+                None => run_here(session, Cmd::Pairs(pairs)),
+                Some(by_core) => mset(session, by_core),
+            }
         }
-        Cmd::All(_) if workers == 1 => run_here(session, cmd),
-        Cmd::Key(..) => run_here(session, cmd),
-        Cmd::Keys(multi, names) => many(session, multi, names),
-        Cmd::Pairs(pairs) => mset(session, pairs),
         Cmd::All(whole) => all(session, whole),
     }
 }
@@ -142,17 +158,35 @@ fn forward(
     Ok(())
 }
 
-/// The keys of `names` by owning core: their positions in the command and the keys.
+/// The keys of a command by owning core: their positions in the command and the keys.
 type ByCore<K> = Vec<(Vec<u32>, Vec<K>)>;
 
+/// The keys of `names` by owning core (`own` makes each what is sent, called once per key in
+/// order), or `None` if every key is core `me`'s. Each key is hashed once; the keys before
+/// the first of another core are all `me`'s, and are filled in when that one is found.
 fn split<'a, K>(
-    names: impl Iterator<Item = &'a [u8]>,
+    names: impl Iterator<Item = &'a [u8]> + Clone,
     workers: usize,
+    me: usize,
     mut own: impl FnMut(&'a [u8]) -> K,
-) -> ByCore<K> {
-    let mut by_core: ByCore<K> = (0..workers).map(|_| (Vec::new(), Vec::new())).collect();
-    for (i, key) in names.enumerate() {
-        let (at, keys) = &mut by_core[owner(key, workers)];
+) -> Option<ByCore<K>> {
+    let mut by_core: Option<ByCore<K>> = None;
+    for (i, key) in names.clone().enumerate() {
+        let core = owner(key, workers);
+        let by_core = match &mut by_core {
+            Some(by_core) => by_core,
+            None if core == me => continue,
+            None => {
+                let mut fresh: ByCore<K> = (0..workers).map(|_| (Vec::new(), Vec::new())).collect();
+                let (at, keys) = &mut fresh[me];
+                for (j, key) in names.clone().take(i).enumerate() {
+                    at.push(j as u32);
+                    keys.push(own(key));
+                }
+                by_core.insert(fresh)
+            }
+        };
+        let (at, keys) = &mut by_core[core];
         at.push(i as u32);
         keys.push(own(key));
     }
@@ -160,10 +194,13 @@ fn split<'a, K>(
 }
 
 /// MGET, DEL or EXISTS over keys of several cores.
-fn many(session: &mut Session<'_, Resp>, multi: Multi, names: Args<'_>) -> Result<(), ReplyError> {
+fn many(
+    session: &mut Session<'_, Resp>,
+    multi: Multi,
+    mut by_core: ByCore<Vec<u8>>,
+) -> Result<(), ReplyError> {
     let reply = session.reserve()?;
-    let (me, workers) = (session.worker(), session.core().workers());
-    let mut by_core = split(names, workers, <[u8]>::to_vec);
+    let me = session.worker();
     let total = by_core.iter().map(|(at, _)| at.len()).sum();
     let (own_at, own_keys) = std::mem::take(&mut by_core[me]);
     let own = multi.run(keys(session.core()), &own_keys);
@@ -181,19 +218,12 @@ fn many(session: &mut Session<'_, Resp>, multi: Multi, names: Args<'_>) -> Resul
 }
 
 /// MSET over keys of several cores.
-fn mset(session: &mut Session<'_, Resp>, pairs: Args<'_>) -> Result<(), ReplyError> {
+fn mset(
+    session: &mut Session<'_, Resp>,
+    mut by_core: ByCore<(Vec<u8>, Value)>,
+) -> Result<(), ReplyError> {
     let reply = session.reserve()?;
-    let (me, workers) = (session.worker(), session.core().workers());
-    let mut values = Pairs(pairs.clone()).map(|(_, v)| v);
-    let names = Pairs(pairs).map(|(k, _)| k);
-    // Each key with its value (in the same order as the names, so `next` pairs them up).
-    let mut by_core = split(names, workers, |key| {
-        (
-            key.to_vec(),
-            Value::from_bytes(values.next().unwrap_or_default()),
-        )
-    });
-    let (_, own_pairs) = std::mem::take(&mut by_core[me]);
+    let (_, own_pairs) = std::mem::take(&mut by_core[session.worker()]);
     let own = set_pairs(keys(session.core()), own_pairs);
     let id = wait(session.core(), reply, Gather::new(Merge::Ok, 0), own, &[]);
     fan_out(session.core(), id, by_core, set_pairs);
@@ -321,4 +351,39 @@ pub fn sweep_every(remote: RemoteHandle, period: Duration) -> JoinHandle<()> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{owner, split};
+
+    /// `split` places every key where `owner` says, at its position, making each key's part
+    /// in key order; with every key on this core it gives nothing.
+    #[test]
+    fn split_places_each_key_on_its_owner_in_order() {
+        let keys: Vec<String> = (0..40).map(|k| format!("key{k}")).collect();
+        let names = || keys.iter().map(|k| k.as_bytes());
+        for me in 0..2 {
+            let mut made = Vec::new();
+            let by_core = split(names(), 2, me, |k| {
+                made.push(k);
+                k.to_vec()
+            })
+            .expect("the keys lie on both cores");
+            assert_eq!(
+                made,
+                names().collect::<Vec<_>>(),
+                "each key made once, in order"
+            );
+            for (core, (at, part)) in by_core.iter().enumerate() {
+                for (&i, key) in at.iter().zip(part) {
+                    assert_eq!(key, keys[i as usize].as_bytes());
+                    assert_eq!(owner(key, 2), core);
+                }
+            }
+            assert_eq!(by_core.iter().map(|(at, _)| at.len()).sum::<usize>(), 40);
+            let own: Vec<&[u8]> = names().filter(|k| owner(k, 2) == me).collect();
+            assert!(split(own.into_iter(), 2, me, <[u8]>::to_vec).is_none());
+        }
+    }
 }

@@ -121,6 +121,7 @@ impl Multi {
 }
 
 /// MSET's arguments as key-value pairs (the arity was checked: they come in pairs).
+#[derive(Clone)]
 pub struct Pairs<'a>(pub Args<'a>);
 
 impl<'a> Iterator for Pairs<'a> {

@@ -32,14 +32,12 @@ pub mod ops;
 pub mod store;
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringwire::codec::resp::{self, encode_command, Args, Command, Reply, Resp};
-use ringwire::codec::{Codec, Decoded};
-use ringwire::{Handler, ReplyError, Server, Session, SessionError, TimerId};
+use ringwire::codec::resp::{self, Args, Command, Reply, Resp};
+use ringwire::{Handler, ReplyError, Server, Session, SessionError};
 
 pub use cores::Shard;
 pub use ops::{Cmd, KeyOp, Multi, Whole};
@@ -80,12 +78,9 @@ pub fn server(codec: Resp, sharding: Sharding, shards: usize) -> Server<Resp, Kv
     }
 }
 
-/// One session's handler: where it finds the keys, and its requests held back for want of a
-/// reply slot (see [`Kv::hold`]).
+/// One session's handler: where it finds the keys.
 pub struct Kv {
     keys: Keys,
-    held: VecDeque<Vec<u8>>,
-    retry: Option<TimerId>,
 }
 
 enum Keys {
@@ -98,20 +93,14 @@ enum Keys {
 impl Kv {
     /// A handler over the store shared by every core.
     pub fn locked(store: Arc<Store>) -> Self {
-        Kv::over(Keys::Locked(store))
+        Kv {
+            keys: Keys::Locked(store),
+        }
     }
 
     /// A handler over keys owned by the cores: the server's per-core state must be a [`Shard`].
     pub fn sharded() -> Self {
-        Kv::over(Keys::Cores)
-    }
-
-    fn over(keys: Keys) -> Self {
-        Kv {
-            keys,
-            held: VecDeque::new(),
-            retry: None,
-        }
+        Kv { keys: Keys::Cores }
     }
 
     /// Answers one request, or fails, having done nothing, for want of a reply slot.
@@ -131,63 +120,7 @@ impl Kv {
         }
         Ok(())
     }
-
-    /// Holds `cmd` back, behind those held already, and retries them soon.
-    ///
-    /// The engine pauses a session's reading while `max_replies` replies are outstanding, but
-    /// it may still deliver a request at that bound (when a later reply is completed before an
-    /// earlier one, or the session's output drains), and then no reply can be reserved for a
-    /// command bound for another core. Such a request waits here, re-encoded, and so does every
-    /// request after it that finds it still waiting (order), until the next request or a timer
-    /// finds slots free again. Requests are held only while the bound is reached, when the
-    /// engine pauses reading after each callback, so few are (one per such early delivery).
-    fn hold(&mut self, session: &mut Session<'_, Resp>, cmd: &Command<'_>) {
-        let mut wire = Vec::new();
-        encode_command(&cmd.args().collect::<Vec<_>>(), &mut wire);
-        self.held.push_back(wire);
-        self.arm(session);
-    }
-
-    /// Serves the requests held back, in order, while slots are free; returns whether none is
-    /// left.
-    fn serve_held(&mut self, session: &mut Session<'_, Resp>) -> bool {
-        if self.held.is_empty() {
-            return true;
-        }
-        // The session's codec may be part-way through a frame: decode with a copy.
-        let mut codec = *session.codec();
-        while let Some(wire) = self.held.pop_front() {
-            let Ok(Decoded::Frame(cmd, _)) = codec.decode(&wire, usize::MAX) else {
-                unreachable!("a request re-encoded whole decodes again");
-            };
-            if self.serve(session, &cmd).is_err() {
-                self.held.push_front(wire);
-                return false;
-            }
-            if session.is_closing() {
-                self.held.clear(); // QUIT: nothing after it is answered.
-            }
-        }
-        true
-    }
-
-    /// Sets the retry timer if requests are held back and it is not set.
-    fn arm(&mut self, session: &mut Session<'_, Resp>) {
-        if self.retry.is_some() || self.held.is_empty() {
-            return;
-        }
-        match session.set_timer(RETRY) {
-            Ok(id) => self.retry = Some(id),
-            Err(e) => {
-                log::warn!("kv: cannot hold requests back: {e}");
-                session.close();
-            }
-        }
-    }
 }
-
-/// How soon requests held back for want of a reply slot are tried again.
-const RETRY: Duration = Duration::from_micros(200);
 
 impl Handler<Resp> for Kv {
     #[inline]
@@ -195,16 +128,14 @@ impl Handler<Resp> for Kv {
         if cmd.is_empty() {
             return; // Redis answers nothing to an empty request.
         }
-        if !self.serve_held(session) || self.serve(session, &cmd).is_err() {
-            self.hold(session, &cmd);
-        }
-    }
-
-    fn on_timer(&mut self, session: &mut Session<'_, Resp>, id: TimerId) {
-        if self.retry == Some(id) {
-            self.retry = None;
-            self.serve_held(session);
-            self.arm(session); // Still no slot: try again later.
+        if let Err(e) = self.serve(session, &cmd) {
+            // Not expected: the engine pauses reading at `max_replies` outstanding replies and
+            // delivers no request there, so a request always finds a reply to reserve. Should
+            // one ever fail, it cannot be answered in its turn: say so (this waits behind the
+            // replies already reserved) and close, rather than panic or lose it silently.
+            log::warn!("kv: {e}: closing the connection");
+            send(session, &Reply::error("ERR too many replies outstanding"));
+            session.close();
         }
     }
 
