@@ -34,57 +34,70 @@ fn read_until_eof(conn: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
     (got, false)
 }
 
-// ---------------------------------------------------------------------------------------
-// 1. A Reply dropped in a thread-local destructor of a non-core thread after route::LOCAL was
-//    destroyed: the Abandon is silently lost (deliver returns Stopped without trying the
-//    router), the session hangs with a slot that is never filled.
-
-static REPLIES: Mutex<Option<mpsc::Sender<Reply>>> = Mutex::new(None);
-
-struct Hand;
+/// Hands every request's reserved reply to the test.
+struct Hand(mpsc::Sender<Reply>);
 impl Handler<Lines> for Hand {
     fn on_message(&mut self, s: &mut Session<'_, Lines>, _line: &[u8]) {
-        let r = s.reserve().unwrap();
-        REPLIES.lock().unwrap().as_ref().unwrap().send(r).unwrap();
+        let _ = self.0.send(s.reserve().unwrap());
     }
+}
+
+/// A server of `Hand`, a connection that sent two requests, and their two replies.
+fn two_replies() -> (util::Running, TcpStream, Reply, Reply) {
+    let (tx, rx) = mpsc::channel();
+    let server = util::start(
+        Server::new(Lines::new(), move || Hand(tx.clone()))
+            .cores(1)
+            .bind(util::any_port()),
+    );
+    let mut conn = util::connect(server.addr());
+    conn.write_all(b"a\nb\n").unwrap();
+    let first = rx.recv_timeout(util::IO_TIMEOUT).unwrap();
+    let second = rx.recv_timeout(util::IO_TIMEOUT).unwrap();
+    (server, conn, first, second)
 }
 
 thread_local! {
     static KEEP: RefCell<Option<Reply>> = const { RefCell::new(None) };
 }
 
+/// A reply dropped in a thread-local destructor of a thread that is not a core, after the
+/// engine's own thread-locals are gone, still reaches its core: the session closes
+/// (`ReplyDropped`) rather than wait for a slot never filled.
 #[test]
 fn reply_dropped_in_tls_destructor_closes_its_session() {
-    let (tx, rx) = mpsc::channel();
-    *REPLIES.lock().unwrap() = Some(tx);
-    let server = util::start(
-        Server::new(Lines::new(), || Hand)
-            .cores(1)
-            .bind(util::any_port()),
-    );
-    let mut conn = util::connect(server.addr());
-    conn.write_all(b"a\nb\n").unwrap();
-    let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    let second = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let (_server, mut conn, first, second) = two_replies();
     std::thread::spawn(move || {
         // KEEP's destructor is registered first...
         KEEP.with(|k| *k.borrow_mut() = Some(first));
-        // ...route::LOCAL's second (first touched here), so LOCAL is destroyed first.
+        // ...the engine's second (first touched here), so the engine's goes first.
         second.complete(b"B\n".to_vec());
     })
     .join()
     .unwrap();
-    // `first` was dropped uncompleted: the session must close (ReplyDropped), nothing sent.
-    let (got, eof) = read_until_eof(&mut conn, Duration::from_secs(3));
+    let (got, eof) = read_until_eof(&mut conn, util::IO_TIMEOUT);
     assert!(
         eof,
-        "session still open 3s after its reply was dropped; got {got:?}"
+        "session still open after its reply was dropped; got {got:?}"
     );
 }
 
-// ---------------------------------------------------------------------------------------
-// 2. A core that stops drops what it holds (per-core state, inbox) while still `Entered`:
-//    the Abandon for a session of another core goes to LOCAL.out and is never flushed.
+/// The same, dropped plainly on another thread.
+#[test]
+fn reply_dropped_on_another_thread_closes_its_session() {
+    let (_server, mut conn, first, second) = two_replies();
+    std::thread::spawn(move || {
+        drop(first);
+        second.complete(b"B\n".to_vec());
+    })
+    .join()
+    .unwrap();
+    let (got, eof) = read_until_eof(&mut conn, util::IO_TIMEOUT);
+    assert!(eof, "got {got:?}");
+}
+
+// A core that stops drops what it holds (per-core state, inbox): a reply of another core's
+// session among it closes that session at once, not at the drain deadline.
 
 struct Park;
 impl Handler<Lines> for Park {
@@ -123,9 +136,8 @@ fn reply_dropped_by_a_stopping_core_closes_its_session() {
     );
 }
 
-// ---------------------------------------------------------------------------------------
-// 3. Messages a core sends itself are reordered: a nested apply_here (after_callback of an
-//    applied message whose on_close sends more) applies later messages before earlier ones.
+// Messages a core sends itself apply in the order sent, also when applying one runs user
+// code (`on_close`) that sends more.
 
 static NAMES: Mutex<Option<HashMap<String, SessionHandle>>> = Mutex::new(None);
 
@@ -183,31 +195,7 @@ fn messages_a_core_sends_itself_keep_their_order() {
     assert_eq!(String::from_utf8_lossy(&got), "kicked\na left\n");
 }
 
-#[test]
-fn control_reply_dropped_on_plain_thread_closes_its_session() {
-    let (tx, rx) = mpsc::channel();
-    *REPLIES.lock().unwrap() = Some(tx);
-    let server = util::start(
-        Server::new(Lines::new(), || Hand)
-            .cores(1)
-            .bind(util::any_port()),
-    );
-    let mut conn = util::connect(server.addr());
-    conn.write_all(b"a\nb\n").unwrap();
-    let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    let second = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    std::thread::spawn(move || {
-        drop(first);
-        second.complete(b"B\n".to_vec());
-    })
-    .join()
-    .unwrap();
-    let (got, eof) = read_until_eof(&mut conn, Duration::from_secs(3));
-    assert!(eof, "got {got:?}");
-}
-
-// 4. Test kit: the second Harness on a thread does not own the thread-local mark; once the
-//    first is dropped, replies completed in the second's callbacks go nowhere.
+/// Test-kit sessions on one thread keep their own replies, whichever was made first.
 struct Later;
 impl Handler<Lines> for Later {
     fn on_message(&mut self, s: &mut Session<'_, Lines>, line: &[u8]) {

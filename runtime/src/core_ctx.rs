@@ -404,10 +404,12 @@ impl CoreCtx {
     {
         let job = Box::new(Blocking {
             f,
-            then,
-            origin: self.worker,
-            server: self.server,
-            router: self.router.clone(),
+            back: Back {
+                then,
+                origin: self.worker,
+                server: self.server,
+                router: self.router.clone(),
+            },
         });
         match &self.offload {
             Some(pool) => pool.submit(job),
@@ -422,64 +424,19 @@ impl CoreCtx {
 /// A `spawn_blocking` job: the work, and where its result goes.
 struct Blocking<F, T> {
     f: F,
+    back: Back<T>,
+}
+
+/// Where a `spawn_blocking` result goes: `then`, on the core that asked.
+struct Back<T> {
     then: T,
     origin: usize,
     server: u32,
     router: Option<Arc<Router>>,
 }
 
-impl<R, F, T> Job for Blocking<F, T>
-where
-    R: Send + 'static,
-    F: FnOnce() -> R + Send + 'static,
-    T: FnOnce(&mut CoreCtx, Result<R, RemoteError>) + Send + 'static,
-{
-    fn run(self: Box<Self>) {
-        let Blocking {
-            f,
-            then,
-            origin,
-            server,
-            router,
-        } = *self;
-        let result = catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-            log::error!(
-                "ringwire: offloaded work panicked: {}",
-                panic_message(&*payload)
-            );
-            RemoteError::Panicked
-        });
-        let rest = Blocking {
-            f: (),
-            then,
-            origin,
-            server,
-            router,
-        };
-        rest.answer_with(result);
-    }
-
-    fn refuse(self: Box<Self>, why: RemoteError) {
-        let Blocking {
-            then,
-            origin,
-            server,
-            router,
-            ..
-        } = *self;
-        Blocking {
-            f: (),
-            then,
-            origin,
-            server,
-            router,
-        }
-        .answer_with(Err(why));
-    }
-}
-
-impl<T> Blocking<(), T> {
-    fn answer_with<R: Send + 'static>(self, result: Result<R, RemoteError>)
+impl<T> Back<T> {
+    fn answer<R: Send + 'static>(self, result: Result<R, RemoteError>)
     where
         T: FnOnce(&mut CoreCtx, Result<R, RemoteError>) + Send + 'static,
     {
@@ -489,6 +446,29 @@ impl<T> Blocking<(), T> {
         // it queues the answer behind the current callback. It fails only if the core has
         // stopped: `then` is dropped with what it holds.
         let _ = route::deliver(self.router.as_ref(), self.server, self.origin, back, true);
+    }
+}
+
+impl<R, F, T> Job for Blocking<F, T>
+where
+    R: Send + 'static,
+    F: FnOnce() -> R + Send + 'static,
+    T: FnOnce(&mut CoreCtx, Result<R, RemoteError>) + Send + 'static,
+{
+    fn run(self: Box<Self>) {
+        let Blocking { f, back } = *self;
+        let result = catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+            log::error!(
+                "ringwire: offloaded work panicked: {}",
+                panic_message(&*payload)
+            );
+            RemoteError::Panicked
+        });
+        back.answer(result);
+    }
+
+    fn refuse(self: Box<Self>, why: RemoteError) {
+        self.back.answer(Err(why));
     }
 }
 
