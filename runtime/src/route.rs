@@ -174,6 +174,15 @@ impl Router {
         self.bells.ring_eventfd(target);
     }
 
+    /// Sends through core `target`'s off-core queue once, ringing it if it sleeps; hands the
+    /// message back if the queue is full or the core has stopped.
+    fn send_once(&self, target: usize, msg: Msg) -> Result<(), SendError<Msg>> {
+        if self.remote.send(target, msg)? == Bell::Ring {
+            self.ring(target);
+        }
+        Ok(())
+    }
+
     /// Sends from a thread that is not serving (a stopped core), waiting while the target's
     /// queue is full.
     pub(crate) fn send_off_core(&self, target: usize, msg: Msg) -> Result<(), RemoteError> {
@@ -186,12 +195,8 @@ impl Router {
     fn send_remote(&self, target: usize, mut msg: Msg, wait: bool) -> Result<(), RemoteError> {
         let mut pause = Duration::from_micros(10);
         loop {
-            match self.remote.send(target, msg) {
-                Ok(Bell::Ring) => {
-                    self.ring(target);
-                    return Ok(());
-                }
-                Ok(Bell::Silent) => return Ok(()),
+            match self.send_once(target, msg) {
+                Ok(()) => return Ok(()),
                 Err(SendError::Closed(_)) => return Err(RemoteError::Stopped),
                 Err(SendError::Full(m)) if wait => {
                     // The core drains its queue every turn; it is busy, not stuck.
@@ -370,12 +375,8 @@ fn park_or_send(router: &Arc<Router>, target: usize, msg: Msg) -> Result<(), Rem
     let msg = if parked {
         msg
     } else {
-        match router.remote.send(target, msg) {
-            Ok(Bell::Ring) => {
-                router.ring(target);
-                return Ok(());
-            }
-            Ok(Bell::Silent) => return Ok(()),
+        match router.send_once(target, msg) {
+            Ok(()) => return Ok(()),
             Err(SendError::Closed(_)) => return Err(RemoteError::Stopped),
             Err(SendError::Full(msg)) => msg,
         }
@@ -415,9 +416,8 @@ pub(crate) fn send_parked(wait: bool) -> bool {
             left.push((router, target, msg));
             continue;
         }
-        match router.remote.send(target, msg) {
-            Ok(Bell::Ring) => router.ring(target),
-            Ok(Bell::Silent) => {}
+        match router.send_once(target, msg) {
+            Ok(()) => {}
             Err(SendError::Closed(msg)) => dropped.push(msg),
             Err(SendError::Full(msg)) if wait => {
                 let _ = router.send_remote(target, msg, true);
