@@ -53,7 +53,10 @@ impl<W: Waiter> Link<W> {
             return;
         };
         let now = Instant::now();
-        let due = conn.pending.front().map_or(now + timeout, |p| p.sent + timeout);
+        let due = conn
+            .pending
+            .front()
+            .map_or(now + timeout, |p| p.sent + timeout);
         drop(pool);
         if due > now {
             return self.watch(s, due - now);

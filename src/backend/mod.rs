@@ -202,7 +202,10 @@ impl fmt::Display for BackendError {
         match self {
             BackendError::Down { addr } => write!(f, "backend {addr} is down"),
             BackendError::Timeout { addr } => {
-                write!(f, "backend {addr} did not answer within the request timeout")
+                write!(
+                    f,
+                    "backend {addr} did not answer within the request timeout"
+                )
             }
             BackendError::Closed { addr } => {
                 write!(f, "the connection to backend {addr} closed")

@@ -85,7 +85,9 @@ impl<W> Conn<W> {
 enum Health {
     Up,
     /// Requests fail at once until then.
-    Down { until: Instant },
+    Down {
+        until: Instant,
+    },
 }
 
 /// One backend address and its connections on this core.
