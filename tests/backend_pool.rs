@@ -11,9 +11,11 @@
 
 mod util;
 
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -97,9 +99,11 @@ impl Drop for Redis {
     }
 }
 
-/// What waits for a backend's reply: a client's reserved reply.
+/// What waits for a backend's reply: a client's reserved reply, or a test's own list on the
+/// core (to see when `done` runs).
 enum Wait {
     Client(Reply),
+    Here(Rc<RefCell<Vec<String>>>),
 }
 
 impl Waiter for Wait {
@@ -114,6 +118,7 @@ impl Waiter for Wait {
         };
         match self {
             Wait::Client(reply) => reply.complete(line + "\n"),
+            Wait::Here(lines) => lines.borrow_mut().push(line),
         }
     }
 }
@@ -324,7 +329,9 @@ fn a_backend_that_is_not_there_is_down_at_once() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let server = front(vec![nowhere], PoolConfig::default(), 1);
+    // A back-off long enough that the backend is still down when checked below.
+    let cfg = PoolConfig::default().with_backoff(Duration::from_secs(5), Duration::from_secs(10));
+    let server = front(vec![nowhere], cfg, 1);
     let mut client = Client::new(&server);
     let asked = Instant::now();
     client.send(&"PING\n".repeat(10));
@@ -334,6 +341,18 @@ fn a_backend_that_is_not_there_is_down_at_once() {
     assert!(asked.elapsed() < Duration::from_secs(2));
     let s = &stats(&server, 1)[0][0];
     assert_eq!((s.errors, s.down), (10, true), "{s:?}");
+    // While down, `send` completes the waiter before it returns.
+    let (tx, rx) = mpsc::channel();
+    server
+        .remote()
+        .run_on(0, move |ctx| {
+            let lines = Rc::new(RefCell::new(Vec::new()));
+            let mut backends = ctx.state::<Backends<Wait>>().clone();
+            backends.send(ctx, 0, b"*1\r\n$4\r\nPING\r\n", Wait::Here(lines.clone()));
+            let _ = tx.send(lines.take());
+        })
+        .unwrap();
+    assert_eq!(rx.recv_timeout(util::IO_TIMEOUT).unwrap(), ["!down"]);
     server.stop_cleanly();
 }
 

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use ringwire_runtime::{CoreCtx, SessionHandle};
+use ringwire_runtime::{ConnectError, CoreCtx, SessionHandle};
 
 use super::link::Link;
 use super::{BackendError, BackendStats, PoolConfig, Waiter};
@@ -254,7 +254,10 @@ impl<W: Waiter> Pool<W> {
                 true
             }
             Err(e) => {
-                log::warn!("ringwire: cannot connect to backend {}: {e}", b.addr);
+                if !matches!(e, ConnectError::Closed) {
+                    // Draining or stopped: requests fail as `Down`, and that is expected.
+                    log::warn!("ringwire: cannot connect to backend {}: {e}", b.addr);
+                }
                 c.state = State::Idle;
                 self.mark_down(backend, now);
                 false
@@ -262,8 +265,9 @@ impl<W: Waiter> Pool<W> {
         }
     }
 
-    /// Marks `backend` down for its back-off (with jitter), and doubles the back-off.
-    pub(super) fn mark_down(&mut self, backend: usize, now: Instant) {
+    /// Marks `backend` down for its back-off (with jitter), and doubles the back-off. Returns
+    /// whether it was up.
+    pub(super) fn mark_down(&mut self, backend: usize, now: Instant) -> bool {
         // xorshift64: enough to spread retries apart.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
@@ -273,10 +277,14 @@ impl<W: Waiter> Pool<W> {
         let full = b.backoff.min(max);
         let half = full / 2;
         let jitter = Duration::from_nanos(self.rng % (half.as_nanos() as u64 + 1));
-        b.health = Health::Down {
-            until: now + half + jitter,
-        };
+        let was = std::mem::replace(
+            &mut b.health,
+            Health::Down {
+                until: now + half + jitter,
+            },
+        );
         b.backoff = (full * 2).clamp(min, max.max(min));
+        was == Health::Up
     }
 
     /// A connection of `backend` opened: the backend is up, and its back-off starts again.
@@ -317,7 +325,18 @@ impl<W: Waiter> Pool<W> {
         c.state = State::Idle;
         c.gen += 1;
         b.errors += failed.len() as u64;
-        self.mark_down(backend, Instant::now());
+        if self.mark_down(backend, Instant::now()) {
+            let what = if opened {
+                "connection closed"
+            } else {
+                "cannot connect"
+            };
+            log::warn!(
+                "ringwire: backend {addr} is down ({what}; {} requests failed), retrying with \
+                 back-off",
+                failed.len()
+            );
+        }
         failed
     }
 
@@ -359,5 +378,86 @@ impl<W: Waiter> Pool<W> {
                 latency: b.latency.clone(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nobody;
+
+    impl Waiter for Nobody {
+        fn done(self, _: &mut CoreCtx, _: Result<&[u8], BackendError>) {}
+    }
+
+    fn down_for(pool: &Pool<Nobody>, now: Instant) -> Duration {
+        match pool.backends[0].health {
+            Health::Down { until } => until - now,
+            Health::Up => panic!("not down"),
+        }
+    }
+
+    #[test]
+    fn the_back_off_doubles_with_jitter_up_to_its_bound_and_resets_once_up() {
+        let cfg = PoolConfig::default()
+            .with_backoff(Duration::from_millis(10), Duration::from_millis(100));
+        let mut pool = Pool::<Nobody>::new(vec!["127.0.0.1:1".parse().unwrap()], cfg);
+        let now = Instant::now();
+        assert!(pool.mark_down(0, now), "it was up");
+        let mut full = Duration::from_millis(10);
+        for _ in 0..8 {
+            let wait = down_for(&pool, now);
+            assert!(wait >= full / 2 && wait <= full, "{wait:?} for {full:?}");
+            assert!(!pool.mark_down(0, now), "it was down already");
+            full = (full * 2).min(Duration::from_millis(100));
+        }
+        assert_eq!(pool.backends[0].backoff, Duration::from_millis(100));
+        pool.mark_up(0);
+        assert_eq!(pool.backends[0].health, Health::Up);
+        assert!(pool.mark_down(0, now));
+        assert!(down_for(&pool, now) <= Duration::from_millis(10));
+    }
+
+    #[test]
+    fn the_least_loaded_connection_is_picked_round_robin_among_equals() {
+        let cfg = PoolConfig::default().with_conns_per_backend(3);
+        let mut pool = Pool::<Nobody>::new(vec!["127.0.0.1:1".parse().unwrap()], cfg);
+        let b = &mut pool.backends[0];
+        assert_eq!([b.pick(), b.pick(), b.pick(), b.pick()], [0, 1, 2, 0]);
+        for _ in 0..2 {
+            b.conns[1].pending.push_back(Pending {
+                waiter: Nobody,
+                sent: Instant::now(),
+            });
+        }
+        b.conns[2].pending.push_back(Pending {
+            waiter: Nobody,
+            sent: Instant::now(),
+        });
+        assert_eq!([b.pick(), b.pick()], [0, 0]);
+        b.conns[0].pending.push_back(Pending {
+            waiter: Nobody,
+            sent: Instant::now(),
+        });
+        b.conns[0].pending.push_back(Pending {
+            waiter: Nobody,
+            sent: Instant::now(),
+        });
+        assert_eq!(b.pick(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_backend() {
+        let addr: SocketAddr = "10.0.0.7:6379".parse().unwrap();
+        for e in [
+            BackendError::Down { addr },
+            BackendError::Timeout { addr },
+            BackendError::Closed { addr },
+            BackendError::Busy { addr },
+        ] {
+            assert!(e.to_string().contains("10.0.0.7:6379"), "{e}");
+            assert_eq!(e.addr(), addr);
+        }
     }
 }
