@@ -11,10 +11,11 @@
 
 mod util;
 
+use util::redis::Redis;
+
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::thread;
@@ -24,80 +25,6 @@ use ringwire::backend::{BackendError, BackendStats, Backends, PoolConfig, Waiter
 use ringwire::codec::resp::{encode_command, parse_reply, ReplyView};
 use ringwire::codec::Lines;
 use ringwire::{CoreCtx, Handler, Reply, Server, Session};
-
-/// A `redis-server` on loopback, killed when dropped.
-struct Redis {
-    port: u16,
-    child: Child,
-}
-
-impl Redis {
-    /// Starts one on a port the kernel picks.
-    fn start() -> Redis {
-        let port = TcpListener::bind(util::any_port())
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Redis::on(port)
-    }
-
-    /// Starts one on `port`, and waits until it answers.
-    fn on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "\n*** cannot start redis-server ({e}); scripts/install-test-deps.sh \
-                     installs it\n"
-                )
-            });
-        let mut redis = Redis { port, child };
-        let deadline = Instant::now() + util::SETTLE_TIMEOUT;
-        loop {
-            if let Ok(mut conn) = TcpStream::connect(redis.addr()) {
-                conn.set_read_timeout(Some(util::IO_TIMEOUT)).unwrap();
-                let mut pong = [0u8; 7];
-                if conn.write_all(b"PING\r\n").is_ok()
-                    && conn.read_exact(&mut pong).is_ok()
-                    && &pong == b"+PONG\r\n"
-                {
-                    return redis;
-                }
-            }
-            if let Ok(Some(status)) = redis.child.try_wait() {
-                panic!("redis-server on port {port} exited: {status}");
-            }
-            assert!(Instant::now() < deadline, "redis-server never answered");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// Kills it (SIGKILL) and waits for it to be gone.
-    fn kill(mut self) -> u16 {
-        self.stop();
-        self.port
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// What waits for a backend's reply: a client's reserved reply, or a test's own list on the
 /// core (to see when `done` runs).
