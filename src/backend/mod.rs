@@ -56,6 +56,13 @@
 //! # Ok::<(), ringwire::ServerError>(())
 //! ```
 //!
+//! Bounds to know: a reply is one frame of the backend session, so the server's `max_frame`
+//! (1 MiB by default) bounds the largest reply; a larger one closes its connection (its waiters
+//! fail as `Closed`): raise `max_frame` to the largest value the backends hold. Requests sent
+//! while a connection connects wait for the connect (at most the server's `connect_timeout`)
+//! before the request timeout starts to be checked. A panic in a waiter's `done` is caught and
+//! logged (what the waiter held is dropped): it does not close the backend connection.
+//!
 //! Costs per request: one allocation, the copy of the request that
 //! [`CoreCtx::write_to`] carries to the connection (applied right after the current callback;
 //! every request written to a connection during a loop turn leaves in one send at the end of
