@@ -84,9 +84,10 @@ use ringwire_runtime::CoreCtx;
 
 use pool::Pool;
 
-/// How a [`Backends`] pool connects, pipelines and gives up.
+/// How a [`Backends`] pool connects, pipelines and gives up. Build it from the default,
+/// with the `with_*` methods or a struct update
+/// (`PoolConfig { conns_per_backend: 2, ..PoolConfig::default() }`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct PoolConfig {
     /// Connections to each backend, per core (default 1). Requests go to the one with the
     /// fewest pending, round robin among equals.
