@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs the real clients the protocol tests drive (redis-cli and redis-benchmark from
-# redis-tools, curl, wrk) when any is missing. Non-interactive and idempotent: with every tool
-# present it installs nothing and needs no network. Debian/Ubuntu (apt-get); run as root.
+# Installs the real clients and servers the protocol tests drive (redis-cli and redis-benchmark
+# from redis-tools, redis-server for the backend pool's tests, curl, wrk) when any is missing.
+# Non-interactive and idempotent: with every tool present it installs nothing and needs no
+# network. Debian/Ubuntu (apt-get); run as root.
 # Usage: scripts/install-test-deps.sh
 set -euo pipefail
 
 # tool -> Debian package
-declare -A PKG=([redis-cli]=redis-tools [redis-benchmark]=redis-tools [curl]=curl [wrk]=wrk)
+declare -A PKG=([redis-cli]=redis-tools [redis-benchmark]=redis-tools [redis-server]=redis-server
+    [curl]=curl [wrk]=wrk)
 
 missing=()
 for tool in "${!PKG[@]}"; do

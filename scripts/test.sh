@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, once per I/O driver, installing and building what the
-# tests need first (the protocol tests drive redis-cli, redis-benchmark, curl and wrk).
+# tests need first (the protocol tests drive redis-cli, redis-benchmark, curl and wrk; the backend
+# pool's tests start redis-server).
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -17,6 +17,9 @@
 //! Requests are flat: an element of a request array must be a bulk string, so the nesting
 //! depth of a request is one, as in Redis (`*1\r\n*1\r\n...` is a protocol error, "expected
 //! '$', got '*'"). Replies may nest ([`Reply::Array`]).
+//!
+//! The client side (a proxy's backend connections) is [`RespReplies`]: replies in, each frame
+//! the raw bytes of one whole reply, read with [`parse_reply`]; requests out, pre-encoded.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -24,6 +27,10 @@ use std::fmt;
 use bytes::Bytes;
 
 use super::{Codec, CodecError, Decoded};
+
+mod replies;
+
+pub use replies::{parse_reply, ArrayView, ReplyLimits, ReplyView, RespReplies, MAX_DEPTH};
 
 /// Limits on what one request may declare. Over a limit, `decode` fails with an error (the
 /// session gets a protocol error and is closed); the maximum frame size of the server applies
