@@ -94,11 +94,10 @@ fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<Vec<_>, _>>()?;
     let Hash::Ketama = args.hash;
     let (timeout, backoff_max) = (args.request_timeout_ms, args.backoff_max_ms);
-    let pool = move || {
-        let mut cfg = PoolConfig::default();
-        cfg.request_timeout = timeout.map(Duration::from_millis);
-        cfg.backoff_max = Duration::from_millis(backoff_max);
-        cfg
+    let pool = move || PoolConfig {
+        request_timeout: timeout.map(Duration::from_millis),
+        backoff_max: Duration::from_millis(backoff_max),
+        ..PoolConfig::default()
     };
     let server = service::server(Resp::with_limits(Limits::default()), backends.clone(), pool)
         .bind(args.addr)

@@ -46,11 +46,10 @@ fn start_proxy(backends: &[RedisServer], cores: usize) -> Running {
         .iter()
         .map(|b| proxy::Backend::at(b.addr()))
         .collect();
-    let pool = || {
-        let mut cfg = PoolConfig::default();
-        cfg.backoff_min = Duration::from_millis(20);
-        cfg.backoff_max = Duration::from_millis(300);
-        cfg
+    let pool = || PoolConfig {
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(300),
+        ..PoolConfig::default()
     };
     let server = proxy::server(Resp::default(), list, pool)
         .bind(util::any_port())
@@ -408,7 +407,7 @@ fn pipelined_random_commands_match_a_model() {
         .map(|c| {
             let ring = ring.clone();
             thread::spawn(move || {
-                let mut rng = util::Rng::new(seed ^ (c as u64 + 1) * 0x9E37);
+                let mut rng = util::Rng::new(seed ^ ((c as u64 + 1) * 0x9E37));
                 let keys: Vec<String> = (0..3)
                     .flat_map(|b| keys_on(&ring, b, &format!("model{c}"), 6))
                     .collect();

@@ -248,7 +248,7 @@ fn connect<W: Waiter>(ctx: &mut CoreCtx, link: &Rc<RefCell<Link<W>>>) {
     let addr = l.addr;
     l.state = State::Connecting;
     drop(l);
-    if let Err(e) = ctx.connect(addr, RespReplies::default(), conn) {
+    if let Err(e) = ctx.connect(addr, RespReplies, conn) {
         log::warn!("proxy: cannot connect to {addr}: {e}");
         fail_all(ctx, link, false);
     }

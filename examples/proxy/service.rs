@@ -29,7 +29,7 @@ pub mod pool;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -281,11 +281,13 @@ fn send(s: &mut Session<'_, Resp>, reply: &Reply) {
     }
 }
 
-/// Appends `args` (`argc` of them) as a RESP array of bulk strings, as clients send commands.
+/// Appends `args` (`argc` of them) as a RESP array of bulk strings, as clients send commands
+/// (an inline command is forwarded in this form too).
 fn encode_args(args: Args<'_>, argc: usize, dst: &mut Vec<u8>) {
-    dst.extend_from_slice(format!("*{argc}\r\n").as_bytes());
+    // Writing into a Vec cannot fail.
+    let _ = write!(dst, "*{argc}\r\n");
     for arg in args {
-        dst.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        let _ = write!(dst, "${}\r\n", arg.len());
         dst.extend_from_slice(arg);
         dst.extend_from_slice(b"\r\n");
     }
@@ -350,6 +352,18 @@ mod tests {
         let mut t = local();
         assert_eq!(t.feed(b"QUIT\r\nPING\r\n"), b"+OK\r\n");
         assert_eq!(t.closed(), Some(CloseReason::Local));
+    }
+
+    /// Inline commands go to the backends as arrays of bulk strings.
+    #[test]
+    fn requests_are_forwarded_as_arrays() {
+        use ringwire::codec::{Codec, Decoded};
+        let Ok(Decoded::Frame(cmd, _)) = Resp::default().decode(b"SET  k \t v\r\n", 64) else {
+            panic!()
+        };
+        let mut wire = Vec::new();
+        super::encode_args(cmd.args(), cmd.len(), &mut wire);
+        assert_eq!(wire, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
     }
 
     #[test]
