@@ -81,14 +81,15 @@ pub struct Merge<R = Reply> {
 }
 
 impl<R> Merge<R> {
-    /// A merge of `plan`'s parts into `reply`; `addrs[p]`: the address of part `p`'s backend.
-    pub fn new(multi: Multi, plan: Plan, addrs: Vec<SocketAddr>, reply: R) -> Self {
+    /// A merge into `reply` of parts sent to the backends at `addrs` (one per part), with
+    /// `part_of_key[i]` the part of the request's key `i` ([`Plan::part_of_key`]).
+    pub fn new(multi: Multi, part_of_key: Vec<usize>, addrs: Vec<SocketAddr>, reply: R) -> Self {
         Merge {
             multi,
             reply: Some(reply),
-            left: plan.parts.len(),
+            left: addrs.len(),
             parts: addrs.into_iter().map(|a| (a, None)).collect(),
-            part_of_key: plan.part_of_key,
+            part_of_key,
             sum: 0,
             failed: None,
         }
@@ -233,7 +234,7 @@ mod tests {
         args_of(line, |args| plan_made = Some(plan(multi, args, by_letter)));
         let p = plan_made.unwrap();
         let part_addrs = p.parts.iter().map(|(b, _)| addrs()[*b]).collect();
-        let mut merge = Merge::new(multi, p, part_addrs, ());
+        let mut merge = Merge::new(multi, p.part_of_key, part_addrs, ());
         let mut out = None;
         let n = replies.len();
         for (i, (part, outcome)) in replies.into_iter().enumerate() {

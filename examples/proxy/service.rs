@@ -39,9 +39,9 @@ use ringwire::codec::resp::{self, Args, Command, Reply, Resp};
 use ringwire::codec::{Codec, Decoded};
 use ringwire::{CoreCtx, Handler, ReplyError, Server, Session, SessionError, TimerId};
 
-use commands::{route, Route, Span};
+use commands::{route, Multi, Route, Span};
 use ketama::Continuum;
-use merge::{Merge, Pending};
+use merge::{Merge, Pending, Plan};
 use pool::{Backends, PoolConfig};
 
 /// One backend: its name as written (`HOST:PORT`, what twemproxy hashes) and its address.
@@ -163,30 +163,42 @@ impl Proxy {
                 let ring = s.core().state::<Core>().ring.clone();
                 let plan = merge::plan(multi, args.clone(), |key| ring.server_of(key));
                 let reply = s.reserve()?;
-                if let [(backend, _)] = plan.parts[..] {
+                match plan.parts[..] {
                     // One backend holds every key: its reply is the client's as it is.
-                    self.forward(s.core(), backend, cmd, Pending::Whole(reply));
-                    return Ok(());
-                }
-                let ctx = s.core();
-                let backends = ctx.state::<Core>().backends.clone();
-                let addrs = plan.parts.iter().map(|(b, _)| backends.borrow().addr(*b));
-                let addrs = addrs.collect();
-                let keys: Vec<(usize, Vec<usize>)> = plan.parts.clone();
-                let merge = Rc::new(RefCell::new(Merge::new(multi, plan, addrs, reply)));
-                let args: Vec<&[u8]> = args.collect();
-                for (part, (backend, keys)) in keys.iter().enumerate() {
-                    self.wire.clear();
-                    merge::encode_part(multi, &args, keys, &mut self.wire);
-                    let merge = merge.clone();
-                    let waiter = Pending::Part { merge, part };
-                    backends
-                        .borrow_mut()
-                        .send(ctx, *backend, &self.wire, waiter);
+                    [(backend, _)] => self.forward(s.core(), backend, cmd, Pending::Whole(reply)),
+                    _ => self.split(s.core(), multi, plan, args, reply),
                 }
             }
         }
         Ok(())
+    }
+
+    /// Sends each part of `plan` to its backend; the parts' waiters share the merge that
+    /// completes `reply`. `args`: the request's arguments after its name.
+    fn split(
+        &mut self,
+        ctx: &mut CoreCtx,
+        multi: Multi,
+        plan: Plan,
+        args: Args<'_>,
+        reply: ringwire::Reply,
+    ) {
+        let backends = ctx.state::<Core>().backends.clone();
+        let addrs = plan.parts.iter().map(|(b, _)| backends.borrow().addr(*b));
+        let merge = Merge::new(multi, plan.part_of_key, addrs.collect(), reply);
+        let merge = Rc::new(RefCell::new(merge));
+        let args: Vec<&[u8]> = args.collect();
+        for (part, (backend, keys)) in plan.parts.iter().enumerate() {
+            self.wire.clear();
+            merge::encode_part(multi, &args, keys, &mut self.wire);
+            let waiter = Pending::Part {
+                merge: merge.clone(),
+                part,
+            };
+            backends
+                .borrow_mut()
+                .send(ctx, *backend, &self.wire, waiter);
+        }
     }
 
     /// Sends `cmd`, re-encoded as an array of bulk strings, to backend `backend`.
