@@ -47,7 +47,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls until `addr` answers PING with `+PONG`; fails after [`READY_TIMEOUT`], or at once if
-/// `child` has exited.
+/// `child` has exited. The caller's guard already holds `child`, so a failure kills it.
 fn wait_ready(addr: SocketAddr, child: &mut Child, what: &str) {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
@@ -100,7 +100,7 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let port = self.port.to_string();
-        let mut child = Command::new(tool("redis-server"))
+        let child = Command::new(tool("redis-server"))
             .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
@@ -110,8 +110,8 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server");
-        wait_ready(self.addr(), &mut child, "redis-server");
-        self.child = Some(child);
+        let addr = self.addr();
+        wait_ready(addr, self.child.insert(child), "redis-server");
     }
 
     /// Where it listens.
@@ -166,7 +166,7 @@ impl Nutcracker {
         }
         let conf = dir.join("nutcracker.yml");
         std::fs::write(&conf, yml).expect("write nutcracker.yml");
-        let mut child = Command::new(tool("nutcracker"))
+        let child = Command::new(tool("nutcracker"))
             .arg("-c")
             .arg(&conf)
             .args(["-s", &free_port().to_string(), "-a", "127.0.0.1", "-o"])
@@ -176,13 +176,14 @@ impl Nutcracker {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nutcracker");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_ready(addr, &mut child, "nutcracker");
-        Nutcracker {
+        let mut guard = Nutcracker {
             child: Some(child),
             port,
             dir,
-        }
+        };
+        let addr = guard.addr();
+        wait_ready(addr, guard.child.as_mut().unwrap(), "nutcracker");
+        guard
     }
 
     /// Where it listens.
