@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Installs the real clients and servers the protocol tests drive (redis-cli and redis-benchmark
-# from redis-tools, redis-server for the backend pool's tests, curl, wrk) when any is missing.
-# Non-interactive and idempotent: with every tool present it installs nothing and needs no
-# network. Debian/Ubuntu (apt-get); run as root.
+# from redis-tools, curl, wrk; redis-server and nutcracker (twemproxy), which the backend pool's
+# and the proxy's tests start as backends and as the placement reference) when any is missing. Non-interactive and
+# idempotent: with every tool present it installs nothing and needs no network.
+# Debian/Ubuntu (apt-get); run as root.
 # Usage: scripts/install-test-deps.sh
 set -euo pipefail
 
 # tool -> Debian package
-declare -A PKG=([redis-cli]=redis-tools [redis-benchmark]=redis-tools [redis-server]=redis-server
-    [curl]=curl [wrk]=wrk)
+declare -A PKG=([redis-cli]=redis-tools [redis-benchmark]=redis-tools [curl]=curl [wrk]=wrk
+    [redis-server]=redis-server [nutcracker]=nutcracker)
+
+# Debian puts nutcracker in /usr/sbin, which is not on every user's PATH.
+have() {
+    command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]
+}
 
 missing=()
 for tool in "${!PKG[@]}"; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("${PKG[$tool]}")
+    have "$tool" || missing+=("${PKG[$tool]}")
 done
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
@@ -27,6 +33,10 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts the packaged services (on 6379 and 22121); the tests run their own.
+for service in redis-server nutcracker; do
+    $sudo service "$service" stop >/dev/null 2>&1 || true
+done
 for tool in "${!PKG[@]}"; do
-    command -v "$tool" >/dev/null 2>&1 || { echo "install-test-deps: $tool still missing" >&2; exit 1; }
+    have "$tool" || { echo "install-test-deps: $tool still missing" >&2; exit 1; }
 done

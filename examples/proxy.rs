@@ -1,0 +1,134 @@
+//! A Redis proxy (RESP2) in front of several redis-server backends, placing keys exactly as
+//! twemproxy (nutcracker) does with `hash: fnv1a_64`, `distribution: ketama` and the same
+//! servers listed as `HOST:PORT:1` in the same order, without names and without hash tags: a
+//! key set through one proxy is found through the other. On SIGINT or SIGTERM it drains and
+//! exits 0.
+//!
+//! ```text
+//! cargo run --release --example proxy -- --addr 127.0.0.1:6380 --cores 2 \
+//!     --backend 127.0.0.1:7001 --backend 127.0.0.1:7002 --backend 127.0.0.1:7003
+//! redis-benchmark -p 6380 -t set,get,mset -P 16 -q
+//! ```
+//!
+//! What it serves:
+//!
+//! - Commands on one key (GET, SET and its options, INCR/DECR/INCRBY/DECRBY, APPEND, STRLEN,
+//!   EXPIRE/PEXPIRE/TTL/PTTL/PERSIST, TYPE, GETSET, SETNX, SETEX, and the hash, list, set and
+//!   sorted-set commands on one key) go whole to the key's backend, and its reply is the
+//!   client's.
+//! - DEL, EXISTS, UNLINK, TOUCH, MGET and MSET over keys of several backends are split, one
+//!   command per backend, and merged: MGET's values in key order, the sum of the counts, `+OK`
+//!   once every MSET part is (not atomic across backends). twemproxy sends a multi-key EXISTS
+//!   whole to the first key's backend; here it counts on every backend.
+//! - Commands on two or more keys that cannot be split (RENAME, SMOVE, RPOPLPUSH, LMOVE, COPY,
+//!   SINTER/SUNION/SDIFF and their STORE forms, PFCOUNT, PFMERGE) are forwarded when all their
+//!   keys are on one backend, and refused with `-ERR` otherwise.
+//! - PING, ECHO, QUIT and SELECT 0 are answered here (SELECT of another database is an
+//!   error). Commands a proxy over independent backends cannot serve (KEYS, SCAN, DBSIZE,
+//!   FLUSHALL, MULTI/EXEC, WATCH, the SUBSCRIBE family, EVAL/EVALSHA, blocking pops, CONFIG,
+//!   INFO, ...) get `-ERR ... not supported by this proxy`, unknown commands Redis's
+//!   `-ERR unknown command`, a wrong number of arguments Redis's message; the session goes on.
+//!   A request the codec cannot frame gets `-ERR Protocol error: ...` and closes that session
+//!   only.
+//! - A backend that is down, or whose connection closes with requests in flight, costs only
+//!   its own keys: each such request gets `-ERR backend HOST:PORT ...` (a split command whose
+//!   part failed, the same, naming the first such backend), every other request is answered,
+//!   and the core reconnects after a backoff.
+//!
+//! Each core keeps its own connections to every backend (opened on its own ring with its first
+//! client), pipelines requests on them, and answers its clients in request order, pipelining
+//! included. Placement: `proxy/ketama.rs`.
+
+mod common;
+#[path = "proxy/service.rs"]
+mod service;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use common::{serve_until_signalled, ServerArgs};
+use ringwire::codec::resp::{Limits, Resp};
+use service::pool::PoolConfig;
+use service::Backend;
+
+/// How keys are placed on the backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Hash {
+    /// twemproxy's `hash: fnv1a_64` with `distribution: ketama`.
+    Ketama,
+}
+
+/// ringwire Redis proxy.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:6380")]
+    addr: SocketAddr,
+    /// A backend, `HOST:PORT`; repeat for each, in order (twemproxy's `servers:` order).
+    #[arg(long = "backend", required = true)]
+    backends: Vec<String>,
+    /// Key placement.
+    #[arg(long, value_enum, default_value = "ketama")]
+    hash: Hash,
+    /// Largest request accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_frame: usize,
+    /// How long a request may wait for its backend's reply.
+    #[arg(long)]
+    request_timeout_ms: Option<u64>,
+    /// Longest wait before reconnecting to a backend that failed.
+    #[arg(long, default_value_t = 2_000)]
+    backoff_max_ms: u64,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let backends = args
+        .backends
+        .iter()
+        .map(|name| Backend::resolve(name).map_err(|e| format!("backend {name}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Hash::Ketama = args.hash;
+    let (timeout, backoff_max) = (args.request_timeout_ms, args.backoff_max_ms);
+    let pool = move || PoolConfig {
+        request_timeout: timeout.map(Duration::from_millis),
+        backoff_max: Duration::from_millis(backoff_max),
+        ..PoolConfig::default()
+    };
+    let server = service::server(Resp::with_limits(Limits::default()), backends.clone(), pool)
+        .bind(args.addr)
+        .max_frame(args.max_frame);
+    let handle = args.server.apply(server).start()?;
+    println!(
+        "ringwire proxy listening on {} on {} core(s), backends {}",
+        handle.local_addr(),
+        handle.core_stats().len(),
+        backends
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let total = serve_until_signalled(handle, args.server.drain(), || {})?;
+    eprintln!(
+        "ringwire proxy: stopped after {} sessions, {} requests, {} replies",
+        total.accepted, total.frames_in, total.frames_out
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    match serve(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringwire proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
