@@ -38,6 +38,10 @@
 //! Each core keeps its own connections to every backend (opened on its own ring with its first
 //! client), pipelines requests on them, and answers its clients in request order, pipelining
 //! included. Placement: `proxy/ketama.rs`.
+//!
+//! `kill -USR1 <pid>` prints each backend's counters summed over the cores (requests, errors,
+//! reconnects, in flight, down) and its reply latency percentiles; each core's part is gathered
+//! with `RemoteHandle::run_on`, on the core that owns it.
 
 mod common;
 #[path = "proxy/service.rs"]
@@ -45,12 +49,14 @@ mod service;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::Parser;
 use common::{serve_until_signalled, ServerArgs};
 use ringwire::codec::resp::{Limits, Resp};
-use service::pool::PoolConfig;
+use ringwire::RemoteHandle;
+use service::pool::{BackendStats, PoolConfig};
 use service::Backend;
 
 /// How keys are placed on the backends.
@@ -113,12 +119,58 @@ fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let total = serve_until_signalled(handle, args.server.drain(), || {})?;
+    let (remote, cores) = (handle.remote(), handle.core_stats().len());
+    let on_usr1 = move || print_backend_stats(&remote, cores);
+    let total = serve_until_signalled(handle, args.server.drain(), on_usr1)?;
     eprintln!(
         "ringwire proxy: stopped after {} sessions, {} requests, {} replies",
         total.accepted, total.frames_in, total.frames_out
     );
     Ok(())
+}
+
+/// Gathers every core's backend counters (each on its own core) and prints their sums.
+fn print_backend_stats(remote: &RemoteHandle, cores: usize) {
+    let (tx, rx) = mpsc::channel();
+    for worker in 0..cores {
+        let tx = tx.clone();
+        let _ = remote.run_on(worker, move |ctx| {
+            let _ = tx.send(service::backend_stats(ctx));
+        });
+    }
+    drop(tx);
+    let mut total: Vec<BackendStats> = Vec::new();
+    for core in rx.iter().take(cores) {
+        if total.is_empty() {
+            total = core;
+            continue;
+        }
+        for (sum, part) in total.iter_mut().zip(core) {
+            sum.requests += part.requests;
+            sum.errors += part.errors;
+            sum.reconnects += part.reconnects;
+            sum.in_flight += part.in_flight;
+            sum.down |= part.down;
+            let _ = sum.latency.add(&part.latency);
+        }
+    }
+    eprintln!(
+        "backend               requests     errors reconnects in-flight down  p50 µs   p99 µs"
+    );
+    for b in &total {
+        let us = |q: f64| b.latency.value_at_quantile(q) as f64 / 1000.0;
+        eprintln!(
+            "{:<21} {:>9} {:>10} {:>10} {:>9} {:>4} {:>7.1} {:>8.1}",
+            b.addr.to_string(),
+            b.requests,
+            b.errors,
+            b.reconnects,
+            b.in_flight,
+            if b.down { "yes" } else { "no" },
+            us(0.5),
+            us(0.99)
+        );
+    }
 }
 
 fn main() -> ExitCode {

@@ -78,6 +78,14 @@ pub struct Core {
     connected: bool,
 }
 
+/// This core's counters of each backend, in backend order (from a task run on the core).
+pub fn backend_stats(ctx: &mut CoreCtx) -> Vec<pool::BackendStats> {
+    match ctx.try_state::<Core>() {
+        Some(core) => core.backends.borrow().stats(),
+        None => Vec::new(),
+    }
+}
+
 /// A proxy server over `backends` (in configuration order; a key's backend is its index
 /// here): clients speak `codec`, each core connects to every backend with a pool made by
 /// `pool`.

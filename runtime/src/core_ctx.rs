@@ -61,6 +61,8 @@ pub(crate) struct Outbound {
     pub(crate) pending: Vec<PendingConnect>,
     /// Sessions the core holds (kept by the worker).
     pub(crate) sessions: usize,
+    /// Of those, the accepted ones (not opened by a connect).
+    pub(crate) accepted: usize,
     /// The core's bound on sessions (`usize::MAX` until the worker says).
     pub(crate) max_sessions: usize,
     /// The core opens no new sessions: it is draining or stopped.
@@ -260,6 +262,13 @@ impl CoreCtx {
                 self.worker
             );
         }
+    }
+
+    /// How many accepted sessions (clients, not outbound connections) this core holds now. A
+    /// pool of outbound connections uses it while the server drains: its connections are
+    /// still needed while a client is served.
+    pub fn accepted_sessions(&self) -> usize {
+        self.outbound.accepted
     }
 
     /// The index of the worker (0-based, in start order); not a CPU number.

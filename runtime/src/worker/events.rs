@@ -185,6 +185,9 @@ where
             mail.live.freed(slot);
         }
         self.ctx.outbound.sessions = self.conns.len();
+        if !conn.state.outbound {
+            self.ctx.outbound.accepted -= 1;
+        }
         if matches!(conn.proto, Proto::Other(_)) {
             self.placed.remove(&conn.state.id.as_u64());
         }

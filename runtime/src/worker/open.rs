@@ -105,6 +105,9 @@ where
             idle_watched: false,
         });
         self.ctx.outbound.sessions = self.conns.len();
+        if phase != Phase::Connecting {
+            self.ctx.outbound.accepted += 1;
+        }
         if let Some(mail) = &self.mail {
             mail.live.opened(slot as u32, id.as_u64());
         }
