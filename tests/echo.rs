@@ -207,7 +207,11 @@ where
         }
         Framing::Len32 => {
             assert_eq!(s.frames_in, frames, "Len32 frames decoded");
-            assert!(s.tail_copies > 0, "the incomplete-tail path never ran");
+            // io_uring's tiny provided buffers split frames whatever the timing; epoll reads
+            // 64 KiB at a time, so a connection's 32 KiB may arrive whole before it is read.
+            if server.is_uring() {
+                assert!(s.tail_copies > 0, "the incomplete-tail path never ran");
+            }
             assert!(
                 s.tail_bytes <= bytes,
                 "more bytes copied to tails than received"
