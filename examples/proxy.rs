@@ -33,7 +33,11 @@
 //! - A backend that is down, or whose connection closes with requests in flight, costs only
 //!   its own keys: each such request gets `-ERR backend HOST:PORT ...` (a split command whose
 //!   part failed, the same, naming the first such backend), every other request is answered,
-//!   and the core reconnects after a backoff.
+//!   and the core reconnects after a backoff. A backend that does not answer within the
+//!   request timeout (`--request-timeout-ms`, 1 s by default, counted from when the request is
+//!   written to it) fails the requests pending on that connection the same way, and the
+//!   connection is opened again. A reply larger than `--max-reply-bytes` (512 MiB by default;
+//!   `--max-frame` bounds requests only) closes its backend connection.
 //!
 //! Each core keeps its own connections to every backend (opened on its own ring with its first
 //! client), pipelines requests on them, and answers its clients in request order, pipelining
@@ -50,7 +54,6 @@ mod service;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::mpsc;
-use std::time::Duration;
 
 use clap::Parser;
 use common::{serve_until_signalled, ServerArgs};
@@ -82,11 +85,18 @@ struct Args {
     /// Largest request accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_frame: usize,
-    /// How long a request may wait for its backend's reply.
-    #[arg(long)]
-    request_timeout_ms: Option<u64>,
+    /// Largest backend reply accepted, in bytes (Redis's largest value by default); a larger
+    /// one closes its backend connection, failing the requests pending on it. Each backend
+    /// connection may hold this much while a reply arrives.
+    #[arg(long, default_value_t = service::DEFAULT_MAX_REPLY_BYTES)]
+    max_reply_bytes: usize,
+    /// How long a request may wait for its backend's reply, from when it is written to the
+    /// backend (0: forever); past it the requests pending on that connection get `-ERR` and
+    /// the connection is opened again.
+    #[arg(long, default_value_t = service::DEFAULT_REQUEST_TIMEOUT_MS)]
+    request_timeout_ms: u64,
     /// Longest wait before reconnecting to a backend that failed.
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = service::DEFAULT_BACKOFF_MAX_MS)]
     backoff_max_ms: u64,
     #[command(flatten)]
     server: ServerArgs,
@@ -99,15 +109,15 @@ fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .map(|name| Backend::resolve(name).map_err(|e| format!("backend {name}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     let Hash::Ketama = args.hash;
-    let (timeout, backoff_max) = (args.request_timeout_ms, args.backoff_max_ms);
-    let pool = move || PoolConfig {
-        request_timeout: timeout.map(Duration::from_millis),
-        backoff_max: Duration::from_millis(backoff_max),
-        ..PoolConfig::default()
-    };
-    let server = service::server(Resp::with_limits(Limits::default()), backends.clone(), pool)
-        .bind(args.addr)
-        .max_frame(args.max_frame);
+    let pool = pool_config(args);
+    let server = service::server(
+        Resp::with_limits(Limits::default()),
+        backends.clone(),
+        move || pool,
+    )
+    .bind(args.addr)
+    .max_frame(args.max_frame)
+    .outbound_max_frame(args.max_reply_bytes);
     let handle = args.server.apply(server).start()?;
     println!(
         "ringwire proxy listening on {} on {} core(s), backends {}",
@@ -127,6 +137,11 @@ fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         total.accepted, total.frames_in, total.frames_out
     );
     Ok(())
+}
+
+/// The backend pool the command line asks for.
+fn pool_config(args: &Args) -> PoolConfig {
+    service::pool_config(args.request_timeout_ms, args.backoff_max_ms)
 }
 
 /// Gathers every core's backend counters (each on its own core) and prints their sums.
@@ -182,5 +197,51 @@ fn main() -> ExitCode {
             eprintln!("ringwire proxy: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::{pool_config, Args, PoolConfig};
+
+    fn parse(flags: &[&str]) -> Args {
+        let argv = ["proxy", "--backend", "127.0.0.1:6379"];
+        Args::try_parse_from(argv.iter().chain(flags)).unwrap()
+    }
+
+    /// Without flags the pool has the library's defaults: a request never waits forever.
+    #[test]
+    fn the_command_line_defaults_are_the_pools() {
+        let args = parse(&[]);
+        assert_eq!(pool_config(&args), PoolConfig::default());
+        assert_eq!(
+            pool_config(&args).request_timeout,
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(args.max_reply_bytes, 512 << 20);
+        assert_eq!(args.max_frame, 1 << 20);
+    }
+
+    #[test]
+    fn flags_reach_the_pool() {
+        let args = parse(&[
+            "--request-timeout-ms",
+            "250",
+            "--backoff-max-ms",
+            "700",
+            "--max-reply-bytes",
+            "4096",
+        ]);
+        let pool = pool_config(&args);
+        assert_eq!(pool.request_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(pool.backoff_max, Duration::from_millis(700));
+        assert_eq!(pool.backoff_min, PoolConfig::default().backoff_min);
+        assert_eq!(args.max_reply_bytes, 4096);
+        let none = parse(&["--request-timeout-ms", "0"]);
+        assert_eq!(pool_config(&none).request_timeout, None, "0: no timeout");
     }
 }

@@ -61,6 +61,19 @@ where
         self
     }
 
+    /// Largest frame accepted on a session a handler opened with a connect
+    /// ([`Session::connect`](crate::Session::connect), [`CoreCtx::connect`](crate::CoreCtx::connect)):
+    /// a backend's reply, which a client's request can make far larger than any request
+    /// (default 512 MiB, Redis's `proto-max-bulk-len`). [`max_frame`](Server::max_frame)
+    /// bounds what clients send; this bounds what backends send back, so that one large reply
+    /// does not close a connection that other clients' requests share. The bound is memory:
+    /// while a frame arrives its connection holds it whole, so each outbound connection may
+    /// hold up to this many bytes (plus a few KiB) at once.
+    pub fn outbound_max_frame(mut self, bytes: usize) -> Self {
+        self.config.outbound_max_frame = bytes;
+        self
+    }
+
     /// Listen backlog of each core's listener (default 1024).
     pub fn backlog(mut self, backlog: i32) -> Self {
         self.config.backlog = backlog;

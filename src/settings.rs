@@ -30,7 +30,10 @@ macro_rules! engine_settings {
             self
         }
 
-        /// Largest frame the codec accepts; a larger one closes its session with an error.
+        /// Largest frame the codec accepts (default 1 MiB); a larger one closes its session with
+        /// an error. On a server it bounds what clients send; the replies of connections its
+        /// handlers open have their own bound, `Server::outbound_max_frame`. On a client it
+        /// bounds every session.
         pub fn max_frame(mut self, bytes: usize) -> Self {
             self.config.max_frame = bytes;
             self

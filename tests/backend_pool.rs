@@ -116,6 +116,34 @@ fn stats(server: &util::Running, cores: usize) -> Vec<Vec<BackendStats>> {
         .collect()
 }
 
+/// Polls core 0's counters of backend 0 until `cond` holds; fails after
+/// [`util::SETTLE_TIMEOUT`] with the last ones.
+fn wait_stats(server: &util::Running, what: &str, cond: impl Fn(&BackendStats) -> bool) {
+    let deadline = Instant::now() + util::SETTLE_TIMEOUT;
+    loop {
+        let s = stats(server, 1).remove(0).remove(0);
+        if cond(&s) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {s:?}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Sends one command straight to a redis-server and returns its reply's first line.
+fn redis_command(addr: SocketAddr, words: &[&str]) -> String {
+    let mut conn = util::connect(addr);
+    let mut request = Vec::new();
+    encode_command(words, &mut request);
+    conn.write_all(&request).unwrap();
+    let mut line = String::new();
+    BufReader::new(conn).read_line(&mut line).unwrap();
+    line.trim_end().to_owned()
+}
+
 /// A client of the front: send lines, read lines.
 struct Client {
     writer: TcpStream,
@@ -338,7 +366,10 @@ fn a_client_that_leaves_with_requests_in_flight_leaves_the_backend_connection() 
         pipeline.push_str("INCR x\n");
     }
     a.send(&pipeline);
-    thread::sleep(Duration::from_millis(50));
+    // Every line reached the pool (written, or queued behind the BLPOP) before a leaves.
+    wait_stats(&server, "a's 501 requests to reach the pool", |s| {
+        s.requests == 502
+    });
     drop(a);
     // Another client is served in order on the same connection, behind a's requests.
     let mut b = Client::new(&server);
@@ -349,4 +380,89 @@ fn a_client_that_leaves_with_requests_in_flight_leaves_the_backend_connection() 
     assert_eq!(s.requests, 504);
     drop(b);
     server.stop_cleanly();
+}
+
+/// A connection the backend closes with nothing pending (`CLIENT KILL`, as its idle timeout
+/// would) costs nothing: the backend is not marked down, and the next requests open it again.
+#[test]
+fn an_idle_connection_closed_by_the_backend_is_opened_again_not_marked_down() {
+    let redis = Redis::start();
+    let cfg = PoolConfig::default().with_conns_per_backend(2);
+    let server = front(vec![redis.addr()], cfg, 1);
+    let mut client = Client::new(&server);
+    // One request on each connection (round robin among equals).
+    assert_eq!(client.ask("PING"), "+PONG");
+    assert_eq!(client.ask("PING"), "+PONG");
+    let closed = server.total().closed;
+    let killed = redis_command(redis.addr(), &["CLIENT", "KILL", "TYPE", "normal"]);
+    let killed: u64 = killed.strip_prefix(':').unwrap().parse().unwrap();
+    assert!(killed >= 2, "killed {killed}");
+    server.wait_total("both backend connections to close", |t| {
+        t.closed >= closed + 2
+    });
+    for _ in 0..4 {
+        assert_eq!(client.ask("PING"), "+PONG");
+    }
+    assert_eq!(client.ask("SET k v"), "+OK");
+    let s = &stats(&server, 1)[0][0];
+    assert_eq!((s.errors, s.down, s.in_flight), (0, false, 0), "{s:?}");
+    assert!(s.reconnects >= 1, "{s:?}");
+    server.stop_cleanly();
+}
+
+/// A backend whose listen queue is full at first: the pool's connect completes only when the
+/// kernel sends its SYN again (after 1 s), while a request waits for it. A request timeout
+/// shorter than that wait counts from when the request is written, once connected.
+#[test]
+fn the_request_timeout_counts_from_the_write_not_from_the_connect() {
+    let timeout = Duration::from_millis(300);
+    let backend = late_backend(Duration::from_millis(500));
+    let cfg = PoolConfig::default().with_request_timeout(timeout);
+    let server = front(vec![backend], cfg, 1);
+    let mut client = Client::new(&server);
+    let asked = Instant::now();
+    assert_eq!(client.ask("PING"), "+PONG");
+    let took = asked.elapsed();
+    eprintln!("connected and answered after {took:?}");
+    assert!(
+        took > timeout,
+        "the connect was not delayed ({took:?}): this test proves nothing"
+    );
+    let s = &stats(&server, 1)[0][0];
+    assert_eq!((s.errors, s.in_flight, s.down), (0, 0, false), "{s:?}");
+    server.stop_cleanly();
+}
+
+/// A backend answering `+PONG` to each PING, whose listener accepts nothing for `delay`
+/// first: its accept queue holds one connection (backlog 0), taken by a connection made here,
+/// so the kernel drops the SYNs of other connects until the queue is emptied.
+fn late_backend(delay: Duration) -> SocketAddr {
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind(util::any_port()).unwrap();
+    // SAFETY: listen on a socket this function owns; a second listen changes the backlog.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    let addr = listener.local_addr().unwrap();
+    let filler = TcpStream::connect(addr).unwrap();
+    // Ends with the test process.
+    thread::spawn(move || {
+        thread::sleep(delay);
+        let _filler = filler;
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while let Ok(n @ 1..) = conn.read(&mut buf) {
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(at) = seen.windows(4).position(|w| w == b"PING") {
+                        seen.drain(..at + 4);
+                        if conn.write_all(b"+PONG\r\n").is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
 }

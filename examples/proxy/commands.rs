@@ -76,6 +76,9 @@ enum Kind {
     Echo,
     Select,
     Quit,
+    /// `COPY src dst [DB n] [REPLACE]`: forwarded where both keys share a backend, unless it
+    /// names a database (only database 0 is served).
+    Copy,
     /// Known, but not something a proxy over independent backends can serve.
     Refused,
 }
@@ -92,8 +95,8 @@ fn lookup(name: &[u8]) -> Option<(i32, Kind)> {
             (3, Key)
         }
         b"SETEX" | b"PSETEX" | b"GETRANGE" | b"SETRANGE" | b"SETBIT" | b"SUBSTR" => (4, Key),
-        b"GETEX" | b"BITCOUNT" => (-2, Key),
-        b"BITPOS" | b"BITFIELD" => (-3, Key),
+        b"GETEX" | b"BITCOUNT" | b"BITFIELD" => (-2, Key),
+        b"BITPOS" => (-3, Key),
         b"EXPIRE" | b"PEXPIRE" | b"EXPIREAT" | b"PEXPIREAT" => (-3, Key),
         b"RESTORE" => (-4, Key),
         // Hashes.
@@ -117,7 +120,9 @@ fn lookup(name: &[u8]) -> Option<(i32, Kind)> {
         b"SRANDMEMBER" | b"SPOP" => (-2, Key),
         // Sorted sets.
         b"ZCARD" => (2, Key),
-        b"ZSCORE" | b"ZRANK" | b"ZREVRANK" => (3, Key),
+        b"ZSCORE" => (3, Key),
+        // WITHSCORE since Redis 7.2.
+        b"ZRANK" | b"ZREVRANK" => (-3, Key),
         b"ZINCRBY" | b"ZCOUNT" | b"ZLEXCOUNT" | b"ZREMRANGEBYRANK" | b"ZREMRANGEBYSCORE"
         | b"ZREMRANGEBYLEX" => (4, Key),
         b"ZADD" | b"ZRANGE" | b"ZREVRANGE" | b"ZRANGEBYSCORE" | b"ZREVRANGEBYSCORE"
@@ -133,7 +138,7 @@ fn lookup(name: &[u8]) -> Option<(i32, Kind)> {
         b"RENAME" | b"RENAMENX" | b"RPOPLPUSH" => (3, Together(Span::Two)),
         b"SMOVE" => (4, Together(Span::Two)),
         b"LMOVE" => (5, Together(Span::Two)),
-        b"COPY" => (-3, Together(Span::Two)),
+        b"COPY" => (-3, Copy),
         b"SINTER" | b"SUNION" | b"SDIFF" | b"PFCOUNT" => (-2, Together(Span::All)),
         b"SINTERSTORE" | b"SUNIONSTORE" | b"SDIFFSTORE" | b"PFMERGE" => (-3, Together(Span::All)),
         // Split per backend.
@@ -223,6 +228,23 @@ pub fn route<'a>(cmd: &Command<'a>) -> Route<'a> {
     match kind {
         Kind::Key => Route::Key(args.next().unwrap_or_default()),
         Kind::Together(span) => Route::Together(span),
+        Kind::Copy => {
+            // `DB 0` is where the proxy serves anyway; a malformed option is the backend's to
+            // refuse.
+            let mut options = args.skip(2);
+            let db = options
+                .by_ref()
+                .find(|arg| arg.eq_ignore_ascii_case(b"DB"))
+                .map(|_| options.next());
+            if db.is_some_and(|n| n.is_some_and(|n| n != b"0")) {
+                Route::Local(Reply::error(
+                    "ERR COPY to another database is not allowed through this proxy: only \
+                     database 0",
+                ))
+            } else {
+                Route::Together(Span::Two)
+            }
+        }
         Kind::Split(multi) => Route::Split(multi),
         Kind::Ping => match (argc, args.next()) {
             (1, _) => Route::Local(Reply::Simple(Cow::Borrowed("PONG"))),
@@ -287,6 +309,14 @@ mod tests {
             ("unlink a b", "split UNLINK"),
             ("touch a", "split TOUCH"),
             ("rename a b", "together 2"),
+            ("copy a b", "together 2"),
+            ("COPY a b REPLACE", "together 2"),
+            ("COPY a b DB 0 REPLACE", "together 2"),
+            ("bitfield k", "key k"),
+            ("BITFIELD k GET u8 0", "key k"),
+            ("zrank z m", "key z"),
+            ("ZRANK z m WITHSCORE", "key z"),
+            ("zrevrank z m withscore", "key z"),
             ("sinter a b c", "together all"),
             ("quit", "quit"),
         ] {
@@ -321,6 +351,22 @@ mod tests {
             ),
             ("MGET", "-ERR wrong number of arguments for 'mget' command"),
             ("KEYS *", "-ERR 'keys' is not supported by this proxy"),
+            (
+                "COPY a b DB 1",
+                "-ERR COPY to another database is not allowed through this proxy: only database 0",
+            ),
+            (
+                "copy a b replace db 15",
+                "-ERR COPY to another database is not allowed through this proxy: only database 0",
+            ),
+            (
+                "BITFIELD",
+                "-ERR wrong number of arguments for 'bitfield' command",
+            ),
+            (
+                "ZRANK z",
+                "-ERR wrong number of arguments for 'zrank' command",
+            ),
             ("multi", "-ERR 'multi' is not supported by this proxy"),
             ("BLPOP l 0", "-ERR 'blpop' is not supported by this proxy"),
             (

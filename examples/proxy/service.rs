@@ -27,6 +27,7 @@ use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ringwire::codec::resp::{self, Args, Command, Reply, Resp};
 
@@ -68,12 +69,34 @@ impl Backend {
     }
 }
 
+/// How long a request may wait for its backend's reply unless the command line says
+/// otherwise (`--request-timeout-ms`), in milliseconds.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 1_000;
+
+/// The longest wait before reconnecting to a backend that failed, unless the command line
+/// says otherwise (`--backoff-max-ms`), in milliseconds.
+pub const DEFAULT_BACKOFF_MAX_MS: u64 = 2_000;
+
+/// The largest backend reply taken (`--max-reply-bytes`): Redis's largest value, 512 MiB.
+/// Each backend connection may hold this much while such a reply arrives.
+pub const DEFAULT_MAX_REPLY_BYTES: usize = ringwire::DEFAULT_OUTBOUND_MAX_FRAME;
+
+/// The pool settings of the command line: a request timeout in milliseconds (0: none) and the
+/// longest back-off; the rest is the library's default.
+pub fn pool_config(request_timeout_ms: u64, backoff_max_ms: u64) -> PoolConfig {
+    let ms = Duration::from_millis;
+    let default = PoolConfig::default();
+    PoolConfig::default()
+        .with_request_timeout((request_timeout_ms > 0).then(|| ms(request_timeout_ms)))
+        .with_backoff(default.backoff_min, ms(backoff_max_ms))
+}
+
 /// One core's state: its connections to the backends and the key placement (the same on
 /// every core).
 pub struct Core {
-    /// Shared with nothing off this core; behind a `RefCell` so a callback can hand the pool
-    /// the core's context while it sends.
-    backends: Rc<RefCell<Backends<Pending>>>,
+    /// A handle to the core's pool: callbacks clone it out (one reference count) before
+    /// they send, so no borrow of the core's state is held while a waiter runs.
+    backends: Backends<Pending>,
     ring: Arc<Continuum>,
     connected: bool,
 }
@@ -81,7 +104,7 @@ pub struct Core {
 /// This core's counters of each backend, in backend order (from a task run on the core).
 pub fn backend_stats(ctx: &mut CoreCtx) -> Vec<pool::BackendStats> {
     match ctx.try_state::<Core>() {
-        Some(core) => core.backends.borrow().stats(),
+        Some(core) => core.backends.stats(),
         None => Vec::new(),
     }
 }
@@ -105,13 +128,13 @@ pub fn server(
         let core = ctx.state::<Core>();
         if !core.connected {
             core.connected = true;
-            let backends = core.backends.clone();
-            backends.borrow_mut().connect_all(ctx);
+            let mut backends = core.backends.clone();
+            backends.connect_all(ctx);
         }
         Proxy::default()
     })
     .core_state(move |_| Core {
-        backends: Rc::new(RefCell::new(Backends::new(addrs.clone(), pool()))),
+        backends: Backends::new(addrs.clone(), pool()),
         ring: ring.clone(),
         connected: false,
     })
@@ -178,8 +201,8 @@ impl Proxy {
         args: Args<'_>,
         reply: ringwire::Reply,
     ) {
-        let backends = ctx.state::<Core>().backends.clone();
-        let addrs = plan.parts.iter().map(|(b, _)| backends.borrow().addr(*b));
+        let mut backends = ctx.state::<Core>().backends.clone();
+        let addrs = plan.parts.iter().map(|(b, _)| backends.addr(*b));
         let merge = Merge::new(multi, plan.part_of_key, addrs.collect(), reply);
         let merge = Rc::new(RefCell::new(merge));
         let args: Vec<&[u8]> = args.collect();
@@ -190,9 +213,7 @@ impl Proxy {
                 merge: merge.clone(),
                 part,
             };
-            backends
-                .borrow_mut()
-                .send(ctx, *backend, &self.wire, waiter);
+            backends.send(ctx, *backend, &self.wire, waiter);
         }
     }
 
@@ -200,8 +221,8 @@ impl Proxy {
     fn forward(&mut self, ctx: &mut CoreCtx, backend: usize, cmd: &Command<'_>, waiter: Pending) {
         self.wire.clear();
         encode_args(cmd.args(), cmd.len(), &mut self.wire);
-        let backends = ctx.state::<Core>().backends.clone();
-        backends.borrow_mut().send(ctx, backend, &self.wire, waiter);
+        let mut backends = ctx.state::<Core>().backends.clone();
+        backends.send(ctx, backend, &self.wire, waiter);
     }
 }
 
@@ -261,10 +282,7 @@ mod tests {
         let addrs = vec!["127.0.0.1:1".parse().unwrap()];
         let ring = std::sync::Arc::new(super::Continuum::new(&["127.0.0.1:1"]));
         let core = super::Core {
-            backends: std::rc::Rc::new(std::cell::RefCell::new(super::Backends::new(
-                addrs,
-                super::PoolConfig::default(),
-            ))),
+            backends: super::Backends::new(addrs, super::PoolConfig::default()),
             ring,
             connected: true,
         };

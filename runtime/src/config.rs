@@ -6,6 +6,10 @@ use std::time::Duration;
 use crate::error::ServerError;
 use crate::probe::DriverKind;
 
+/// The default [`Config::outbound_max_frame`]: 512 MiB, Redis's `proto-max-bulk-len`, the
+/// largest value a Redis backend holds.
+pub const DEFAULT_OUTBOUND_MAX_FRAME: usize = 512 << 20;
+
 /// Everything the engine needs to know to serve; `ringwire::Server` builds it.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -38,8 +42,14 @@ pub struct Config {
     pub buf_count: u32,
     /// Size of each provided buffer.
     pub buf_size: u32,
-    /// Largest frame a codec accepts.
+    /// Largest frame a codec accepts on an accepted session (a client's request).
     pub max_frame: usize,
+    /// Largest frame a codec accepts on a session a server's handler opened with a connect
+    /// (a backend's reply; default [`DEFAULT_OUTBOUND_MAX_FRAME`], 512 MiB). A client's
+    /// sessions, all outbound, are bounded by `max_frame` instead. The bound is memory: a
+    /// peer that declares a frame this large gets a receive buffer grown to hold it, so each
+    /// such connection may hold up to this much while the frame arrives.
+    pub outbound_max_frame: usize,
     /// Most sessions per core; past it a new connection is accepted and closed at once.
     pub max_sessions: usize,
     /// Close a session that received nothing for this long.
@@ -106,6 +116,7 @@ impl Default for Config {
             buf_count: 1024,
             buf_size: 8192,
             max_frame: 1 << 20,
+            outbound_max_frame: DEFAULT_OUTBOUND_MAX_FRAME,
             max_sessions: 65536,
             idle_timeout: None,
             read_timeout: None,
@@ -163,8 +174,8 @@ impl Config {
                 self.cq_entries
             ));
         }
-        if self.max_frame == 0 {
-            return bad("max_frame must be positive".into());
+        if self.max_frame == 0 || self.outbound_max_frame == 0 {
+            return bad("max_frame and outbound_max_frame must be positive".into());
         }
         if self.max_replies == 0 {
             return bad("max_replies must be positive".into());

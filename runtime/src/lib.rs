@@ -55,7 +55,7 @@ mod user_data;
 mod worker;
 
 pub use codec::{Codec, CodecError, Decoded, Fed, Flow, FrameReader, FRAME_HEADROOM};
-pub use config::Config;
+pub use config::{Config, DEFAULT_OUTBOUND_MAX_FRAME};
 pub use core_ctx::CoreCtx;
 pub use error::{ConnectError, IoOp, ServerError, SessionError};
 pub use handler::Handler;

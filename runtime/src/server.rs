@@ -317,6 +317,12 @@ where
         core: index,
         max_sessions: config.max_sessions,
         max_frame: config.max_frame,
+        // A client's sessions are all outbound: its `max_frame` is theirs.
+        outbound_max_frame: if config.listen {
+            config.outbound_max_frame
+        } else {
+            config.max_frame
+        },
         timeouts: Timeouts::new(
             config.idle_timeout,
             config.read_timeout,

@@ -1,6 +1,7 @@
 //! The handler of one backend connection's session: it writes what waited while connecting,
 //! completes the oldest waiter with each reply, watches the oldest request's age with a
-//! one-shot timer, and fails the waiters when the session ends.
+//! one-shot timer, stays open through a drain while its core still serves clients, and fails
+//! the waiters when the session ends.
 //!
 //! Invariant: a session acts on its connection only while the connection's generation is the
 //! one it was opened with; a connection that was opened again (after a timeout) or lost has
@@ -20,6 +21,10 @@ use crate::CloseReason;
 /// Outbox capacity kept once a connect's backlog is written; more is given back.
 const OUTBOX_KEEP: usize = 64 << 10;
 
+/// While the server drains, how often a connection looks whether its core still serves a
+/// client: once none is left, and no reply is awaited, it closes.
+const DRAIN_RECHECK: Duration = Duration::from_millis(10);
+
 /// The handler of connection `conn` of backend `backend`, generation `gen`.
 pub(super) struct Link<W: Waiter> {
     pool: Rc<RefCell<Pool<W>>>,
@@ -28,6 +33,8 @@ pub(super) struct Link<W: Waiter> {
     gen: u64,
     /// The session opened: its loss fails waiters as `Closed`, not `Down`.
     opened: bool,
+    /// The drain's re-check timer, while one is pending.
+    drain_timer: Option<TimerId>,
 }
 
 impl<W: Waiter> Link<W> {
@@ -38,19 +45,21 @@ impl<W: Waiter> Link<W> {
             conn,
             gen,
             opened: false,
+            drain_timer: None,
         }
     }
 
     /// Fails every waiter, and opens the connection again, if the oldest request is older than
     /// the request timeout; else sets the timer for when it will be (or, with none pending,
-    /// one timeout from now).
-    fn check(&mut self, s: &mut Session<'_, RespReplies>) {
+    /// one timeout from now). Returns whether the connection is still this session's.
+    fn check(&mut self, s: &mut Session<'_, RespReplies>) -> bool {
         let mut pool = self.pool.borrow_mut();
-        let Some(timeout) = pool.cfg.request_timeout else {
-            return;
-        };
+        let timeout = pool.cfg.request_timeout;
         let Some(conn) = pool.conn(self.backend, self.conn, self.gen) else {
-            return;
+            return false;
+        };
+        let Some(timeout) = timeout else {
+            return true;
         };
         let now = Instant::now();
         let due = conn
@@ -59,12 +68,38 @@ impl<W: Waiter> Link<W> {
             .map_or(now + timeout, |p| p.sent + timeout);
         drop(pool);
         if due > now {
-            return self.watch(s, due - now);
+            self.watch(s, due - now);
+            return true;
         }
         // Replies still to come could not be matched: fail them all, start afresh.
         let failed = Pool::timed_out(&self.pool, s.core(), self.backend, self.conn);
         s.close();
         pool::finish_all(s.core(), failed);
+        false
+    }
+
+    /// During a drain: closes the session once its core serves no client any more and no
+    /// reply is awaited; until then, looks again in [`DRAIN_RECHECK`] (and after each reply).
+    /// A client still served may send requests to this connection; closing it would fail
+    /// them as `Down`, since a draining core opens no new connection.
+    fn drain_step(&mut self, s: &mut Session<'_, RespReplies>) {
+        let mut pool = self.pool.borrow_mut();
+        let awaited = pool
+            .conn(self.backend, self.conn, self.gen)
+            .is_some_and(|c| !c.pending.is_empty());
+        drop(pool);
+        if !awaited && s.core().accepted_sessions() == 0 {
+            return s.close();
+        }
+        if self.drain_timer.is_none() {
+            match s.set_timer(DRAIN_RECHECK) {
+                Ok(id) => self.drain_timer = Some(id),
+                // The drain's deadline still closes the session.
+                Err(e) => {
+                    log::error!("ringwire: backend connection cannot set its drain timer: {e}")
+                }
+            }
+        }
     }
 
     /// Sets the timer that checks the oldest request's age, due in `after`.
@@ -86,17 +121,28 @@ impl<W: Waiter> Handler<RespReplies> for Link<W> {
         };
         self.opened = true;
         conn.state = State::Open(s.handle());
-        if !conn.outbox.is_empty() {
-            s.write(&conn.outbox);
-            conn.outbox.clear();
-            conn.outbox.shrink_to(OUTBOX_KEEP);
-        }
+        // The requests that waited for the connect leave now: their clock starts now. The wait
+        // for the connect has its own bound, the server's connect timeout.
+        let now = Instant::now();
+        conn.pending.iter_mut().for_each(|p| p.sent = now);
         pool.mark_up(self.backend);
         drop(pool);
         if let Some(timeout) = timeout {
             // A write that makes no progress counts against the same bound.
             s.set_write_timeout(timeout);
-            self.check(s);
+            // Checked before the backlog is written: a request failed as timed out must never
+            // reach the backend.
+            if !self.check(s) {
+                return;
+            }
+        }
+        let mut pool = self.pool.borrow_mut();
+        if let Some(conn) = pool.conn(self.backend, self.conn, self.gen) {
+            if !conn.outbox.is_empty() {
+                s.write(&conn.outbox);
+                conn.outbox.clear();
+                conn.outbox.shrink_to(OUTBOX_KEEP);
+            }
         }
     }
 
@@ -119,25 +165,22 @@ impl<W: Waiter> Handler<RespReplies> for Link<W> {
         drop(pool);
         pool::finish(s.core(), pending.waiter, Ok(reply));
         if idle && s.is_draining() {
-            s.close();
+            self.drain_step(s);
         }
     }
 
-    fn on_timer(&mut self, s: &mut Session<'_, RespReplies>, _: TimerId) {
+    fn on_timer(&mut self, s: &mut Session<'_, RespReplies>, id: TimerId) {
+        if self.drain_timer == Some(id) {
+            self.drain_timer = None;
+            return self.drain_step(s);
+        }
         self.check(s);
     }
 
     fn on_drain(&mut self, s: &mut Session<'_, RespReplies>) {
-        // The server stops: close once no reply is awaited (the core opens no new sessions,
-        // so requests sent from here on fail as `Down`).
-        let mut pool = self.pool.borrow_mut();
-        let idle = pool
-            .conn(self.backend, self.conn, self.gen)
-            .is_none_or(|c| c.pending.is_empty());
-        drop(pool);
-        if idle {
-            s.close();
-        }
+        // The server stops: this core opens no new connection, so this one stays while a
+        // client may still send through it.
+        self.drain_step(s);
     }
 
     fn on_error(&mut self, _: &mut Session<'_, RespReplies>, error: &SessionError) {

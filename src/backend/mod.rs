@@ -56,12 +56,18 @@
 //! # Ok::<(), ringwire::ServerError>(())
 //! ```
 //!
-//! Bounds to know: a reply is one frame of the backend session, so the server's `max_frame`
-//! (1 MiB by default) bounds the largest reply; a larger one closes its connection (its waiters
-//! fail as `Closed`): raise `max_frame` to the largest value the backends hold. Requests sent
-//! while a connection connects wait for the connect (at most the server's `connect_timeout`)
-//! before the request timeout starts to be checked. A panic in a waiter's `done` is caught and
-//! logged (what the waiter held is dropped): it does not close the backend connection.
+//! Bounds to know: a reply is one frame of the backend session, so the server's
+//! `outbound_max_frame` (512 MiB by default, Redis's largest value; not `max_frame`, which
+//! bounds what clients send) bounds the largest reply, and is what one connection may hold
+//! while a reply arrives; a larger reply closes its connection (its waiters fail as `Closed`).
+//! Requests sent while a connection connects wait for the connect (at most the server's
+//! `connect_timeout`); their request timeout starts when they are written, once it is open. A
+//! panic in a waiter's `done` is caught and logged (what the waiter held is dropped): it does
+//! not close the backend connection.
+//!
+//! While the server drains, a connection stays open as long as its core serves a client (one
+//! may still send requests, and a draining core opens no new connection), and closes once
+//! none is left and no reply is awaited.
 //!
 //! Costs per request: one allocation, the copy of the request that
 //! [`CoreCtx::write_to`] carries to the connection (applied right after the current callback;
@@ -92,7 +98,9 @@ pub struct PoolConfig {
     /// Connections to each backend, per core (default 1). Requests go to the one with the
     /// fewest pending, round robin among equals.
     pub conns_per_backend: usize,
-    /// How long a request may wait for its reply (default 1 s; `None`: forever). Past it,
+    /// How long a request may wait for its reply, from when it is written to the connection
+    /// (default 1 s; `None`: forever; a request sent while its connection connects is written,
+    /// and its clock starts, once the connect completes). Past it,
     /// every request pending on its connection fails with [`BackendError::Timeout`] and the
     /// connection is closed and opened again: the replies still to come could no longer be
     /// matched to their requests. Checked with one timer per open connection, which also
@@ -168,8 +176,9 @@ pub trait Waiter: 'static {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum BackendError {
-    /// The backend cannot be reached: a connect to it failed, and the pool waits out its
-    /// back-off before trying again (requests meanwhile fail at once).
+    /// The backend cannot be reached: a connect to it failed (or a connection closed with
+    /// requests pending), and the pool waits out its back-off before trying again (requests
+    /// meanwhile fail at once); or the core is draining and opens no new connection.
     Down {
         /// The backend.
         addr: SocketAddr,
@@ -243,7 +252,8 @@ pub struct BackendStats {
     pub in_flight: u64,
     /// Whether the backend is marked down now (requests fail at once until its back-off ends).
     pub down: bool,
-    /// Reply latency in nanoseconds, from `send` to the reply's arrival (1 ns to 100 s, two
+    /// Reply latency in nanoseconds, from the request's write (for one sent while its
+    /// connection connected: from the connect) to the reply's arrival (1 ns to 100 s, two
     /// significant figures; `ringwire::report::table` prints it).
     pub latency: Histogram<u64>,
 }
@@ -307,9 +317,11 @@ impl<W: Waiter> Backends<W> {
     /// The request is written to the connection with the fewest requests pending (round robin
     /// among equals), opening it if it is not open; while it connects, requests wait in the
     /// pool and are written once it is open. The waiter is completed at once, before `send`
-    /// returns, with [`BackendError::Down`] while the backend is marked down (a failed connect
-    /// or a closed connection marks it, for its back-off; the first `send` after the back-off
-    /// connects again), or when the core opens no more connections (it is draining or full);
+    /// returns, with [`BackendError::Down`] while the backend is marked down (a failed
+    /// connect, or a connection closed with requests pending, marks it for its back-off; the
+    /// first `send` after the back-off connects again; a connection closed with nothing
+    /// pending is just opened again), or when the core opens no more connections (it is
+    /// draining or full);
     /// and with [`BackendError::Busy`] when the connection holds
     /// [`PoolConfig::max_pending`] requests.
     ///

@@ -310,7 +310,10 @@ impl<W: Waiter> Pool<W> {
     }
 
     /// Connection `conn` of `backend` lost its session (`opened`: after it was open): fails
-    /// its waiters, and marks the backend down.
+    /// its waiters. The backend is marked down when the connect failed, or when requests were
+    /// lost with the connection; a connection closed with nothing pending (the backend's idle
+    /// timeout, a `CLIENT KILL`, a drain) costs nobody anything and is opened again with the
+    /// next request that picks it, while the backend's other connections go on.
     pub(super) fn lost(&mut self, backend: usize, conn: usize, opened: bool) -> Failed<W> {
         let addr = self.backends[backend].addr;
         let error = if opened {
@@ -325,6 +328,10 @@ impl<W: Waiter> Pool<W> {
         c.state = State::Idle;
         c.gen += 1;
         b.errors += failed.len() as u64;
+        if opened && failed.is_empty() {
+            log::debug!("ringwire: backend {addr}: an idle connection closed; reopened on demand");
+            return failed;
+        }
         if self.mark_down(backend, Instant::now()) {
             let what = if opened {
                 "connection closed"

@@ -118,6 +118,27 @@ impl Running {
         }
     }
 
+    /// Drains for at most `drain` (a drain already begun keeps its earlier deadline) and
+    /// asserts that every worker exited without error within `drain` plus [`STOP_TIMEOUT`].
+    /// Returns how long the workers took to exit.
+    pub fn drain_cleanly(mut self, drain: Duration) -> Duration {
+        let handle = self.handle.take().expect("server already stopped");
+        let began = Instant::now();
+        handle.stopper().shutdown(drain);
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = tx.send(handle.join().map_err(|e| e.to_string()));
+        });
+        match rx.recv_timeout(drain + STOP_TIMEOUT) {
+            Ok(Ok(())) => began.elapsed(),
+            Ok(Err(e)) => panic!("server did not stop cleanly: {e}"),
+            Err(_) => panic!(
+                "workers still running {:?} after the drain",
+                drain + STOP_TIMEOUT
+            ),
+        }
+    }
+
     /// Stops the server and asserts that every worker exited without error, in bounded time.
     pub fn stop_cleanly(mut self) {
         let handle = self.handle.take().expect("server already stopped");

@@ -24,8 +24,20 @@ struct Nl;
 impl Codec for Nl {
     type Frame<'a> = &'a [u8];
     type Item = [u8];
-    fn decode<'a>(&mut self, src: &'a [u8], _: usize) -> Result<Decoded<&'a [u8]>, CodecError> {
-        Ok(match src.iter().position(|&b| b == b'\n') {
+    fn decode<'a>(
+        &mut self,
+        src: &'a [u8],
+        max_frame: usize,
+    ) -> Result<Decoded<&'a [u8]>, CodecError> {
+        let end = src.iter().position(|&b| b == b'\n');
+        let len = end.unwrap_or(src.len());
+        if len > max_frame {
+            return Err(CodecError::FrameTooLarge {
+                len,
+                max: max_frame,
+            });
+        }
+        Ok(match end {
             Some(i) => Decoded::Frame(&src[..i], i + 1),
             None => Decoded::NeedMore(None),
         })
@@ -130,13 +142,24 @@ fn front(_: &mut CoreCtx) -> Front {
     Front
 }
 
-// The per-core state is an Rc: fine, the worker under test runs on this thread only.
-#[allow(clippy::arc_with_non_send_sync)]
 fn worker(max_sessions: usize, connect_timeout: Option<Micros>) -> (FrontWorker, Shared) {
+    worker_framed(max_sessions, connect_timeout, 1024)
+}
+
+/// A worker whose outbound sessions take frames of up to `outbound_max_frame` bytes (accepted
+/// ones: 1024). The per-core state is an Rc: fine, the worker under test runs on this thread
+/// only.
+#[allow(clippy::arc_with_non_send_sync)]
+fn worker_framed(
+    max_sessions: usize,
+    connect_timeout: Option<Micros>,
+    outbound_max_frame: usize,
+) -> (FrontWorker, Shared) {
     let cfg = WorkerConfig {
         core: 0,
         max_sessions,
         max_frame: 1024,
+        outbound_max_frame,
         timeouts: Timeouts::default(),
         high_water: 1 << 16,
         low_water: 1 << 10,
@@ -221,6 +244,40 @@ fn a_backend_of_another_protocol_answers_the_fronts_reply_in_order() {
         "the handle given out names the session its callbacks see"
     );
     assert_eq!(w.stats.snapshot().connected, 1);
+}
+
+/// A backend's reply larger than the accepted sessions' `max_frame` is bounded by
+/// `outbound_max_frame` only: one large reply does not close the backend connection.
+#[test]
+fn outbound_sessions_have_their_own_frame_bound() {
+    let answer = vec![b'a'; 4000];
+    let reply = [&answer[..], b"\n"].concat();
+    let (mut w, seen) = worker_framed(8, None, 1 << 20);
+    accept(&mut w);
+    w.received(0, b"p");
+    turn(&mut w);
+    w.connected(1, Ok(()));
+    assert_eq!(turn(&mut w), ["send 1 req\n"]);
+    w.received(1, &reply);
+    let out = turn(&mut w);
+    assert_eq!(out, [format!("send 0 {}", "a".repeat(4000))]);
+    assert_eq!(w.stats.snapshot().codec_errors, 0);
+    assert!(seen.borrow().log.is_empty(), "{:?}", seen.borrow().log);
+
+    // Under a bound smaller than the reply, the backend session fails as it did before.
+    let (mut w, seen) = worker_framed(8, None, 1024);
+    accept(&mut w);
+    w.received(0, b"p");
+    turn(&mut w);
+    w.connected(1, Ok(()));
+    turn(&mut w);
+    w.received(1, &reply);
+    turn(&mut w);
+    assert_eq!(w.stats.snapshot().codec_errors, 1);
+    assert_eq!(
+        seen.borrow().log.last().map(String::as_str),
+        Some("back close: CodecError")
+    );
 }
 
 #[test]

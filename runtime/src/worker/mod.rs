@@ -110,6 +110,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) core: usize,
     pub(crate) max_sessions: usize,
     pub(crate) max_frame: usize,
+    /// The bound on frames of sessions opened by a connect.
+    pub(crate) outbound_max_frame: usize,
     pub(crate) timeouts: Timeouts,
     pub(crate) high_water: usize,
     pub(crate) low_water: usize,
@@ -492,7 +494,11 @@ where
             return;
         };
         let limits = Limits {
-            max_frame: self.cfg.max_frame,
+            max_frame: if conn.state.outbound {
+                self.cfg.outbound_max_frame
+            } else {
+                self.cfg.max_frame
+            },
             high_water: self.cfg.high_water,
             max_output: self.cfg.max_output,
         };

@@ -246,6 +246,7 @@ fn worker_with(timeouts: Timeouts) -> (TestWorker, Log, Arc<CoreStats>, Arc<Cont
         core: 0,
         max_sessions: 4,
         max_frame: 1024,
+        outbound_max_frame: 1024,
         timeouts,
         high_water: 8,
         low_water: 2,

@@ -24,12 +24,14 @@ use super::{Codec, CodecError, Decoded};
 pub const MAX_DEPTH: usize = 64;
 
 /// Limits on what one reply may declare. Over a limit, decoding fails (the backend session
-/// closes); the maximum frame size of the server applies on top of these.
+/// closes); the maximum frame size of the session applies on top of these (for connections a
+/// server's handlers open, `Server::outbound_max_frame`, 512 MiB by default: the defaults
+/// here match it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReplyLimits {
-    /// Longest bulk string (default 512 MiB, Redis's `proto-max-bulk-len`, so that the maximum
-    /// frame size is what binds).
+    /// Longest bulk string (default 512 MiB, Redis's `proto-max-bulk-len`, and the default
+    /// outbound frame bound, so that the frame bound is what binds).
     pub max_bulk: usize,
     /// Most elements in one array (default 16 Mi).
     pub max_elements: usize,
@@ -40,7 +42,7 @@ pub struct ReplyLimits {
 impl Default for ReplyLimits {
     fn default() -> Self {
         ReplyLimits {
-            max_bulk: 512 << 20,
+            max_bulk: ringwire_runtime::DEFAULT_OUTBOUND_MAX_FRAME,
             max_elements: 16 << 20,
             max_depth: 32,
         }
@@ -261,16 +263,22 @@ pub fn parse_reply(bytes: &[u8]) -> Result<ReplyView<'_>, CodecError> {
         b':' => ReplyView::Integer(header().0),
         b'$' => match header() {
             (n, _) if n < 0 => ReplyView::Bulk(None),
-            (n, at) => ReplyView::Bulk(Some(&bytes[at..at + n as usize])),
+            (n, at) => ReplyView::Bulk(Some(&bytes[at..at + fits(n)?])),
         },
         _ => match header() {
             (n, _) if n < 0 => ReplyView::Array(None),
             (n, at) => ReplyView::Array(Some(ArrayView {
                 rest: &bytes[at..],
-                left: n as usize,
+                left: fits(n)?,
             })),
         },
     })
+}
+
+/// A length or count the walk accepted, as a `usize`: on a target where it does not fit, the
+/// walk cannot have accepted it (it is over every limit), so this fails only on a bug.
+fn fits(n: i64) -> Result<usize, CodecError> {
+    usize::try_from(n).map_err(|_| malformed("length or count does not fit in memory"))
 }
 
 /// What [`parse_reply`] accepts: anything but nesting deeper than the walk can follow.
@@ -515,10 +523,12 @@ impl Walk {
                     b'*' if n == -1 => Ok(Element::Array(0, end)),
                     _ if n < 0 => Err(malformed(what)),
                     b'$' => {
-                        let len = n as usize;
+                        // A length that does not fit a `usize` (a 32-bit target) is over any
+                        // limit.
+                        let len = usize::try_from(n).unwrap_or(usize::MAX);
                         if len > limits.max_bulk {
                             return Err(CodecError::Malformed(Cow::Owned(format!(
-                                "bulk length {len} exceeds the limit of {}",
+                                "bulk length {n} exceeds the limit of {}",
                                 limits.max_bulk
                             ))));
                         }
@@ -533,10 +543,10 @@ impl Walk {
                         Ok(Element::Leaf(data_end))
                     }
                     _ => {
-                        let count = n as usize;
-                        if count > limits.max_elements || count > u32::MAX as usize {
+                        let count = usize::try_from(n).unwrap_or(usize::MAX);
+                        if count > limits.max_elements || u32::try_from(count).is_err() {
                             return Err(CodecError::Malformed(Cow::Owned(format!(
-                                "array of {count} elements exceeds the limit of {}",
+                                "array of {n} elements exceeds the limit of {}",
                                 limits.max_elements
                             ))));
                         }

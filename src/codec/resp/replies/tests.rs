@@ -6,6 +6,7 @@ use proptest::prelude::*;
 use super::super::Reply;
 use super::*;
 use crate::engine::{BufPool, FrameReader};
+use ringwire_runtime::DEFAULT_OUTBOUND_MAX_FRAME;
 
 const MAX: usize = 1 << 20;
 
@@ -145,6 +146,28 @@ fn limits_bind_before_anything_is_buffered() {
         ReplyLimits::default().with_max_depth(1000).max_depth,
         MAX_DEPTH
     );
+}
+
+/// The largest lengths a reply can declare fail with a typed error naming them, on any target
+/// (on a 32-bit one they do not even fit a `usize`).
+#[test]
+fn lengths_past_any_limit_fail_typed() {
+    for (wire, want) in [
+        (
+            &b"$9223372036854775807\r\n"[..],
+            "bulk length 9223372036854775807 exceeds the limit of 536870912",
+        ),
+        (
+            b"*9223372036854775807\r\n",
+            "array of 9223372036854775807 elements exceeds the limit of 16777216",
+        ),
+    ] {
+        assert_eq!(
+            RespReplies::default().decode(wire, usize::MAX),
+            Err(CodecError::Malformed(want.into()))
+        );
+    }
+    assert_eq!(ReplyLimits::default().max_bulk, DEFAULT_OUTBOUND_MAX_FRAME);
 }
 
 #[test]
