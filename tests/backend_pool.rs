@@ -311,29 +311,12 @@ fn a_backend_that_is_not_there_is_down_at_once() {
     server.stop_cleanly();
 }
 
-/// A backend that accepts and reads, and never answers.
-fn silent_backend() -> SocketAddr {
-    let listener = TcpListener::bind(util::any_port()).unwrap();
-    let addr = listener.local_addr().unwrap();
-    // Ends with the test process.
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            thread::spawn(move || {
-                let mut sink = [0u8; 4096];
-                while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
-            });
-        }
-    });
-    addr
-}
-
 #[test]
 fn a_backend_that_stops_answering_times_requests_out() {
     let cfg = PoolConfig::default()
         .with_request_timeout(Duration::from_millis(300))
         .with_max_pending(3);
-    let server = front(vec![silent_backend()], cfg, 1);
+    let server = front(vec![util::silent_backend()], cfg, 1);
     let mut client = Client::new(&server);
     let asked = Instant::now();
     client.send(&"PING\n".repeat(4));

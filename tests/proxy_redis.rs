@@ -19,8 +19,7 @@ mod redis;
 mod proxy;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -615,28 +614,11 @@ fn clients_leaving_with_requests_in_flight_do_not_shift_replies() {
     proxy.stop_cleanly();
 }
 
-/// A backend that accepts and reads, and never answers.
-fn silent_backend() -> SocketAddr {
-    let listener = TcpListener::bind(util::any_port()).unwrap();
-    let addr = listener.local_addr().unwrap();
-    // Ends with the test process.
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            thread::spawn(move || {
-                let mut sink = [0u8; 4096];
-                while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
-            });
-        }
-    });
-    addr
-}
-
 /// With the command line's defaults, a request to a backend that accepts and never answers
 /// gets an error naming the backend once the request timeout (1 s) has passed: not never.
 #[test]
 fn a_backend_that_never_answers_times_out_with_the_command_line_defaults() {
-    let silent = silent_backend();
+    let silent = util::silent_backend();
     let pool = || {
         proxy::pool_config(
             proxy::DEFAULT_REQUEST_TIMEOUT_MS,

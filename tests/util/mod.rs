@@ -594,3 +594,20 @@ impl Drop for ChildLines {
         }
     }
 }
+
+/// A backend that accepts and reads, and never answers (for request timeouts). Its threads end
+/// with the test process.
+pub fn silent_backend() -> SocketAddr {
+    let listener = std::net::TcpListener::bind(any_port()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            thread::spawn(move || {
+                let mut sink = [0u8; 4096];
+                while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
