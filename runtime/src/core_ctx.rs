@@ -371,7 +371,9 @@ impl CoreCtx {
     /// written them: behind its replies still reserved, so a push never overtakes an answer.
     /// Fails at once with [`RemoteError::Gone`] if the session has gone (a handle never reaches
     /// another session, even once its slot is reused); a session that goes while the bytes
-    /// travel drops them.
+    /// travel drops them, and so does one whose handle [`connect`](CoreCtx::connect) gave out
+    /// (it had no slot yet, so only its core can tell that it has gone). A session still
+    /// connecting keeps the bytes until it is open.
     pub fn write_to(
         &mut self,
         session: SessionHandle,
