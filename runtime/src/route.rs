@@ -303,6 +303,12 @@ pub(crate) fn has_here() -> bool {
     HERE.get()
 }
 
+/// Whether messages for this core or for other cores of its server wait in this thread's lists
+/// (not those parked for another server's full queue, which are retried after a pause).
+pub(crate) fn has_queued() -> bool {
+    HERE.get() || OUT.get()
+}
+
 /// Whether this core's callbacks left messages to apply or to send.
 pub(crate) fn has_local_work() -> bool {
     HERE.get() || OUT.get() || FOREIGN.get()

@@ -300,9 +300,10 @@ where
                     timeout = Some(Duration::ZERO);
                 }
             }
-            if route::has_local_work() {
+            if route::has_queued() {
                 // Messages produced after the last flush (by drops, or beyond a batch's bound)
-                // go out in the next turn: it must not sleep.
+                // go out in the next turn: it must not sleep. (Messages parked for another
+                // server's full queue wait `BACKLOG_RETRY` instead: no spinning.)
                 timeout = Some(Duration::ZERO);
             }
             driver.turn(timeout, self)?;
