@@ -309,11 +309,6 @@ pub(crate) fn has_queued() -> bool {
     HERE.get() || OUT.get()
 }
 
-/// Whether this core's callbacks left messages to apply or to send.
-pub(crate) fn has_local_work() -> bool {
-    HERE.get() || OUT.get() || FOREIGN.get()
-}
-
 /// Where [`deliver`] found the current thread.
 enum Here {
     /// A worker thread of the message's server: queued there.

@@ -40,7 +40,7 @@ where
             || !self.connects.is_empty()
             || (self.drain_until.is_some() && self.conns.is_empty())
             || self.idle_due()
-            || crate::route::has_local_work()
+            || crate::route::has_queued()
             || !self.ctx.outbound.pending.is_empty()
             || !self.resumes.is_empty()
     }
