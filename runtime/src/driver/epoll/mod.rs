@@ -258,7 +258,17 @@ impl EpollDriver {
                     core.accepted(conn);
                     self.apply_all(core.commands());
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.accept_events & libc::EPOLLEXCLUSIVE as u32 != 0 {
+                        // The kernel wakes the first exclusive waiter of a shared socket:
+                        // queue this core's behind the others', so that the cores take turns.
+                        let _ =
+                            sys::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
+                        let _ =
+                            watch_listener(self.epoll.as_raw_fd(), listener, self.accept_events);
+                    }
+                    return;
+                }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ECONNABORTED)) => {}
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS: stop watching the listener and retry later.

@@ -447,8 +447,17 @@ impl UringDriver {
         let Some(listener) = &self.listener else {
             return timeout;
         };
-        let entry = op::accept::multishot(listener.as_raw_fd(), UserData::engine(Op::Accept));
-        // SAFETY: a multishot accept without an address points to nothing.
+        let ud = UserData::engine(Op::Accept);
+        // A multishot accept's waiter keeps its place in the socket's wait queue, and the
+        // kernel wakes the first one: on a listener every core shares (a Unix server's), one
+        // core would take every connection that arrives while it waits. A single-shot accept
+        // re-queues behind the other cores' after each connection, so they take turns.
+        let entry = if self.shared_listener {
+            op::accept::single(listener.as_raw_fd(), ud)
+        } else {
+            op::accept::multishot(listener.as_raw_fd(), ud)
+        };
+        // SAFETY: an accept without an address points to nothing.
         unsafe { self.push(&entry) };
         self.accept = AcceptState::Armed;
         timeout
