@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example echo -- --addr 127.0.0.1:7000 --cores 2 --framing len32
+//! cargo run --release --example echo -- --unix /tmp/echo.sock --cores 2
 //! ```
 
 mod common;
@@ -27,8 +28,8 @@ enum Framing {
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7000")]
+    /// Address to listen on (unless `--unix`).
+    #[arg(long, conflicts_with = "unix", default_value = "127.0.0.1:7000")]
     addr: SocketAddr,
     /// Framing: raw bytes, or 4-byte big-endian length prefixed frames.
     #[arg(long, value_enum, default_value = "raw")]
@@ -88,7 +89,7 @@ where
     println!(
         "ringwire echo ({:?}) listening on {} on {} core(s)",
         args.framing,
-        handle.local_addr(),
+        common::listening_on(&handle),
         handle.core_stats().len()
     );
     let latency = handle.latency().to_vec();

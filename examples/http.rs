@@ -57,7 +57,7 @@ fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
     let handle = args.server.apply(server).start()?;
     println!(
         "ringwire http listening on {} on {} core(s)",
-        handle.local_addr(),
+        common::listening_on(&handle),
         handle.core_stats().len()
     );
     let total = serve_until_signalled(handle, args.server.drain(), || {})?;

@@ -21,6 +21,8 @@
 //! ```text
 //! cargo run --release --example kv -- --addr 127.0.0.1:6379 --cores 2
 //! redis-benchmark -p 6379 -t ping,set,get,incr,mset -P 16 -q
+//! cargo run --release --example kv -- --unix /tmp/kv.sock --cores 2
+//! redis-cli -s /tmp/kv.sock ping
 //! ```
 
 mod common;
@@ -39,8 +41,8 @@ use service::{cores, Sharding, SWEEP_PERIOD};
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:6379")]
+    /// Address to listen on (unless `--unix`).
+    #[arg(long, conflicts_with = "unix", default_value = "127.0.0.1:6379")]
     addr: SocketAddr,
     /// Largest request accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
@@ -78,7 +80,7 @@ fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
     }
     println!(
         "ringwire kv listening on {} on {} core(s), sharding by {:?}",
-        handle.local_addr(),
+        common::listening_on(&handle),
         handle.core_stats().len(),
         args.sharding
     );

@@ -121,7 +121,7 @@ fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let handle = args.server.apply(server).start()?;
     println!(
         "ringwire proxy listening on {} on {} core(s), backends {}",
-        handle.local_addr(),
+        common::listening_on(&handle),
         handle.core_stats().len(),
         backends
             .iter()

@@ -61,6 +61,42 @@ where
         self
     }
 
+    /// Listens on a Unix domain stream socket instead of an IP address: a filesystem path, or
+    /// an abstract name written `@name` (Linux; no file). Same codecs, handlers and sessions;
+    /// [`ServerHandle::unix_path`] says where, and [`Session::peer_addr`](crate::Session::peer_addr)
+    /// is an error for these sessions.
+    ///
+    /// Every core accepts on the one socket (SO_REUSEPORT does not spread Unix connections);
+    /// the kernel hands each connection to one waiting core. `start` fails with
+    /// [`ServerError::UnixAddrInUse`] where a live server listens on the path, and with
+    /// [`ServerError::UnixNotSocket`] where a file that is not a socket is there; a socket
+    /// file left by a dead server (nobody accepts on it) is replaced. The file is removed when
+    /// the server stops, if it is still the one it bound.
+    ///
+    /// ```no_run
+    /// use ringwire::{codec::Len32, handlers::Echo, Server};
+    ///
+    /// let server = Server::new(Len32, || Echo).bind_unix("/tmp/echo.sock").cores(2).start()?;
+    /// println!("listening on {}", server.unix_path().unwrap().display());
+    /// # Ok::<(), ringwire::ServerError>(())
+    /// ```
+    pub fn bind_unix(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.config.unix = Some(ringwire_runtime::UnixAddr::new(path));
+        self
+    }
+
+    /// Same as [`bind_unix`](Server::bind_unix).
+    pub fn unix(self, path: impl AsRef<std::path::Path>) -> Self {
+        self.bind_unix(path)
+    }
+
+    /// Mode of the Unix socket file (e.g. `0o660`: connecting needs write permission on it);
+    /// default: as the process's umask leaves it.
+    pub fn unix_mode(mut self, mode: u32) -> Self {
+        self.config.unix_mode = Some(mode);
+        self
+    }
+
     /// Largest frame accepted on a session a handler opened with a connect
     /// ([`Session::connect`](crate::Session::connect), [`CoreCtx::connect`](crate::CoreCtx::connect)):
     /// a backend's reply, which a client's request can make far larger than any request

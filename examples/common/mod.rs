@@ -42,9 +42,28 @@ pub struct ServerArgs {
     /// instead of failing with "address in use".
     #[arg(long)]
     pub share_port: bool,
+    /// Listen on this Unix socket instead of `--addr`: a path, or `@name` for an abstract
+    /// name. A dead server's socket file there is replaced; a live server's is not.
+    #[arg(long, value_name = "PATH")]
+    pub unix: Option<std::path::PathBuf>,
+    /// Mode of the Unix socket file, in octal (e.g. 660).
+    #[arg(long, value_parser = parse_octal, requires = "unix")]
+    pub unix_mode: Option<u32>,
     /// On SIGINT/SIGTERM, serve open sessions for at most this long before closing them.
     #[arg(long, default_value_t = 10_000)]
     pub drain_ms: u64,
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Where a started server listens, for its start-up line: the Unix socket, or the address.
+pub fn listening_on(handle: &ServerHandle) -> String {
+    match handle.unix_addr() {
+        Some(unix) => format!("unix:{unix}"),
+        None => handle.local_addr().to_string(),
+    }
 }
 
 impl ServerArgs {
@@ -60,6 +79,12 @@ impl ServerArgs {
             .buffers(self.buffers, self.buf_size)
             .max_sessions(self.max_conns)
             .share_port(self.share_port);
+        if let Some(path) = &self.unix {
+            server = server.bind_unix(path);
+        }
+        if let Some(mode) = self.unix_mode {
+            server = server.unix_mode(mode);
+        }
         if let Some(t) = self.idle_timeout_ms {
             server = server.idle_timeout(ms(t));
         }

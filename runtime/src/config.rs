@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::error::ServerError;
 use crate::probe::DriverKind;
+use crate::unix::UnixAddr;
 
 /// The default [`Config::outbound_max_frame`]: 512 MiB, Redis's `proto-max-bulk-len`, the
 /// largest value a Redis backend holds.
@@ -15,6 +16,11 @@ pub const DEFAULT_OUTBOUND_MAX_FRAME: usize = 512 << 20;
 pub struct Config {
     /// Address every core's listener binds (port 0: the first core picks, the others follow).
     pub addr: SocketAddr,
+    /// Listen on this Unix stream socket instead of `addr` (a server only): one socket that
+    /// every core accepts on (see [`UnixAddr`]).
+    pub unix: Option<UnixAddr>,
+    /// Mode of the Unix socket file (e.g. `0o660`); `None`: as the umask leaves it.
+    pub unix_mode: Option<u32>,
     /// Listen on `addr` (a server). A client (`listen: false`) only connects out.
     pub listen: bool,
     /// Outbound connections each core opens when it starts: target and count per core.
@@ -103,6 +109,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            unix: None,
+            unix_mode: None,
             listen: true,
             connect: None,
             cpus: Vec::new(),
@@ -200,6 +208,12 @@ impl Config {
                 "max_output {} must not be below high_water {}",
                 self.max_output, self.high_water
             ));
+        }
+        if self.unix.is_some() && !self.listen {
+            return bad("a Unix socket is for a server; a client cannot listen on one".into());
+        }
+        if self.unix_mode.is_some_and(|m| m > 0o7777) {
+            return bad("unix_mode must be a file mode, at most 0o7777".into());
         }
         for (name, t) in [
             ("idle_timeout", self.idle_timeout),

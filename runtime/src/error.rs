@@ -65,6 +65,24 @@ pub enum ServerError {
     },
     /// A worker thread could not be spawned.
     Spawn(io::Error),
+    /// A live server already listens on this Unix socket (a path or `@name`); its file is
+    /// left alone.
+    UnixAddrInUse {
+        /// The path, or `@` and the abstract name.
+        path: String,
+    },
+    /// The path asked for holds a file that is not a socket; it is never removed.
+    UnixNotSocket {
+        /// The path.
+        path: String,
+    },
+    /// A Unix listening socket could not be opened.
+    UnixBind {
+        /// The path, or `@` and the abstract name.
+        path: String,
+        /// What the kernel said.
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for ServerError {
@@ -73,6 +91,17 @@ impl fmt::Display for ServerError {
             ServerError::Config(msg) => write!(f, "invalid configuration: {msg}"),
             ServerError::Bind { addr, source } => {
                 write!(f, "cannot listen on {addr}: {}", errno_of(source))
+            }
+            ServerError::UnixAddrInUse { path } => write!(
+                f,
+                "cannot listen on {path}: a server listens there (its socket accepts connections)"
+            ),
+            ServerError::UnixNotSocket { path } => write!(
+                f,
+                "cannot listen on {path}: a file that is not a socket is there (not removed)"
+            ),
+            ServerError::UnixBind { path, source } => {
+                write!(f, "cannot listen on {path}: {}", errno_of(source))
             }
             ServerError::AddrInUse { addr } => write!(
                 f,
@@ -103,6 +132,7 @@ impl std::error::Error for ServerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ServerError::Bind { source, .. }
+            | ServerError::UnixBind { source, .. }
             | ServerError::IoUringUnavailable { source, .. }
             | ServerError::Setup { source, .. }
             | ServerError::Worker { source, .. } => Some(source),
@@ -117,11 +147,15 @@ impl From<ServerError> for io::Error {
         let kind = match &e {
             ServerError::Config(_) => io::ErrorKind::InvalidInput,
             ServerError::Bind { source, .. }
+            | ServerError::UnixBind { source, .. }
             | ServerError::IoUringUnavailable { source, .. }
             | ServerError::Setup { source, .. }
             | ServerError::Worker { source, .. }
             | ServerError::Spawn(source) => source.kind(),
-            ServerError::AddrInUse { .. } => io::ErrorKind::AddrInUse,
+            ServerError::AddrInUse { .. } | ServerError::UnixAddrInUse { .. } => {
+                io::ErrorKind::AddrInUse
+            }
+            ServerError::UnixNotSocket { .. } => io::ErrorKind::AlreadyExists,
             ServerError::WorkerPanicked { .. } => io::ErrorKind::Other,
             ServerError::DriverUnavailable { .. } => io::ErrorKind::Unsupported,
         };

@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use crate::probe::DriverKind;
+use crate::unix::UnixAddr;
 
 /// What a server (or client) runs on; see [`ServerHandle::info`](crate::ServerHandle::info).
 /// Its `Display` is the start-up line.
@@ -25,6 +26,8 @@ pub struct ServerInfo {
     pub pinned: bool,
     /// The address listened on (a server) or connected to (a client).
     pub addr: SocketAddr,
+    /// The Unix socket listened on, for a server on one (`addr` is then unspecified).
+    pub unix: Option<UnixAddr>,
     /// A server (listening) rather than a client.
     pub listening: bool,
 }
@@ -50,7 +53,10 @@ impl fmt::Display for ServerInfo {
             } else {
                 "connecting to"
             },
-            self.addr
+            match &self.unix {
+                Some(unix) => format!("unix:{unix}"),
+                None => self.addr.to_string(),
+            }
         )
     }
 }

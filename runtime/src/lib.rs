@@ -29,6 +29,7 @@ pub mod reply;
 pub mod session;
 pub mod stats;
 pub mod testing;
+pub mod unix;
 
 #[cfg(feature = "bench-support")]
 #[doc(hidden)]
@@ -68,4 +69,5 @@ pub use server::{start, CoreStateInit, Hooks, ServerHandle, Stopper, WorkerHook}
 pub use session::{CloseReason, Session, SessionId};
 pub use stats::{CoreSnapshot, CoreStats, Counter, ServerStats};
 pub use timer::{TimerError, TimerId};
+pub use unix::UnixAddr;
 pub use worker::CoreLatency;

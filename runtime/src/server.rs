@@ -29,6 +29,7 @@ use crate::route::{self, Liveness, Msg, Router};
 use crate::session::Timeouts;
 use crate::stats::{CoreStats, ServerStats};
 use crate::sys;
+use crate::unix::UnixAddr;
 use crate::worker::{Control, CoreLatency, CoreTick, Mail, Worker, WorkerConfig};
 
 /// Code run on each worker thread when it starts, before it serves: set up per-core state
@@ -94,14 +95,32 @@ pub struct ServerHandle {
     driver: String,
     latency: Vec<CoreLatency>,
     info: ServerInfo,
+    /// A Unix server's socket file: removed (if still ours) when the handle goes, after the
+    /// workers have stopped.
+    _socket_file: Option<crate::unix::SocketFile>,
 }
 
 impl ServerHandle {
     /// The address the server listens on (with the port picked when port 0 was asked). A
     /// client's workers run under this handle too, with the target here; `ringwire` wraps it
     /// in a `ClientHandle` that calls it `target`.
+    ///
+    /// A server on a Unix socket has no IP address: this is the unspecified `0.0.0.0:0`, and
+    /// [`unix_addr`](ServerHandle::unix_addr) says where it listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The Unix socket the server listens on (`None` for a TCP server).
+    pub fn unix_addr(&self) -> Option<&UnixAddr> {
+        self.info.unix.as_ref()
+    }
+
+    /// The path of the Unix socket file the server listens on (`None` for a TCP server or an
+    /// abstract name). The file is removed when the server stops, if it is still the one the
+    /// server bound.
+    pub fn unix_path(&self) -> Option<&std::path::Path> {
+        self.info.unix.as_ref().and_then(UnixAddr::as_path)
     }
 
     /// A snapshot of every core's counters.
@@ -523,7 +542,14 @@ where
     config.validate()?;
     crate::cpus::resolve(&mut config)?;
     let (driver, fallback) = choose_driver(&config)?;
-    let (listeners, local_addr) = if config.listen {
+    let mut socket_file = None;
+    let (listeners, local_addr) = if let Some(unix) = &config.unix {
+        let (fds, file) =
+            crate::unix::bind_all(unix, config.unix_mode, config.backlog, config.cpus.len())?;
+        socket_file = file;
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        (fds.into_iter().map(Some).collect(), unspecified)
+    } else if config.listen {
         let (fds, addr) = listener::bind_all(&config)?;
         (fds.into_iter().map(Some).collect(), addr)
     } else {
@@ -580,6 +606,7 @@ where
         cpus: config.cpus.clone(),
         pinned: config.pin,
         addr: local_addr,
+        unix: config.unix.clone(),
         listening: config.listen,
     };
     let mut handle = ServerHandle {
@@ -591,6 +618,7 @@ where
         driver: description,
         latency: workers.latencies,
         info,
+        _socket_file: socket_file,
     };
     if let Some(e) = failure {
         // Dropping the handle stops and joins the workers that did start.

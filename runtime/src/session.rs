@@ -708,7 +708,9 @@ impl<'a, C: Codec> Session<'a, C> {
         self.state.id.worker()
     }
 
-    /// The peer's address (one `getpeername` call).
+    /// The peer's address (one `getpeername` call). A session on a Unix socket has no IP
+    /// peer: it gets an error of kind [`Unsupported`](io::ErrorKind::Unsupported) (a Unix
+    /// client is usually unnamed anyway; ask the kernel with SO_PEERCRED for who it is).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         if self.state.fd < 0 {
             // A session with no socket (the test kit's).

@@ -196,8 +196,12 @@ pub(crate) unsafe fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
 /// The address of the peer connected to `fd`.
 pub(crate) fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
     let addr = socket2::SockRef::from(&fd).peer_addr()?;
-    addr.as_socket()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "peer is not an IP socket"))
+    addr.as_socket().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "peer is not an IP socket (a Unix socket's peer)",
+        )
+    })
 }
 
 /// Shuts down the sending side of a socket: the peer reads EOF after what was sent.

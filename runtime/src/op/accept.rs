@@ -1,4 +1,5 @@
-//! Multishot accept: one submission yields a completion per accepted connection until it ends.
+//! Multishot accept: one submission yields a completion per accepted connection until it ends
+//! (and a single-shot accept, for a listener several cores share).
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -15,6 +16,20 @@ pub(crate) fn multishot(listener: RawFd, ud: UserData) -> squeue::Entry {
         .flags(libc::SOCK_CLOEXEC)
         .build()
         .user_data(ud.raw())
+}
+
+/// A single-shot accept on `listener` (one connection, then re-armed); accepted sockets are
+/// close-on-exec. For a listener the cores share: each re-arm queues this ring's waiter
+/// behind the other cores', so the kernel, which wakes the first waiter, takes turns.
+pub(crate) fn single(listener: RawFd, ud: UserData) -> squeue::Entry {
+    opcode::Accept::new(
+        types::Fd(listener),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    )
+    .flags(libc::SOCK_CLOEXEC)
+    .build()
+    .user_data(ud.raw())
 }
 
 /// What one accept completion says.

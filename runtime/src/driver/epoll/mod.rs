@@ -21,7 +21,7 @@ mod slot;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,6 +69,8 @@ pub(crate) struct EpollDriver {
     accept: Accept,
     backoff: AcceptBackoff,
     nodelay: Nodelay,
+    /// What the listener is watched for (see `accept_events`).
+    accept_events: u32,
     wake_fd: Arc<OwnedFd>,
     stats: Arc<CoreStats>,
     fatal: Option<io::Error>,
@@ -98,15 +100,8 @@ impl EpollDriver {
         let epoll = sys::epoll_create().map_err(fail("epoll_create1"))?;
         if let Some(l) = &listener {
             sys::set_nonblocking(l.as_fd(), true).map_err(fail("listener O_NONBLOCK"))?;
-            let token = UserData::engine(Op::Accept).raw();
-            sys::epoll_ctl(
-                epoll.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                l.as_raw_fd(),
-                libc::EPOLLIN as u32,
-                token,
-            )
-            .map_err(fail("epoll_ctl(listener)"))?;
+            watch_listener(epoll.as_raw_fd(), l, accept_events(config))
+                .map_err(fail("epoll_ctl(listener)"))?;
         }
         let token = UserData::engine(Op::Wake).raw();
         sys::epoll_ctl(
@@ -128,7 +123,9 @@ impl EpollDriver {
             },
             listener,
             backoff: AcceptBackoff::new(),
-            nodelay: Nodelay::new(config.nodelay),
+            // A Unix socket has no TCP_NODELAY.
+            nodelay: Nodelay::new(config.nodelay && config.unix.is_none()),
+            accept_events: accept_events(config),
             wake_fd,
             stats,
             fatal: None,
@@ -261,20 +258,25 @@ impl EpollDriver {
                     core.accepted(conn);
                     self.apply_all(core.commands());
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.accept_events & libc::EPOLLEXCLUSIVE as u32 != 0 {
+                        // The kernel wakes the first exclusive waiter of a shared socket:
+                        // queue this core's behind the others', so that the cores take turns.
+                        let _ =
+                            sys::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
+                        let _ =
+                            watch_listener(self.epoll.as_raw_fd(), listener, self.accept_events);
+                    }
+                    return;
+                }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::ECONNABORTED)) => {}
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS: stop watching the listener and retry later.
                     self.stats.accept_backoffs.add(1);
                     core.accept_failed(&e);
                     self.apply_all(core.commands());
-                    let _ = sys::epoll_ctl(
-                        self.epoll.as_raw_fd(),
-                        libc::EPOLL_CTL_MOD,
-                        fd,
-                        0,
-                        UserData::engine(Op::Accept).raw(),
-                    );
+                    // Removed rather than modified: an EPOLLEXCLUSIVE registration cannot be.
+                    let _ = sys::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
                     self.accept = Accept::RetryAt(self.backoff.failed());
                     return;
                 }
@@ -293,14 +295,7 @@ impl EpollDriver {
             return Some(timeout.map_or(left, |t| t.min(left)));
         }
         if let Some(l) = &self.listener {
-            let token = UserData::engine(Op::Accept).raw();
-            let _ = sys::epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_MOD,
-                l.as_raw_fd(),
-                libc::EPOLLIN as u32,
-                token,
-            );
+            let _ = watch_listener(self.epoll.as_raw_fd(), l, self.accept_events);
         }
         self.accept = Accept::Listening;
         timeout
@@ -311,6 +306,16 @@ impl EpollDriver {
         let Some(l) = self.listener.take() else {
             return;
         };
+        // Closing a descriptor removes it from epoll only once no duplicate keeps its socket
+        // open, and a Unix server's other cores hold duplicates: remove it explicitly (it may
+        // be out already, after a failed accept).
+        let _ = sys::epoll_ctl(
+            self.epoll.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            l.as_raw_fd(),
+            0,
+            0,
+        );
         listener::drain(l, true, DRAIN_LIMIT, |fd| {
             self.stats.drained_accepts.add(1);
             self.nodelay.apply(fd.as_fd());
@@ -318,6 +323,28 @@ impl EpollDriver {
             self.apply_all(core.commands());
         });
     }
+}
+
+/// The events a core watches its listener for. A Unix server's cores share one socket:
+/// EPOLLEXCLUSIVE wakes one of them per connection rather than all.
+fn accept_events(config: &Config) -> u32 {
+    if config.unix.is_some() {
+        (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32
+    } else {
+        libc::EPOLLIN as u32
+    }
+}
+
+/// Adds the listener to `epoll` with `events`.
+fn watch_listener(epoll: RawFd, listener: &OwnedFd, events: u32) -> io::Result<()> {
+    let token = UserData::engine(Op::Accept).raw();
+    sys::epoll_ctl(
+        epoll,
+        libc::EPOLL_CTL_ADD,
+        listener.as_raw_fd(),
+        events,
+        token,
+    )
 }
 
 /// Milliseconds for epoll_wait, rounded up so a sub-millisecond deadline does not spin.

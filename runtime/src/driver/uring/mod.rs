@@ -61,6 +61,9 @@ pub(crate) struct UringDriver {
     slots: SlotTable<IoSlot>,
     starved: Vec<(u32, u32)>,
     listener: Option<OwnedFd>,
+    /// The listener is a duplicate of one socket every core accepts on (a Unix server's):
+    /// shutting it down would stop the other cores' accepts too.
+    shared_listener: bool,
     accept: AcceptState,
     backoff: AcceptBackoff,
     nodelay: Nodelay,
@@ -117,7 +120,9 @@ impl UringDriver {
             },
             listener,
             backoff: AcceptBackoff::new(),
-            nodelay: Nodelay::new(config.nodelay),
+            // A Unix socket has no TCP_NODELAY.
+            nodelay: Nodelay::new(config.nodelay && config.unix.is_none()),
+            shared_listener: config.unix.is_some(),
             wake_fd,
             wake_buf: Box::into_raw(Box::new(0u64)),
             wake_armed: false,
@@ -442,8 +447,17 @@ impl UringDriver {
         let Some(listener) = &self.listener else {
             return timeout;
         };
-        let entry = op::accept::multishot(listener.as_raw_fd(), UserData::engine(Op::Accept));
-        // SAFETY: a multishot accept without an address points to nothing.
+        let ud = UserData::engine(Op::Accept);
+        // A multishot accept's waiter keeps its place in the socket's wait queue, and the
+        // kernel wakes the first one: on a listener every core shares (a Unix server's), one
+        // core would take every connection that arrives while it waits. A single-shot accept
+        // re-queues behind the other cores' after each connection, so they take turns.
+        let entry = if self.shared_listener {
+            op::accept::single(listener.as_raw_fd(), ud)
+        } else {
+            op::accept::multishot(listener.as_raw_fd(), ud)
+        };
+        // SAFETY: an accept without an address points to nothing.
         unsafe { self.push(&entry) };
         self.accept = AcceptState::Armed;
         timeout
@@ -603,7 +617,9 @@ impl Drop for UringDriver {
                 std::mem::forget(send);
             }
         }
-        if let Some(listener) = &self.listener {
+        if let Some(listener) = self.listener.as_ref().filter(|_| !self.shared_listener) {
+            // (A shared listener is not shut down: the other cores still accept on it, and
+            // a connection this ring's accept takes during teardown is closed with the ring.)
             // The ring's accept holds the listener open until the kernel has torn the ring
             // down; shutting it down leaves the SO_REUSEPORT group now, so no connection is
             // routed to a core that will never accept it.

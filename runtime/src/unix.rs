@@ -1,0 +1,206 @@
+//! Unix domain stream sockets: the address type, and the one listening socket every core
+//! accepts on.
+//!
+//! SO_REUSEPORT does not spread Unix connections (the kernel has no reuseport group for
+//! AF_UNIX), so a Unix server binds one socket and gives each core a duplicate of its
+//! descriptor. Each core's driver arms its own accept on it (a single-shot accept on io_uring,
+//! an `EPOLLEXCLUSIVE` registration on epoll); the kernel queues each connection once and
+//! wakes the first waiting acceptor for it. A multishot accept (or a fixed epoll
+//! registration) would keep its place at the head of the socket's wait queue and take nearly
+//! every connection on an idle server, so each core re-queues its waiter after accepting, and
+//! the cores take turns (200 sequential connections over 2 cores: 100/100 on both drivers,
+//! `tests/unix.rs`). Handing connections out from one accepting core would put a cross-core
+//! hop on every accept, and one listener per core is impossible here; the shared socket keeps
+//! "a connection lives on the core that accepted it". The spread is the wake-up order, not a
+//! hash: a busy core still takes what it is woken for.
+//!
+//! The invariant a reader must keep: a path a live server listens on is never taken over.
+//! A file at the path is replaced only if it is a socket nobody accepts on (connect says
+//! ECONNREFUSED); a file that is not a socket is never removed; and the file is removed on
+//! stop only if it is still the one this server bound (same device and inode).
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::error::ServerError;
+
+/// Where a Unix domain stream socket lives: a filesystem path, or (Linux) a name in the
+/// abstract namespace, which needs no file and vanishes with its last socket.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum UnixAddr {
+    /// A socket file at this path.
+    Path(PathBuf),
+    /// An abstract name (without the leading NUL byte the kernel sees).
+    Abstract(Vec<u8>),
+}
+
+impl UnixAddr {
+    /// `path`, or the abstract name after a leading `@` (the convention of `ss`, systemd and
+    /// socat): `UnixAddr::new("@app")` is the abstract name `app`.
+    pub fn new(path: impl AsRef<Path>) -> UnixAddr {
+        let bytes = path.as_ref().as_os_str().as_bytes();
+        match bytes.strip_prefix(b"@") {
+            Some(name) => UnixAddr::Abstract(name.to_vec()),
+            None => UnixAddr::Path(path.as_ref().to_path_buf()),
+        }
+    }
+
+    /// The socket file's path (`None` for an abstract name).
+    pub fn as_path(&self) -> Option<&Path> {
+        match self {
+            UnixAddr::Path(p) => Some(p),
+            UnixAddr::Abstract(_) => None,
+        }
+    }
+
+    /// The kernel's form of the address.
+    pub(crate) fn sock_addr(&self) -> io::Result<SockAddr> {
+        match self {
+            UnixAddr::Path(p) => SockAddr::unix(p),
+            UnixAddr::Abstract(name) => {
+                let mut bytes = vec![0u8];
+                bytes.extend_from_slice(name);
+                SockAddr::unix(OsStr::from_bytes(&bytes))
+            }
+        }
+    }
+}
+
+impl fmt::Display for UnixAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnixAddr::Path(p) => write!(f, "{}", p.display()),
+            UnixAddr::Abstract(name) => write!(f, "@{}", String::from_utf8_lossy(name)),
+        }
+    }
+}
+
+/// The socket file a server bound; dropping it removes the file if it is still ours (same
+/// device and inode: a file another process put there since is left alone).
+#[derive(Debug)]
+pub(crate) struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino);
+        if ours {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                log::warn!("ringwire: cannot remove {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// Binds and listens on `addr` (a file's mode set to `mode` where given), and returns one
+/// duplicate of the listening descriptor per core, with the socket file to remove on stop.
+pub(crate) fn bind_all(
+    addr: &UnixAddr,
+    mode: Option<u32>,
+    backlog: i32,
+    cores: usize,
+) -> Result<(Vec<OwnedFd>, Option<SocketFile>), ServerError> {
+    let path = addr.to_string();
+    let err = |source| ServerError::UnixBind {
+        path: path.clone(),
+        source,
+    };
+    let sock_addr = addr.sock_addr().map_err(err)?;
+    let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None).map_err(err)?;
+    match socket.bind(&sock_addr) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => match addr {
+            UnixAddr::Abstract(_) => return Err(ServerError::UnixAddrInUse { path }),
+            UnixAddr::Path(p) => {
+                replace_stale(p, &sock_addr, &path)?;
+                socket
+                    .bind(&sock_addr)
+                    .map_err(|e| match e.raw_os_error() {
+                        // Another server took the path between our check and our bind.
+                        Some(libc::EADDRINUSE) => ServerError::UnixAddrInUse { path: path.clone() },
+                        _ => err(e),
+                    })?;
+            }
+        },
+        Err(e) => return Err(err(e)),
+    }
+    let file = match addr {
+        UnixAddr::Abstract(_) => None,
+        UnixAddr::Path(p) => {
+            let meta = std::fs::symlink_metadata(p).map_err(err)?;
+            let file = SocketFile {
+                path: p.clone(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+            };
+            if let Some(mode) = mode {
+                // `file` removes the socket file if this fails.
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+            }
+            Some(file)
+        }
+    };
+    socket.listen(backlog).map_err(err)?;
+    let first = OwnedFd::from(socket);
+    let mut fds = Vec::with_capacity(cores);
+    for _ in 1..cores {
+        fds.push(first.try_clone().map_err(err)?);
+    }
+    fds.insert(0, first);
+    Ok((fds, file))
+}
+
+/// Removes the socket file at `p` if no server accepts on it (a dead server's). Fails with
+/// [`ServerError::UnixAddrInUse`] if one does, and [`ServerError::UnixNotSocket`] if the file
+/// is not a socket (never removed).
+fn replace_stale(p: &Path, sock_addr: &SockAddr, path: &str) -> Result<(), ServerError> {
+    let err = |source| ServerError::UnixBind {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = match std::fs::symlink_metadata(p) {
+        Ok(meta) => meta,
+        // Gone since the bind failed: bind again.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(err(e)),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(ServerError::UnixNotSocket {
+            path: path.to_owned(),
+        });
+    }
+    let probe = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None).map_err(err)?;
+    match probe.connect(sock_addr) {
+        // ECONNREFUSED: a socket file nobody listens on, left by a server that died.
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        // Connected, or anything else (a full backlog says EAGAIN): someone is there.
+        _ => {
+            return Err(ServerError::UnixAddrInUse {
+                path: path.to_owned(),
+            })
+        }
+    }
+    // Remove it only if it is still the file we probed.
+    let same =
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino());
+    if same {
+        log::info!("ringwire: replacing the stale socket file {path}");
+        match std::fs::remove_file(p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(err(e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
