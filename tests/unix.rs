@@ -266,3 +266,45 @@ fn redis_cli_talks_to_kv_over_a_unix_socket() {
     assert_eq!(out.stdout, "PONG\nOK\nv\n", "stderr: {}", out.stderr);
     server.stop_cleanly();
 }
+
+/// Servers starting on one path at the same moment never take each other's file: at most one
+/// starts, and a server that starts is reachable through the path for as long as it runs
+/// (the others fail with `UnixAddrInUse`). Two starters race 20 times.
+#[test]
+fn servers_starting_together_never_take_each_others_path() {
+    let dir = TempDir::new("race");
+    for round in 0..20 {
+        let barrier = std::sync::Barrier::new(2);
+        let path = dir.sock();
+        let started: Vec<Result<ringwire::ServerHandle, ServerError>> = std::thread::scope(|s| {
+            let starters: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        Server::new(Raw, || ringwire::handlers::Echo)
+                            .bind_unix(&path)
+                            .cores(1)
+                            .start()
+                    })
+                })
+                .collect();
+            starters.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let mut live = Vec::new();
+        for result in started {
+            match result {
+                Ok(handle) => live.push(handle),
+                Err(ServerError::UnixAddrInUse { .. }) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert_eq!(live.len(), 1, "round {round}: exactly one server starts");
+        // The one that started owns the path: a client reaches it there.
+        echo_once(&mut connect(&path), b"mine");
+        drop(live);
+        assert!(
+            !path.exists(),
+            "round {round}: the file outlived its server"
+        );
+    }
+}

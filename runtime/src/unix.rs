@@ -22,7 +22,7 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -83,12 +83,44 @@ impl fmt::Display for UnixAddr {
 }
 
 /// The socket file a server bound; dropping it removes the file if it is still ours (same
-/// device and inode: a file another process put there since is left alone).
+/// device and inode: a file another process put there since is left alone), then releases the
+/// lock held on `<path>.lock` since before the bind.
 #[derive(Debug)]
 pub(crate) struct SocketFile {
     path: PathBuf,
     dev: u64,
     ino: u64,
+    /// The lock (`flock`) on `<path>.lock`, held for the server's life: another ringwire
+    /// server starting on the path waits for nothing and fails at once, so it can never take
+    /// a file this one is binding (a bound socket answers ECONNREFUSED until it listens).
+    _lock: std::fs::File,
+}
+
+/// Takes the exclusive lock on `<path>.lock` (created if missing, and left in place: removing
+/// it would let two starters lock two different files). Fails with
+/// [`ServerError::UnixAddrInUse`] if another server holds it.
+fn lock(p: &Path, path: &str) -> Result<std::fs::File, ServerError> {
+    let mut name = p.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(|source| ServerError::UnixBind {
+            path: path.to_owned(),
+            source,
+        })?;
+    match crate::sys::try_lock_exclusive(file.as_fd()) {
+        Ok(true) => Ok(file),
+        Ok(false) => Err(ServerError::UnixAddrInUse {
+            path: path.to_owned(),
+        }),
+        Err(source) => Err(ServerError::UnixBind {
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 impl Drop for SocketFile {
@@ -117,6 +149,12 @@ pub(crate) fn bind_all(
         source,
     };
     let sock_addr = addr.sock_addr().map_err(err)?;
+    // Held from before the bind to the server's end: the probe, the bind and the listen below
+    // are one step for every other ringwire server on this path.
+    let lock = match addr {
+        UnixAddr::Path(p) => Some(lock(p, &path)?),
+        UnixAddr::Abstract(_) => None,
+    };
     let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None).map_err(err)?;
     match socket.bind(&sock_addr) {
         Ok(()) => {}
@@ -135,23 +173,25 @@ pub(crate) fn bind_all(
         },
         Err(e) => return Err(err(e)),
     }
-    let file = match addr {
-        UnixAddr::Abstract(_) => None,
-        UnixAddr::Path(p) => {
+    let file = match (addr, lock) {
+        (UnixAddr::Path(p), Some(lock)) => {
             let meta = std::fs::symlink_metadata(p).map_err(err)?;
-            let file = SocketFile {
+            Some(SocketFile {
                 path: p.clone(),
                 dev: meta.dev(),
                 ino: meta.ino(),
-            };
-            if let Some(mode) = mode {
-                // `file` removes the socket file if this fails.
-                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(err)?;
-            }
-            Some(file)
+                _lock: lock,
+            })
         }
+        _ => None,
     };
+    // Listen at once (`file` removes the socket file if this fails): a bound socket refuses
+    // connects until it listens, which a starter that does not take the lock could read as a
+    // dead server's file.
     socket.listen(backlog).map_err(err)?;
+    if let (Some(mode), Some(p)) = (mode, addr.as_path()) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    }
     let first = OwnedFd::from(socket);
     let mut fds = Vec::with_capacity(cores);
     for _ in 1..cores {

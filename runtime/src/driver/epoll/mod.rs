@@ -264,8 +264,14 @@ impl EpollDriver {
                         // queue this core's behind the others', so that the cores take turns.
                         let _ =
                             sys::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
-                        let _ =
-                            watch_listener(self.epoll.as_raw_fd(), listener, self.accept_events);
+                        let epoll = self.epoll.as_raw_fd();
+                        if let Err(e) = watch_listener(epoll, listener, self.accept_events) {
+                            // (ENOMEM, max_user_watches.) Not silently: say so and try again
+                            // after the back-off, as after a failed accept.
+                            log::warn!("ringwire: cannot watch the listener again: {e}");
+                            self.stats.accept_backoffs.add(1);
+                            self.accept = Accept::RetryAt(self.backoff.failed());
+                        }
                     }
                     return;
                 }
@@ -294,10 +300,13 @@ impl EpollDriver {
             let left = at - now;
             return Some(timeout.map_or(left, |t| t.min(left)));
         }
-        if let Some(l) = &self.listener {
-            let _ = watch_listener(self.epoll.as_raw_fd(), l, self.accept_events);
-        }
         self.accept = Accept::Listening;
+        if let Some(l) = &self.listener {
+            if let Err(e) = watch_listener(self.epoll.as_raw_fd(), l, self.accept_events) {
+                log::warn!("ringwire: cannot watch the listener again: {e}");
+                self.accept = Accept::RetryAt(self.backoff.failed());
+            }
+        }
         timeout
     }
 
