@@ -137,6 +137,13 @@ where
         self
     }
 
+    /// Speaks TLS on every connection: `tls` names the rustls client configuration and the
+    /// server's name; each session's handshake runs before `on_open`.
+    pub fn tls(mut self, tls: crate::tls::TlsConnect) -> Self {
+        self.config.tls_connect = Some(tls);
+        self
+    }
+
     /// Connections each core opens when it starts.
     pub fn connections(mut self, per_core: usize) -> Self {
         self.connections = per_core;

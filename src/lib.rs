@@ -41,6 +41,7 @@ pub mod report;
 mod server;
 mod settings;
 pub mod signal;
+pub mod tls;
 
 pub use client::{Client, ClientHandle};
 pub use codec::Codec;

@@ -54,6 +54,31 @@ where
 
     engine_settings!();
 
+    /// Serves TLS with this rustls configuration (see [`crate::tls`] for building one from
+    /// PEM files): every session does a handshake before `on_open`, and the handler sees
+    /// plaintext. Kernel TLS is used where the kernel offers it (see [`Server::kernel_tls`]).
+    pub fn tls(
+        mut self,
+        config: impl Into<std::sync::Arc<crate::tls::rustls::ServerConfig>>,
+    ) -> Self {
+        self.config.tls = Some(config.into());
+        self
+    }
+
+    /// Closes a TLS session whose handshake is not done this long after it was accepted
+    /// (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.config.handshake_timeout = timeout.into();
+        self
+    }
+
+    /// Hands TLS sessions' traffic keys to the kernel (kTLS) where it offers the `tls` ULP
+    /// (default: yes); off, rustls always does the record layer in user space.
+    pub fn kernel_tls(mut self, on: bool) -> Self {
+        self.config.kernel_tls = on;
+        self
+    }
+
     /// The address to listen on. Port 0 lets the kernel pick (see
     /// [`ServerHandle::local_addr`]).
     pub fn bind(mut self, addr: SocketAddr) -> Self {

@@ -1,10 +1,12 @@
 //! Engine configuration, validated once before any thread starts.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ServerError;
 use crate::probe::DriverKind;
+use crate::tls::TlsConnect;
 use crate::unix::UnixAddr;
 
 /// The default [`Config::outbound_max_frame`]: 512 MiB, Redis's `proto-max-bulk-len`, the
@@ -103,6 +105,20 @@ pub struct Config {
     /// loop-turn time; read them through `ServerHandle::latency`. Off by default: two clock
     /// reads per frame.
     pub record_latency: bool,
+    /// Serve TLS with this rustls configuration: every accepted session does a handshake
+    /// before `on_open`, and its records are decrypted into the codec's input and its output
+    /// encrypted (see [`crate::tls`]). `None`: plain TCP or Unix socket.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Speak TLS on the connections a client opens (`listen: false`): the rustls client
+    /// configuration and the name the server's certificate must carry.
+    pub tls_connect: Option<TlsConnect>,
+    /// Close a TLS session whose handshake is not done this long after it opened
+    /// (`CloseReason::ReadTimeout`, counted in `tls_errors`). Default 10 s.
+    pub handshake_timeout: Option<Duration>,
+    /// Hand the traffic keys to the kernel (kTLS) after a handshake where the kernel offers the
+    /// `tls` socket ULP and the cipher suite is one it takes; rustls does the record layer in
+    /// user space otherwise. On by default; the start-up line says which is used.
+    pub kernel_tls: bool,
 }
 
 impl Default for Config {
@@ -142,6 +158,10 @@ impl Default for Config {
             driver: DriverKind::Auto,
             msg_ring: true,
             record_latency: false,
+            tls: None,
+            tls_connect: None,
+            handshake_timeout: Some(Duration::from_secs(10)),
+            kernel_tls: true,
         }
     }
 }
@@ -212,6 +232,9 @@ impl Config {
         if self.unix.is_some() && !self.listen {
             return bad("a Unix socket is for a server; a client cannot listen on one".into());
         }
+        if self.tls.is_some() && !self.listen {
+            return bad("tls is a server's configuration; a client uses tls_connect".into());
+        }
         if self.unix_mode.is_some_and(|m| m > 0o7777) {
             return bad("unix_mode must be a file mode, at most 0o7777".into());
         }
@@ -220,6 +243,7 @@ impl Config {
             ("read_timeout", self.read_timeout),
             ("write_timeout", self.write_timeout),
             ("connect_timeout", self.connect_timeout),
+            ("handshake_timeout", self.handshake_timeout),
         ] {
             if t.is_some_and(|t| t.is_zero()) {
                 return bad(format!("{name} must be positive when set"));

@@ -29,6 +29,7 @@ pub mod reply;
 pub mod session;
 pub mod stats;
 pub mod testing;
+pub mod tls;
 pub mod unix;
 
 #[cfg(feature = "bench-support")]
