@@ -38,7 +38,7 @@ fn handshake(
     server: &Arc<ServerConfig>,
     client: &Arc<ClientConfig>,
     name: &str,
-) -> Result<Pair, Failed> {
+) -> Result<Pair, Box<Failed>> {
     let name = ServerName::try_from(name.to_owned()).unwrap();
     let mut pair = Pair {
         client: ClientConnection::new(client.clone(), name).unwrap(),
@@ -65,13 +65,17 @@ fn handshake(
 impl Pair {
     /// The handshake failed with `server` or `client`: deliver the failing side's alert to
     /// the other, and return both sides' errors.
-    fn failed(mut self, server: Option<rustls::Error>, client: Option<rustls::Error>) -> Failed {
+    fn failed(
+        mut self,
+        server: Option<rustls::Error>,
+        client: Option<rustls::Error>,
+    ) -> Box<Failed> {
         let (server, client) = match (server, client) {
             (Some(s), _) => (Some(s), flight(&mut self.server, &mut self.client).err()),
             (None, Some(c)) => (flight(&mut self.client, &mut self.server).err(), Some(c)),
             (None, None) => unreachable!("a failure names a side"),
         };
-        Failed { server, client }
+        Box::new(Failed { server, client })
     }
 }
 
