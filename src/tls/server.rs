@@ -99,9 +99,10 @@ impl ServerTls {
     }
 
     /// Presents this certificate chain (with its key) to clients that ask for `name` by SNI,
-    /// instead of the default one. `name` is a DNS name, matched exactly and without regard
-    /// to case (no wildcards: a client sends the name it wants, and the certificate may well
-    /// be a wildcard one); the certificate must be valid for it, and its key must match.
+    /// instead of the default one. `name` is a DNS name, matched exactly but for case; it
+    /// cannot be a pattern such as `*.example.com` (give each name its own call: the
+    /// certificate itself may be a wildcard one). The certificate must be valid for `name`,
+    /// and the key must be the certificate's.
     pub fn sni(mut self, name: &str, cert_pem: &[u8], key_pem: &[u8]) -> ServerTls {
         if let Err(e) = self.add_sni(name, cert_pem, key_pem) {
             self.error.get_or_insert(e);
@@ -118,20 +119,21 @@ impl ServerTls {
         let dns = DnsName::try_from(name)
             .map_err(|_| TlsConfigError::BadName { name: name.into() })?
             .to_lowercase_owned();
-        let key = pem::certified_key(
-            cert_pem,
-            &format!("the certificate PEM for {name}"),
-            key_pem,
-            &format!("the private key PEM for {name}"),
-            &self.provider,
+        let cert_what = format!("the certificate PEM for {name}");
+        let key_what = format!("the private key PEM for {name}");
+        let key = pem::certified_key(cert_pem, &cert_what, key_pem, &key_what, &self.provider)?;
+        let cert = ParsedCertificate::try_from(&key.cert[0]).map_err(|error| {
+            TlsConfigError::BadCertificate {
+                what: cert_what,
+                error,
+            }
+        })?;
+        rustls::client::verify_server_name(&cert, &ServerName::DnsName(dns.clone())).map_err(
+            |error| TlsConfigError::NameMismatch {
+                name: name.into(),
+                error,
+            },
         )?;
-        let name_mismatch = |error| TlsConfigError::NameMismatch {
-            name: name.into(),
-            error,
-        };
-        let cert = ParsedCertificate::try_from(&key.cert[0]).map_err(name_mismatch)?;
-        rustls::client::verify_server_name(&cert, &ServerName::DnsName(dns.clone()))
-            .map_err(name_mismatch)?;
         let dns = dns.as_ref().to_owned();
         if self.by_name.contains_key(&dns) {
             return Err(TlsConfigError::DuplicateName { name: name.into() });
