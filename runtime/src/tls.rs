@@ -60,10 +60,8 @@ pub struct TlsInfo {
     /// The handshake resumed an earlier session (a ticket or the session cache).
     pub resumed: bool,
     /// The peer's certificate chain (a client's, under mutual TLS; the server's, on a
-    /// connect), end entity first.
+    /// connect), end entity first; empty if the peer sent none.
     pub peer_certificates: Vec<CertificateDer<'static>>,
-    /// The kernel does the record layer (kTLS) rather than rustls in user space.
-    pub kernel: bool,
 }
 
 /// Bytes of room a chunk of sealed records is taken with: a whole record (16 KiB of
@@ -168,7 +166,6 @@ impl TlsSession {
                 .peer_certificates()
                 .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
                 .unwrap_or_default(),
-            kernel: false,
         }
     }
 
