@@ -112,8 +112,9 @@ pub struct Config {
     /// Speak TLS on the connections a client opens (`listen: false`): the rustls client
     /// configuration and the name the server's certificate must carry.
     pub tls_connect: Option<TlsConnect>,
-    /// Close a TLS session whose handshake is not done this long after it opened
-    /// (`CloseReason::ReadTimeout`, counted in `tls_errors`). Default 10 s.
+    /// Close a TLS session whose handshake is not done this long after its connection was up
+    /// (`CloseReason::HandshakeTimeout`, counted in `tls_errors`). Default 10 s. The idle
+    /// timeout, if set, also applies while the handshake goes on.
     pub handshake_timeout: Option<Duration>,
 }
 
