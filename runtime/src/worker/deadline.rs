@@ -258,6 +258,14 @@ where
             None
         };
         if let Some(reason) = reason {
+            if reason == CloseReason::IdleTimeout && conn.state.is_tls && conn.phase == Phase::Open {
+                // Nothing is pending either way: the peer gets a close_notify, not a cut-off
+                // stream.
+                conn.phase = Phase::Flushing(reason);
+                conn.reader.release(&mut self.pool);
+                self.maybe_finish_flush(slot);
+                return;
+            }
             self.begin_close(slot, reason);
             return;
         }
