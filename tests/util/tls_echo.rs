@@ -141,13 +141,12 @@ pub fn server_tls(leaf: &Leaf) -> ServerTls {
 /// `info` on one line, certificates counted rather than dumped.
 pub fn summary(info: &TlsInfo) -> String {
     format!(
-        "{:?} {:?}, ALPN {:?}, SNI {:?}, resumed {}, {} peer certificate(s), kernel {}",
+        "{:?} {:?}, ALPN {:?}, SNI {:?}, resumed {}, {} peer certificate(s)",
         info.version,
         info.cipher_suite,
         info.alpn.as_deref().map(String::from_utf8_lossy),
         info.server_name,
         info.resumed,
         info.peer_certificates.len(),
-        info.kernel
     )
 }

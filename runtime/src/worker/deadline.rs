@@ -258,7 +258,8 @@ where
             None
         };
         if let Some(reason) = reason {
-            if reason == CloseReason::IdleTimeout && conn.state.is_tls && conn.phase == Phase::Open {
+            if reason == CloseReason::IdleTimeout && conn.state.is_tls && conn.phase == Phase::Open
+            {
                 // Nothing is pending either way: the peer gets a close_notify, not a cut-off
                 // stream.
                 conn.phase = Phase::Flushing(reason);
@@ -359,7 +360,13 @@ where
         self.ctx.outbound.closed = true;
         let slots: Vec<u32> = self.conns.iter().map(|(k, _)| k as u32).collect();
         for slot in slots {
-            self.begin_close(slot, CloseReason::Shutdown);
+            // A lingering session is done (its output written, its sending side shut down):
+            // the deadline only ends its wait for the peer's EOF.
+            let reason = match self.conns[slot as usize].phase {
+                Phase::Lingering(reason) => reason,
+                _ => CloseReason::Shutdown,
+            };
+            self.begin_close(slot, reason);
         }
     }
 }
