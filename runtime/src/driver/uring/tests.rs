@@ -595,3 +595,35 @@ fn teardowns_under_arriving_connections_leak_none() {
         assert_eq!(left, 0, "{taskrun:?}: connections outlived the driver");
     }
 }
+
+/// A core's drain makes the shared listener's file description non-blocking while the other
+/// cores still accept on it (and an epoll core makes it so from its start). Their io_uring
+/// accepts do not mind: since Linux 5.18 an accept on an O_NONBLOCK socket waits for a
+/// connection like any other (before, it completed at once with EAGAIN), and the io_uring
+/// driver needs 6.0. This pins that: the accept stays armed, and takes the next connection.
+#[test]
+fn an_accept_on_a_shared_listener_made_non_blocking_still_waits() {
+    let (mut d, addr) = accepting(TaskRun::Deferred)
+        .or_else(|| accepting(TaskRun::Default))
+        .expect("a ring");
+    // Another core's duplicate of the same socket, drained as `listener::drain` does.
+    let other_core = d.listener.as_ref().unwrap().try_clone().unwrap();
+    crate::sys::set_nonblocking(other_core.as_fd(), true).unwrap();
+    let mut core = Recorder::default();
+    d.turn(Some(Duration::ZERO), &mut core).unwrap();
+    d.turn(Some(Duration::from_millis(20)), &mut core).unwrap();
+    assert_eq!(
+        core.events,
+        Vec::<String>::new(),
+        "the accept ended at once"
+    );
+    assert_eq!(d.accept, AcceptState::Armed);
+    let _client = UnixStream::connect_addr(&addr).unwrap();
+    for _ in 0..100 {
+        if !core.events.is_empty() {
+            break;
+        }
+        d.turn(Some(Duration::from_millis(10)), &mut core).unwrap();
+    }
+    assert_eq!(core.events, ["accepted"]);
+}
