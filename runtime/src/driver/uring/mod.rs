@@ -46,13 +46,24 @@ enum AcceptState {
     Armed,
     /// Failed; re-armed once the back-off has passed.
     RetryAt(Instant),
-    /// Shutting down; waiting for the accept's final completion.
-    Cancelling,
+    /// Shutting down; waiting for the accept's final completion, then as said.
+    Cancelling(AfterAccept),
     /// Shutting down: take what is queued in the backlog at the start of the next turn, then
     /// close the listener (closing it first would reset the queued connections).
     Drain,
     /// The listener is closed.
     Closed,
+}
+
+/// What a core that stops accepting does with its listener once its accept has ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterAccept {
+    /// Take what is queued in the backlog and serve it, then close the listener (a stop).
+    Drain,
+    /// Close the listener and take nothing: a core abandoned after its worker died, on a
+    /// listener the other cores share, leaves the backlog to them (taking it would close
+    /// connections a live core could serve).
+    Leave,
 }
 
 /// The io_uring driver of one core: the ring, the per-slot I/O state and the provided buffers.
@@ -313,7 +324,12 @@ impl Driver for UringDriver {
     }
 
     fn abort_all(&mut self) {
-        self.stop_accepting();
+        self.stop_accepting(if self.shared_listener {
+            AfterAccept::Leave
+        } else {
+            // A listener of its own: what its backlog holds is reset with it either way.
+            AfterAccept::Drain
+        });
         for slot in 0..self.slots.len() {
             // Closing is idempotent: a slot already closing or free is left as it is.
             self.close(slot as u32);
@@ -377,7 +393,7 @@ impl UringDriver {
     /// for as long as the process lives. Only an accept cancelled before it completes leaves
     /// its connection in the listener's backlog, for the other cores or the listener's close.
     fn settle_engine_ops(&mut self) {
-        let mut accepting = matches!(self.accept, AcceptState::Armed | AcceptState::Cancelling);
+        let mut accepting = matches!(self.accept, AcceptState::Armed | AcceptState::Cancelling(_));
         let unreported = self.batch_pos.min(self.batch.len());
         for c in &self.batch[unreported..] {
             if UserData::from_raw(c.user_data).op() == Some(Op::Accept) {
@@ -506,7 +522,10 @@ impl UringDriver {
     ///
     /// As [`UringDriver::complete`].
     unsafe fn complete_accept<K: Core>(&mut self, c: &Completion, core: &mut K) {
-        let stopping = self.accept == AcceptState::Cancelling;
+        let stopping = match self.accept {
+            AcceptState::Cancelling(then) => Some(then),
+            _ => None,
+        };
         // SAFETY: `complete`'s contract, passed on.
         match unsafe { op::accept::complete(c) } {
             Accepted::Conn { fd, more } => {
@@ -521,7 +540,7 @@ impl UringDriver {
                 }
             }
             Accepted::Ended => self.accept_ended(stopping),
-            Accepted::Failed(_) if stopping => {
+            Accepted::Failed(_) if stopping.is_some() => {
                 if !c.more() {
                     self.accept_ended(stopping);
                 }
@@ -537,12 +556,18 @@ impl UringDriver {
         }
     }
 
-    fn accept_ended(&mut self, stopping: bool) {
-        self.accept = if stopping {
-            AcceptState::Drain
-        } else {
-            AcceptState::Idle
-        };
+    fn accept_ended(&mut self, stopping: Option<AfterAccept>) {
+        match stopping {
+            None => self.accept = AcceptState::Idle,
+            Some(AfterAccept::Drain) => self.accept = AcceptState::Drain,
+            Some(AfterAccept::Leave) => self.leave_listener(),
+        }
+    }
+
+    /// Closes the listener without taking its backlog.
+    fn leave_listener(&mut self) {
+        self.accept = AcceptState::Closed;
+        self.listener = None;
     }
 
     /// Takes the connections queued in the listener's backlog (bounded), then closes it.

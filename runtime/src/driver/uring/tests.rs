@@ -627,3 +627,35 @@ fn an_accept_on_a_shared_listener_made_non_blocking_still_waits() {
     }
     assert_eq!(core.events, ["accepted"]);
 }
+
+/// A core abandoned after its worker died, on the listener every core of a Unix server
+/// shares, takes nothing from the backlog: what is queued there is the live cores' to serve
+/// (the abandoning turn closes whatever it is handed).
+#[test]
+fn an_abandoned_core_leaves_a_shared_backlog_to_the_others() {
+    let (mut d, addr) = accepting(TaskRun::Deferred)
+        .or_else(|| accepting(TaskRun::Default))
+        .expect("a ring");
+    let other_core = d.listener.as_ref().unwrap().try_clone().unwrap();
+    let mut core = Recorder::default();
+    d.turn(Some(Duration::ZERO), &mut core).unwrap();
+    assert_eq!(d.accept, AcceptState::Armed);
+    d.abort_all();
+    // The cancel goes in and the accept's final completion comes back.
+    d.turn(Some(Duration::from_millis(100)), &mut core).unwrap();
+    // A client arrives while the core is being abandoned.
+    let _client = UnixStream::connect_addr(&addr).unwrap();
+    d.turn(Some(Duration::from_millis(10)), &mut core).unwrap();
+    assert!(
+        core.accepted.is_empty(),
+        "the abandoned core took a connection"
+    );
+    assert_eq!(d.accept, AcceptState::Closed);
+    assert!(d.listener.is_none(), "the listener outlived the abandon");
+    drop(d);
+    crate::sys::set_nonblocking(other_core.as_fd(), true).unwrap();
+    assert!(
+        crate::sys::accept(other_core.as_fd(), false).is_ok(),
+        "the connection is not in the backlog for the other cores"
+    );
+}
