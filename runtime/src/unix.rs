@@ -8,8 +8,8 @@
 //! wakes the first waiting acceptor for it. A multishot accept (or a fixed epoll
 //! registration) would keep its place at the head of the socket's wait queue and take nearly
 //! every connection on an idle server, so each core re-queues its waiter after accepting, and
-//! the cores take turns (200 sequential connections over 2 cores: 100/100 on both drivers,
-//! `tests/unix.rs`). Handing connections out from one accepting core would put a cross-core
+//! the cores take turns (100 sequential connections over 2 cores: 50/50 on both drivers in
+//! 10 runs but one 51/49, `tests/unix.rs`). Handing connections out from one accepting core would put a cross-core
 //! hop on every accept, and one listener per core is impossible here; the shared socket keeps
 //! "a connection lives on the core that accepted it". The spread is the wake-up order, not a
 //! hash: a busy core still takes what it is woken for.
