@@ -194,14 +194,20 @@ fn a_drain_serves_open_unix_sessions() {
     assert!(!dir.sock().exists(), "the socket file outlived the drain");
 }
 
+/// 100 connections, opened one after another and left open and idle, fall on both cores,
+/// and not all but a few on one: each core takes at least a fifth. The cores take turns at
+/// the accept (each re-queues its waiter behind the other's after a connection), so an even
+/// split is expected; the bound leaves room for a core the noisy machine kept off its CPU
+/// while the other took its turns.
 #[test]
 fn connections_spread_over_two_cores() {
     let dir = TempDir::new("spread");
     let server = echo_server(dir.sock(), 2);
-    let n = 200;
+    let n = 100;
     let mut conns = Vec::with_capacity(n);
     for _ in 0..n {
         let mut conn = connect(&dir.sock());
+        // Echoed once, so the accept has been counted when the stats are read.
         echo_once(&mut conn, b"x");
         conns.push(conn);
     }
@@ -211,9 +217,10 @@ fn connections_spread_over_two_cores() {
         server.driver()
     );
     assert_eq!(per_core.iter().sum::<u64>(), n as u64);
+    let least = n as u64 / 5;
     assert!(
-        per_core.iter().all(|&c| c > 0),
-        "a core got no connection: {per_core:?}"
+        per_core.iter().all(|&c| c >= least),
+        "a core took fewer than {least} of {n}: {per_core:?}"
     );
     drop(conns);
     server.stop_cleanly();

@@ -91,6 +91,13 @@ pub(crate) fn bind_all(config: &Config) -> Result<(Vec<OwnedFd>, SocketAddr), Se
 /// Takes the connections queued in `listener`'s backlog (at most `limit`), handing each to
 /// `take`, then closes the listener. Closing a SO_REUSEPORT listener first would reset them.
 /// Accepted sockets are non-blocking when asked.
+///
+/// O_NONBLOCK is set on the listener's file description, which a Unix server's cores share
+/// (duplicates of one descriptor): the others, still accepting, see it too. Harmless: an
+/// epoll core set it at its start (a blocking accept could sleep once another core took the
+/// connection it was woken for), and an io_uring accept waits for a connection whatever the
+/// flag since Linux 5.18 (the driver needs 6.0; a test in `driver::uring` pins it). Nothing
+/// else accepts on these descriptors.
 pub(crate) fn drain(
     listener: OwnedFd,
     nonblocking: bool,

@@ -65,9 +65,18 @@ impl Ring {
     /// SINGLE_ISSUER | DEFER_TASKRUN first and falling back to flags the kernel accepts.
     /// Must be called on the thread that will submit.
     pub(crate) fn new(sq: u32, cq: u32) -> io::Result<Ring> {
-        let attempts = [TaskRun::Deferred, TaskRun::Cooperative, TaskRun::Default];
+        Ring::trying(
+            sq,
+            cq,
+            &[TaskRun::Deferred, TaskRun::Cooperative, TaskRun::Default],
+        )
+    }
+
+    /// Sets up a ring trying the task-run modes `attempts` in order (tests pick one, to see
+    /// the driver under a mode this kernel would not fall back to).
+    pub(crate) fn trying(sq: u32, cq: u32, attempts: &[TaskRun]) -> io::Result<Ring> {
         let mut first_error = None;
-        for taskrun in attempts {
+        for &taskrun in attempts {
             let mut builder = IoUring::builder();
             builder.setup_cqsize(cq).setup_clamp().setup_submit_all();
             match taskrun {
@@ -81,9 +90,7 @@ impl Ring {
             }
             match builder.build(sq) {
                 Ok(uring) => {
-                    if taskrun != TaskRun::Deferred
-                        && !FALLBACK_LOGGED.swap(true, Ordering::Relaxed)
-                    {
+                    if taskrun != attempts[0] && !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
                         log::warn!(
                             "ringwire: kernel refused DEFER_TASKRUN ({}); using {taskrun:?} task running",
                             first_error.as_ref().map_or_else(String::new, |e: &io::Error| e.to_string())

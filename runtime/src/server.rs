@@ -419,7 +419,8 @@ where
 
 /// Ends a core that stopped abnormally (a panic, a fatal ring error) without its worker, whose
 /// state cannot be trusted: the driver stops accepting and closes every session, and turns
-/// until nothing is in flight, closing what it still accepts. At most about a second; returns
+/// until nothing is in flight, closing what it still accepts (from its own listener's backlog;
+/// a listener the cores share keeps its backlog for the live ones). At most about a second; returns
 /// whether the driver became quiescent.
 fn abandon<D: Driver>(driver: &mut D) -> bool {
     /// Closes whatever reports in.

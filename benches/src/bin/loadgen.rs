@@ -10,7 +10,9 @@
 //!   client's own CPU, and with `--server-pid`/`--server-cpus` the server's CPU).
 //!
 //! Subcommands: `idle` holds many idle connections, `plot` draws saved histograms together,
-//! `summarize` turns a results folder into markdown tables (see `scripts/bench-echo.sh`).
+//! `summarize` turns a results folder into markdown tables (see `scripts/bench-echo.sh`),
+//! `plain` runs closed-loop load from plain sockets over TCP or a Unix socket (see
+//! `scripts/bench-unix.sh`).
 //!
 //! ```text
 //! cargo run --release -p ringwire-bench --bin loadgen -- --addr 127.0.0.1:7000 --cpus 1 \

@@ -1,9 +1,11 @@
 //! The load generator's command line and its subcommands: a load run (the default), holding
-//! idle connections, plotting saved histograms, and summarising a benchmark's results.
+//! idle connections, plotting saved histograms, summarising a benchmark's results, and plain
+//! socket load over TCP or a Unix socket.
 
 mod handler;
 mod histfile;
 mod idle;
+mod plain;
 mod run;
 mod summary;
 mod sysinfo;
@@ -41,6 +43,9 @@ enum Command {
     Summarize(SummarizeArgs),
     /// Wait until the given CPUs are nearly idle (other work would disturb a run).
     Quiet(QuietArgs),
+    /// Closed-loop raw echo load from one thread with plain sockets and epoll, over TCP or a
+    /// Unix socket (ringwire's client connects over TCP only): a transport comparison.
+    Plain(plain::PlainArgs),
 }
 
 /// A load run.
@@ -281,5 +286,6 @@ pub fn main() -> ExitCode {
         Some(Command::Plot(args)) => plot(&args),
         Some(Command::Summarize(args)) => summary::summarize(&args),
         Some(Command::Quiet(args)) => quiet(&args),
+        Some(Command::Plain(args)) => plain::plain(&args),
     }
 }

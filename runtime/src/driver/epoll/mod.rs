@@ -17,6 +17,8 @@
 //! events of their own.
 
 mod slot;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::io;
@@ -310,6 +312,17 @@ impl EpollDriver {
         timeout
     }
 
+    /// Closes the listener without taking its backlog.
+    fn leave_listener(&mut self) {
+        self.accept = Accept::Closed;
+        if let Some(l) = self.listener.take() {
+            // Explicitly: the other cores' duplicates keep the socket, so closing ours would
+            // not take it out of epoll (it may be out already, after a failed accept).
+            let epoll = self.epoll.as_raw_fd();
+            let _ = sys::epoll_ctl(epoll, libc::EPOLL_CTL_DEL, l.as_raw_fd(), 0, 0);
+        }
+    }
+
     fn drain<K: Core>(&mut self, core: &mut K) {
         self.accept = Accept::Closed;
         let Some(l) = self.listener.take() else {
@@ -429,7 +442,14 @@ impl Driver for EpollDriver {
     }
 
     fn abort_all(&mut self) {
-        self.apply_one(Command::StopAccepting);
+        if self.accept_events & libc::EPOLLEXCLUSIVE as u32 != 0 {
+            // The listener every core of a Unix server shares: what its backlog holds is the
+            // live cores' to serve, not this abandoned one's to take and close.
+            self.leave_listener();
+        } else {
+            // A listener of its own: its backlog is reset with it either way.
+            self.apply_one(Command::StopAccepting);
+        }
         for slot in 0..self.slots.len() {
             // Closing is idempotent: a slot already closed or free is left as it is.
             self.close(slot as u32);

@@ -46,13 +46,24 @@ enum AcceptState {
     Armed,
     /// Failed; re-armed once the back-off has passed.
     RetryAt(Instant),
-    /// Shutting down; waiting for the accept's final completion.
-    Cancelling,
+    /// Shutting down; waiting for the accept's final completion, then as said.
+    Cancelling(AfterAccept),
     /// Shutting down: take what is queued in the backlog at the start of the next turn, then
     /// close the listener (closing it first would reset the queued connections).
     Drain,
     /// The listener is closed.
     Closed,
+}
+
+/// What a core that stops accepting does with its listener once its accept has ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterAccept {
+    /// Take what is queued in the backlog and serve it, then close the listener (a stop).
+    Drain,
+    /// Close the listener and take nothing: a core abandoned after its worker died, on a
+    /// listener the other cores share, leaves the backlog to them (taking it would close
+    /// connections a live core could serve).
+    Leave,
 }
 
 /// The io_uring driver of one core: the ring, the per-slot I/O state and the provided buffers.
@@ -104,6 +115,18 @@ impl UringDriver {
     ) -> Result<UringDriver, ServerError> {
         let ring =
             Ring::new(config.ring_entries, config.cq_size()).map_err(unavailable("ring setup"))?;
+        UringDriver::on_ring(ring, config, listener, wake_fd, stats, bell)
+    }
+
+    /// [`UringDriver::new`] on a ring already set up (tests choose its task-run mode).
+    fn on_ring(
+        ring: Ring,
+        config: &Config,
+        listener: Option<OwnedFd>,
+        wake_fd: Arc<OwnedFd>,
+        stats: Arc<CoreStats>,
+        bell: Option<CoreBell>,
+    ) -> Result<UringDriver, ServerError> {
         let bufs = BufRing::new(&ring, BGID, config.buf_count, config.buf_size)
             .map_err(unavailable("buffer ring registration"))?;
         let cq = ring.cq_capacity();
@@ -301,7 +324,12 @@ impl Driver for UringDriver {
     }
 
     fn abort_all(&mut self) {
-        self.stop_accepting();
+        self.stop_accepting(if self.shared_listener {
+            AfterAccept::Leave
+        } else {
+            // A listener of its own: what its backlog holds is reset with it either way.
+            AfterAccept::Drain
+        });
         for slot in 0..self.slots.len() {
             // Closing is idempotent: a slot already closing or free is left as it is.
             self.close(slot as u32);
@@ -357,36 +385,63 @@ impl UringDriver {
         self.wake_armed = true;
     }
 
-    /// Cancels the wake-up read and waits (bounded) for its final completion.
-    fn cancel_wake(&mut self) {
-        if !self.wake_armed {
-            return;
+    /// On teardown: cancels the engine's own operations still in flight (the accept and the
+    /// wake-up read) and waits, bounded, for their final completions. A connection an accept
+    /// hands over meanwhile, or one left unreported in the last batch, is closed here: the
+    /// kernel installs an accepted descriptor in the process's table as it posts the
+    /// completion, so one never reaped would stay open (its peer connected and never served)
+    /// for as long as the process lives. Only an accept cancelled before it completes leaves
+    /// its connection in the listener's backlog, for the other cores or the listener's close.
+    fn settle_engine_ops(&mut self) {
+        let mut accepting = matches!(self.accept, AcceptState::Armed | AcceptState::Cancelling(_));
+        let unreported = self.batch_pos.min(self.batch.len());
+        for c in &self.batch[unreported..] {
+            if UserData::from_raw(c.user_data).op() == Some(Op::Accept) {
+                close_accepted(c);
+                accepting &= c.more();
+            }
         }
-        let entry =
-            op::cancel::by_user_data(UserData::engine(Op::Wake), UserData::engine(Op::WakeCancel));
-        // SAFETY: a cancel points to nothing.
-        unsafe { self.push(&entry) };
+        self.batch_pos = self.batch.len();
+        if accepting && self.accept == AcceptState::Armed {
+            let entry = op::cancel::by_user_data(
+                UserData::engine(Op::Accept),
+                UserData::engine(Op::AcceptCancel),
+            );
+            // SAFETY: a cancel points to nothing.
+            unsafe { self.push(&entry) };
+        }
+        if self.wake_armed {
+            let entry = op::cancel::by_user_data(
+                UserData::engine(Op::Wake),
+                UserData::engine(Op::WakeCancel),
+            );
+            // SAFETY: a cancel points to nothing.
+            unsafe { self.push(&entry) };
+        }
         let mut batch = Vec::with_capacity(64);
         for _ in 0..100 {
+            if !accepting && !self.wake_armed {
+                break;
+            }
             if self.ring.enter(Some(Duration::from_millis(10))).is_err() {
                 break;
             }
             batch.clear();
             self.ring.reap(&mut batch, 64);
-            let mut woken = false;
             for c in &batch {
                 match UserData::from_raw(c.user_data).op() {
-                    Some(Op::Wake) => woken = true,
-                    // A connection accepted by a core that is going away: not leaked.
-                    // SAFETY: the accept created this descriptor for us; nobody else has it.
-                    Some(Op::Accept) if c.res >= 0 => unsafe { sys::close(c.res) },
+                    Some(Op::Wake) => self.wake_armed = false,
+                    Some(Op::Accept) => {
+                        close_accepted(c);
+                        accepting &= c.more();
+                    }
                     _ => {}
                 }
             }
-            if woken {
-                self.wake_armed = false;
-                return;
-            }
+        }
+        if !accepting {
+            // No accept in flight: the listener goes with the driver.
+            self.accept = AcceptState::Closed;
         }
     }
 
@@ -467,7 +522,10 @@ impl UringDriver {
     ///
     /// As [`UringDriver::complete`].
     unsafe fn complete_accept<K: Core>(&mut self, c: &Completion, core: &mut K) {
-        let stopping = self.accept == AcceptState::Cancelling;
+        let stopping = match self.accept {
+            AcceptState::Cancelling(then) => Some(then),
+            _ => None,
+        };
         // SAFETY: `complete`'s contract, passed on.
         match unsafe { op::accept::complete(c) } {
             Accepted::Conn { fd, more } => {
@@ -482,7 +540,7 @@ impl UringDriver {
                 }
             }
             Accepted::Ended => self.accept_ended(stopping),
-            Accepted::Failed(_) if stopping => {
+            Accepted::Failed(_) if stopping.is_some() => {
                 if !c.more() {
                     self.accept_ended(stopping);
                 }
@@ -498,12 +556,18 @@ impl UringDriver {
         }
     }
 
-    fn accept_ended(&mut self, stopping: bool) {
-        self.accept = if stopping {
-            AcceptState::Drain
-        } else {
-            AcceptState::Idle
-        };
+    fn accept_ended(&mut self, stopping: Option<AfterAccept>) {
+        match stopping {
+            None => self.accept = AcceptState::Idle,
+            Some(AfterAccept::Drain) => self.accept = AcceptState::Drain,
+            Some(AfterAccept::Leave) => self.leave_listener(),
+        }
+    }
+
+    /// Closes the listener without taking its backlog.
+    fn leave_listener(&mut self) {
+        self.accept = AcceptState::Closed;
+        self.listener = None;
     }
 
     /// Takes the connections queued in the listener's backlog (bounded), then closes it.
@@ -600,7 +664,7 @@ impl Drop for UringDriver {
     fn drop(&mut self) {
         // First: from now on no core names this ring in a MSG_RING (`crate::doorbell`).
         self.revoke_ring();
-        self.cancel_wake();
+        self.settle_engine_ops();
         // Sessions still open here (a worker that died, or a fatal ring error) own their
         // descriptors: shut them down so their peers see the end now (the ring's operations
         // hold the sockets until the kernel tears the ring down), and close them. A slot whose
@@ -618,8 +682,8 @@ impl Drop for UringDriver {
             }
         }
         if let Some(listener) = self.listener.as_ref().filter(|_| !self.shared_listener) {
-            // (A shared listener is not shut down: the other cores still accept on it, and
-            // a connection this ring's accept takes during teardown is closed with the ring.)
+            // (A shared listener is not shut down: the other cores still accept on it; this
+            // ring's accept was cancelled, or a connection it took was closed, above.)
             // The ring's accept holds the listener open until the kernel has torn the ring
             // down; shutting it down leaves the SO_REUSEPORT group now, so no connection is
             // routed to a core that will never accept it.
@@ -635,5 +699,14 @@ impl Drop for UringDriver {
             // field is not used again.
             unsafe { ManuallyDrop::drop(&mut self.bufs) };
         }
+    }
+}
+
+/// Closes the connection an accept's completion carries, if any (teardown: nobody serves it).
+fn close_accepted(c: &Completion) {
+    if c.res >= 0 {
+        // SAFETY: the accept created this descriptor for us and its completion is handled
+        // nowhere else (teardown reaps it, or it was left unreported in the last batch).
+        unsafe { sys::close(c.res) };
     }
 }

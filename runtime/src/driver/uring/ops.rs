@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
 use super::io_slot::{CloseStep, Life, Recv};
-use super::{AcceptState, UringDriver, BGID};
+use super::{AcceptState, AfterAccept, UringDriver, BGID};
 use crate::driver::{Command, SendBuf};
 use crate::op;
 use crate::user_data::{Op, UserData};
@@ -25,7 +25,7 @@ impl UringDriver {
             Command::Close { slot } => self.close(slot),
             Command::PauseRecv { slot } => self.pause_recv(slot),
             Command::ResumeRecv { slot } => self.resume_recv(slot),
-            Command::StopAccepting => self.stop_accepting(),
+            Command::StopAccepting => self.stop_accepting(AfterAccept::Drain),
         }
     }
 
@@ -138,19 +138,29 @@ impl UringDriver {
         }
     }
 
-    pub(super) fn stop_accepting(&mut self) {
-        match self.accept {
-            AcceptState::Armed => {
+    pub(super) fn stop_accepting(&mut self, then: AfterAccept) {
+        match (self.accept, then) {
+            (AcceptState::Armed, _) => {
                 let entry = op::cancel::by_user_data(
                     UserData::engine(Op::Accept),
                     UserData::engine(Op::AcceptCancel),
                 );
                 // SAFETY: a cancel points to nothing.
                 unsafe { self.push(&entry) };
-                self.accept = AcceptState::Cancelling;
+                self.accept = AcceptState::Cancelling(then);
             }
-            AcceptState::Idle | AcceptState::RetryAt(_) => self.accept = AcceptState::Drain,
-            AcceptState::Cancelling | AcceptState::Drain | AcceptState::Closed => {}
+            (AcceptState::Idle | AcceptState::RetryAt(_), AfterAccept::Drain) => {
+                self.accept = AcceptState::Drain
+            }
+            (
+                AcceptState::Idle | AcceptState::RetryAt(_) | AcceptState::Drain,
+                AfterAccept::Leave,
+            ) => self.leave_listener(),
+            // Abandoned while a stop waits for the accept's end: leave rather than drain.
+            (AcceptState::Cancelling(_), AfterAccept::Leave) => {
+                self.accept = AcceptState::Cancelling(AfterAccept::Leave)
+            }
+            (AcceptState::Cancelling(_) | AcceptState::Drain | AcceptState::Closed, _) => {}
         }
     }
 }
