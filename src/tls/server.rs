@@ -25,10 +25,10 @@ const SESSION_CACHE: usize = 256;
 
 /// Builds a server's rustls configuration, for [`Server::tls`](crate::Server::tls).
 ///
-/// What it builds, unless told otherwise: TLS 1.3 and 1.2 on the aws-lc-rs provider; the
-/// default certificate for every client; no ALPN; no client certificates; resumption by tickets
-/// and by a session cache of 256 entries; traffic secrets extractable for kernel TLS (the
-/// module documentation says what that costs).
+/// What it builds, unless told otherwise: TLS 1.3 and 1.2 on the `ring` provider; the default
+/// certificate for every client; no ALPN; no client certificates; resumption by tickets and by
+/// a session cache of 256 entries; traffic secrets extractable for kernel TLS (the module
+/// documentation says what that costs).
 ///
 /// Methods that take input check it at once; a bad one is recorded and [`ServerTls::build`]
 /// returns the first such error.
