@@ -63,6 +63,9 @@ fn sni_picks_the_certificate_and_no_sni_gets_the_default() {
     server.stop_cleanly();
 }
 
+/// The protocols a client offers (ALPN), and the one agreed.
+type AlpnCase = (&'static [&'static [u8]], Option<&'static [u8]>);
+
 #[test]
 fn alpn_is_what_the_handler_sees() {
     let pki = Pki::new("alpn");
@@ -72,8 +75,7 @@ fn alpn_is_what_the_handler_sees() {
     let server = util::start(server);
     let base = tls_client::client_config(&pki.ca_pem, tls_client::ANY_VERSION);
 
-    // (protocols the client offers, protocol agreed)
-    let cases: [(&[&[u8]], Option<&[u8]>); 3] = [
+    let cases: [AlpnCase; 3] = [
         (&[b"rw/1", b"rw/2"], Some(b"rw/2")), // the server's preference wins
         (&[b"other", b"rw/1"], Some(b"rw/1")),
         (&[], None), // a client that offers none is served without

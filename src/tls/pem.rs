@@ -89,7 +89,7 @@ pub(super) fn certified_key(
         })?;
     let certified = CertifiedKey::new(chain, signing_key);
     // As rustls's own `CertifiedKey::from_der`: a key that cannot tell its public half
-    // (`Unknown`) is taken on trust; the ring provider's keys all can.
+    // (`Unknown`) is taken on trust; the aws-lc-rs provider's keys all can.
     match certified.keys_match() {
         Ok(()) | Err(Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(Arc::new(certified)),
         Err(Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
