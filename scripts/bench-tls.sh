@@ -244,7 +244,7 @@ for s in "${SERVER_LIST[@]}"; do
     fi
     stop_server "$s"
     if [ "$s" = ringwire ]; then
-        grep -m1 -i 'listening' "$OUT/probe-$s.log" | sed 's/^/check: ringwire start-up line: /' >>"$OUT/versions.txt" || true
+        echo "check: ringwire's start-up lines: $(grep -i 'listening' "$OUT/probe-$s.log" | sed 's/^\[[^]]*\] //' | paste -sd '|' | sed 's/|/; /g')" >>"$OUT/versions.txt"
     fi
 done
 grep '^check:' "$OUT/versions.txt" >&2
