@@ -16,8 +16,10 @@
 #              counts is server CPU per handshake
 #   idle       memory per idle TLS connection: a fresh server, then N connections (--idle-conns,
 #              1000), each a full handshake and one GET / and then idle
-#              (scripts/bench/tls-idle.py, Python asyncio + ssl); the server's VmRSS before and
-#              1 s after the last one (nginx: its worker's; the master's is reported apart)
+#              (scripts/bench/tls-idle.py, Python asyncio + ssl); the server's VmRSS before,
+#              with half of them and with all, each 1 s after the client has them (nginx: its
+#              worker's; the master's is reported apart); per connection over all of them, and
+#              over the second half alone (without what the first connections paid once)
 #   ab         the keepalive case with a second client, ApacheBench (`ab -k`, HTTP/1.0
 #              keep-alive), to cross-check wrk's figures
 # The servers' own counts of the connections and requests of each run (nginx's stub_status,
@@ -253,7 +255,7 @@ grep '^check:' "$OUT/versions.txt" >&2
 RESULTS="$OUT/results.tsv"
 echo -e "round\tcase\tserver\trequests\trps\tp50_ms\tp99_ms\tserver_cpu_s\tclient_cpu_s\tserver_conns\tserver_reqs\terrors" >"$RESULTS"
 IDLE="$OUT/idle.tsv"
-echo -e "round\tserver\tconnections\tfailed\trss_before_kib\trss_after_kib\tbytes_per_conn\tmaster_rss_kib\tversions" >"$IDLE"
+echo -e "round\tserver\tconnections\tfailed\trss_before_kib\trss_half_kib\trss_after_kib\tbytes_per_conn\tsecond_half_bytes_per_conn\tmaster_rss_kib\tversions" >"$IDLE"
 
 cpu_s() { awk -v a="$1" -v b="$2" -v t="$TCK" 'BEGIN { printf "%.3f", (b - a) / t }'; }
 
@@ -328,28 +330,38 @@ fill_ringwire_counts() { # round case log
     mv "$RESULTS.tmp" "$RESULTS"
 }
 
-# The idle case on a fresh server: round server.
+# Waits (up to 2 min) for the idle client's line starting with WORD; prints it.
+idle_client_line() { # word output-file client-pid
+    for _ in $(seq 1200); do
+        grep -q "^$1 " "$2" && break
+        kill -0 "$3" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! grep "^$1 " "$2"; then
+        echo "bench-tls: the idle client never got its connections ($1):" >&2
+        cat "$2" >&2
+        return 1
+    fi
+}
+
+# The idle case on a fresh server: round server. RSS before any connection, with half of them
+# and with all of them, each read 1 s after the client has them.
 run_idle() {
-    local round=$1 server=$2 name="$OUT/r$1-idle-$2" pid master_rss=- before after client line
+    local round=$1 server=$2 name="$OUT/r$1-idle-$2" pid master_rss=- before mid after client line
     start_server "$server" "$name.log"
     if [ "$server" = nginx ]; then pid=${NGINX_PIDS[1]}; else pid=$RINGWIRE_PID; fi
     sleep 0.5
     before=$(rss_kib "$pid")
+    rm -f "$WORK/idle-continue"
     taskset -c "$CLIENT_CPU" python3 scripts/bench/tls-idle.py --port "$(port_of "$server")" \
-        --connections "$IDLE_CONNS" --cafile "$CERT" >"$name.out" 2>&1 &
+        --connections "$IDLE_CONNS" --cafile "$CERT" --pause-file "$WORK/idle-continue" >"$name.out" 2>&1 &
     client=$!
     PIDS+=("$client")
-    for _ in $(seq 1200); do
-        grep -q '^ready' "$name.out" && break
-        kill -0 "$client" 2>/dev/null || break
-        sleep 0.1
-    done
-    line=$(grep '^ready' "$name.out" || true)
-    if [ -z "$line" ]; then
-        echo "bench-tls: the idle client never got its connections to $server:" >&2
-        cat "$name.out" >&2
-        exit 1
-    fi
+    idle_client_line half "$name.out" "$client" >/dev/null || exit 1
+    sleep 1
+    mid=$(rss_kib "$pid")
+    touch "$WORK/idle-continue"
+    line=$(idle_client_line ready "$name.out" "$client") || exit 1
     sleep 1
     after=$(rss_kib "$pid")
     if [ "$server" = nginx ]; then master_rss=$(rss_kib "${NGINX_PIDS[0]}"); fi
@@ -359,7 +371,8 @@ run_idle() {
     local ok failed versions
     read -r _ ok failed versions <<<"$line"
     if [ "$failed" != 0 ]; then echo "bench-tls: round $round idle $server: $failed connections failed (see $name.out)" >&2; fi
-    echo -e "$round\t$server\t$ok\t$failed\t$before\t$after\t$(awk -v a="$before" -v b="$after" -v n="$ok" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }')\t$master_rss\t$versions" >>"$IDLE"
+    local half=$((IDLE_CONNS / 2))
+    echo -e "$round\t$server\t$ok\t$failed\t$before\t$mid\t$after\t$(awk -v a="$before" -v b="$after" -v n="$ok" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }')\t$(awk -v a="$mid" -v b="$after" -v n="$((ok - half))" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }')\t$master_rss\t$versions" >>"$IDLE"
 }
 
 # The servers of a round take turns, first one way, then the other.
@@ -399,8 +412,12 @@ ratios() { # case column per_request(0|1): each round's ringwire/nginx
         END { for (r in rounds) if ((r, "ringwire") in val && (r, "nginx") in val && val[r, "nginx"] > 0)
                   printf "%.4f\n", val[r, "ringwire"] / val[r, "nginx"] }' "$RESULTS"
 }
-idle_values() { # server column [scale]
+idle_values() { # server column
     awk -F'\t' -v s="$1" -v k="$2" 'NR > 1 && $2 == s && $k != "-" { print $k }' "$IDLE"
+}
+idle_ratios() { # column: each round's ringwire/nginx
+    awk -F'\t' -v k="$1" 'NR > 1 { v[$1, $2] = $k; r[$1] = 1 }
+        END { for (i in r) if ((i, "nginx") in v && (i, "ringwire") in v && v[i, "nginx"] > 0) printf "%.4f\n", v[i, "ringwire"] / v[i, "nginx"] }' "$IDLE"
 }
 label() {
     case "$1" in
@@ -451,21 +468,21 @@ label() {
     if has_case idle; then
         echo
         echo "Idle TLS connections: $IDLE_CONNS per run (full handshake and one GET / each, then idle), a fresh server per run;"
-        echo "server VmRSS before the first and 1 s after the last (nginx: its one worker; its master apart)."
+        echo "server VmRSS before the first, and 1 s after the last (nginx: its one worker; its master apart)."
+        echo "bytes/connection: (holding - before) / connections; second half: the same over the second half of the"
+        echo "connections only (RSS read between the halves), which leaves out what the first connections paid once."
         echo
-        echo "| server | connections held | RSS before KiB | RSS holding KiB | bytes/connection | nginx master RSS KiB |"
-        echo "|---|---:|---:|---:|---:|---:|"
+        echo "| server | connections held | RSS before KiB | RSS holding KiB | bytes/connection | second half, bytes/connection | nginx master RSS KiB |"
+        echo "|---|---:|---:|---:|---:|---:|---:|"
         for s in "${SERVER_LIST[@]}"; do
-            printf "| %s | %s | %s | %s | %s | %s |\n" "$s" "$(idle_values "$s" 3 | spread %.0f | cut -d' ' -f1)" \
-                "$(idle_values "$s" 5 | spread %.0f)" "$(idle_values "$s" 6 | spread %.0f)" \
-                "$(idle_values "$s" 7 | spread %.0f)" "$(idle_values "$s" 8 | spread %.0f | cut -d' ' -f1)"
+            printf "| %s | %s | %s | %s | %s | %s | %s |\n" "$s" "$(idle_values "$s" 3 | spread %.0f | cut -d' ' -f1)" \
+                "$(idle_values "$s" 5 | spread %.0f)" "$(idle_values "$s" 7 | spread %.0f)" \
+                "$(idle_values "$s" 8 | spread %.0f)" "$(idle_values "$s" 9 | spread %.0f)" \
+                "$(idle_values "$s" 10 | spread %.0f | cut -d' ' -f1)"
         done
         if has_server ringwire && has_server nginx; then
             echo
-            echo "ringwire/nginx bytes per idle connection: $(awk -F'\t' '
-                NR > 1 { v[$1, $2] = $7; r[$1] = 1 }
-                END { for (i in r) if ((i, "nginx") in v && v[i, "nginx"] > 0) printf "%.4f\n", v[i, "ringwire"] / v[i, "nginx"] }' "$IDLE" |
-                spread %.2fx) (median (min-max) of the per-round ratios)"
+            echo "ringwire/nginx bytes per idle connection: $(idle_ratios 8 | spread %.2fx); second half: $(idle_ratios 9 | spread %.2fx) (median (min-max) of the per-round ratios)"
         fi
     fi
 } | tee "$OUT/summary.md"

@@ -8,12 +8,18 @@ sent its session tickets and served a request on every connection. Then it print
 `ready OK FAILED VERSIONS`, and holds every connection open and idle until SIGTERM or SIGINT.
 Exits 1 if any connection failed.
 
+With --pause-file, it opens the first half, prints `half OK FAILED`, and waits until that file
+exists before opening the second half: the caller reads the server's memory in between, so the
+second half's cost per connection leaves out what the first connections paid once.
+
 Usage: tls-idle.py --port PORT --connections N --cafile CERT [--host 127.0.0.1]
+           [--pause-file PATH]
 """
 
 import argparse
 import asyncio
 import collections
+import os
 import signal
 import ssl
 import sys
@@ -49,14 +55,26 @@ async def main():
     p.add_argument("--connections", type=int, required=True)
     p.add_argument("--cafile", required=True)
     p.add_argument("--in-flight", type=int, default=64)
+    p.add_argument("--pause-file")
     args = p.parse_args()
 
     ctx = ssl.create_default_context(cafile=args.cafile)
     gate = asyncio.Semaphore(args.in_flight)
-    results = await asyncio.gather(
-        *(one(args.host, args.port, ctx, gate) for _ in range(args.connections)),
-        return_exceptions=True,
-    )
+
+    async def batch(n):
+        return await asyncio.gather(
+            *(one(args.host, args.port, ctx, gate) for _ in range(n)),
+            return_exceptions=True,
+        )
+
+    results = []
+    if args.pause_file:
+        results = await batch(args.connections // 2)
+        failed = sum(isinstance(r, BaseException) for r in results)
+        print(f"half {len(results) - failed} {failed}", flush=True)
+        while not os.path.exists(args.pause_file):
+            await asyncio.sleep(0.05)
+    results += await batch(args.connections - len(results))
     held = [r for r in results if not isinstance(r, BaseException)]
     failed = [r for r in results if isinstance(r, BaseException)]
     versions = collections.Counter(v for _, _, v in held)
