@@ -6,16 +6,27 @@
 //! cargo run --release --example echo -- --addr 127.0.0.1:7000 --cores 2 --framing len32
 //! cargo run --release --example echo -- --unix /tmp/echo.sock --cores 2
 //! ```
+//!
+//! Over TLS (1.3 or 1.2, no ALPN), given a certificate for `localhost` issued by the CA in
+//! `ca.pem` and its key, all PEM:
+//!
+//! ```text
+//! cargo run --release --example echo -- --addr 127.0.0.1:7443 \
+//!     --tls-cert cert.pem --tls-key key.pem
+//! openssl s_client -connect 127.0.0.1:7443 -servername localhost -CAfile ca.pem -quiet
+//! ```
 
 mod common;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
-use common::{serve_until_signalled, ServerArgs};
+use common::{serve_until_signalled, ServerArgs, TlsArgs};
 use ringwire::codec::{Codec, Len32, Raw};
 use ringwire::handlers::Echo;
+use ringwire::tls::rustls::ServerConfig;
 use ringwire::{report, CoreLatency, Handler, Server};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -49,6 +60,8 @@ struct Args {
     latency_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// Prints the merged handling-time and turn-time histograms of every core.
@@ -75,7 +88,11 @@ fn print_latency(cores: &[CoreLatency], dir: Option<&std::path::Path>) {
     }
 }
 
-fn serve<C>(codec: C, args: &Args) -> Result<(), ringwire::ServerError>
+fn serve<C>(
+    codec: C,
+    args: &Args,
+    tls: Option<Arc<ServerConfig>>,
+) -> Result<(), ringwire::ServerError>
 where
     C: Codec + Clone + Send,
     Echo: Handler<C>,
@@ -85,12 +102,14 @@ where
         .max_frame(args.max_frame)
         .water_marks(args.high_water, args.high_water / 4)
         .record_latency(args.latency);
-    let handle = args.server.apply(server).start()?;
+    let tls_on = tls.is_some();
+    let handle = common::with_tls(args.server.apply(server), tls).start()?;
     println!(
-        "ringwire echo ({:?}) listening on {} on {} core(s)",
+        "ringwire echo ({:?}) listening on {} on {} core(s){}",
         args.framing,
         common::listening_on(&handle),
-        handle.core_stats().len()
+        handle.core_stats().len(),
+        if tls_on { ", TLS" } else { "" }
     );
     let latency = handle.latency().to_vec();
     let on_usr1 = latency.clone();
@@ -108,9 +127,16 @@ where
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
+    let tls = match args.tls.server_config(&[]) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("ringwire echo: TLS: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match args.framing {
-        Framing::Raw => serve(Raw, &args),
-        Framing::Len32 => serve(Len32, &args),
+        Framing::Raw => serve(Raw, &args, tls),
+        Framing::Len32 => serve(Len32, &args, tls),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

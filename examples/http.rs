@@ -10,6 +10,15 @@
 //! cargo run --release --example http -- --addr 127.0.0.1:8080 --cores 2
 //! wrk -t1 -c50 -d10s http://127.0.0.1:8080/
 //! ```
+//!
+//! Over TLS (1.3 or 1.2, ALPN `http/1.1`), given a certificate for `localhost` issued by the
+//! CA in `ca.pem` and its key, all PEM:
+//!
+//! ```text
+//! cargo run --release --example http -- --addr 127.0.0.1:8443 \
+//!     --tls-cert cert.pem --tls-key key.pem
+//! curl --cacert ca.pem --resolve localhost:8443:127.0.0.1 https://localhost:8443/
+//! ```
 
 mod common;
 #[path = "http/service.rs"]
@@ -17,11 +26,13 @@ mod service;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{serve_until_signalled, ServerArgs};
+use common::{serve_until_signalled, ServerArgs, TlsArgs};
 use ringwire::codec::http::{self, Http, Limits};
+use ringwire::tls::rustls::ServerConfig;
 use ringwire::Server;
 use service::Web;
 
@@ -40,9 +51,11 @@ struct Args {
     max_body: u64,
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
-fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
+fn serve(args: &Args, tls: Option<Arc<ServerConfig>>) -> Result<(), ringwire::ServerError> {
     let codec = Http::with_limits(
         Limits::default()
             .with_max_head(args.max_head)
@@ -54,11 +67,13 @@ fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
         .max_frame(args.max_head)
         .on_worker_start(|_| http::refresh_date())
         .on_core_tick(Duration::from_millis(500), |_| http::refresh_date());
-    let handle = args.server.apply(server).start()?;
+    let tls_on = tls.is_some();
+    let handle = common::with_tls(args.server.apply(server), tls).start()?;
     println!(
-        "ringwire http listening on {} on {} core(s)",
+        "ringwire http listening on {} on {} core(s){}",
         common::listening_on(&handle),
-        handle.core_stats().len()
+        handle.core_stats().len(),
+        if tls_on { ", TLS" } else { "" }
     );
     let total = serve_until_signalled(handle, args.server.drain(), || {})?;
     eprintln!(
@@ -71,7 +86,14 @@ fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    match serve(&args) {
+    let tls = match args.tls.server_config(&["http/1.1"]) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("ringwire http: TLS: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match serve(&args, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringwire http: {e}");

@@ -24,6 +24,15 @@
 //! cargo run --release --example kv -- --unix /tmp/kv.sock --cores 2
 //! redis-cli -s /tmp/kv.sock ping
 //! ```
+//!
+//! Over TLS (1.3 or 1.2, no ALPN), given a certificate for `localhost` issued by the CA in
+//! `ca.pem` and its key, all PEM:
+//!
+//! ```text
+//! cargo run --release --example kv -- --addr 127.0.0.1:6379 \
+//!     --tls-cert cert.pem --tls-key key.pem
+//! redis-cli -p 6379 --tls --cacert ca.pem --sni localhost ping
+//! ```
 
 mod common;
 #[path = "kv/service.rs"]
@@ -31,10 +40,12 @@ mod service;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
-use common::{serve_until_signalled, ServerArgs};
+use common::{serve_until_signalled, ServerArgs, TlsArgs};
 use ringwire::codec::resp::{Limits, Resp};
+use ringwire::tls::rustls::ServerConfig;
 use service::{cores, Sharding, SWEEP_PERIOD};
 
 /// ringwire RESP key-value server.
@@ -62,9 +73,11 @@ struct Args {
     shards: usize,
     #[command(flatten)]
     server: ServerArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
-fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
+fn serve(args: &Args, tls: Option<Arc<ServerConfig>>) -> Result<(), ringwire::ServerError> {
     let codec = Resp::with_limits(
         Limits::default()
             .with_max_bulk(args.max_bulk)
@@ -73,16 +86,18 @@ fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
     let server = service::server(codec, args.sharding, args.shards)
         .bind(args.addr)
         .max_frame(args.max_frame);
-    let handle = args.server.apply(server).start()?;
+    let tls_on = tls.is_some();
+    let handle = common::with_tls(args.server.apply(server), tls).start()?;
     if args.sharding == Sharding::Cores {
         // Expired keys that nobody touches are swept on their cores.
         cores::sweep_every(handle.remote(), SWEEP_PERIOD);
     }
     println!(
-        "ringwire kv listening on {} on {} core(s), sharding by {:?}",
+        "ringwire kv listening on {} on {} core(s), sharding by {:?}{}",
         common::listening_on(&handle),
         handle.core_stats().len(),
-        args.sharding
+        args.sharding,
+        if tls_on { ", TLS" } else { "" }
     );
     let total = serve_until_signalled(handle, args.server.drain(), || {})?;
     eprintln!(
@@ -96,7 +111,14 @@ fn serve(args: &Args) -> Result<(), ringwire::ServerError> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    match serve(&args) {
+    let tls = match args.tls.server_config(&[]) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("ringwire kv: TLS: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match serve(&args, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringwire kv: {e}");

@@ -1,9 +1,13 @@
-//! What the example servers share: the command-line flags every server takes, and serving
-//! until a signal (the first SIGINT/SIGTERM drains, a second stops at once).
+//! What the example servers share: the command-line flags every server takes, the TLS flags
+//! of those that serve TLS, and serving until a signal (the first SIGINT/SIGTERM drains, a
+//! second stops at once).
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use ringwire::tls::{rustls, ServerTls, TlsConfigError};
 use ringwire::{Codec, CoreSnapshot, Handler, Server, ServerError, ServerHandle};
 use signal_hook::consts::SIGUSR1;
 use signal_hook::iterator::Signals;
@@ -52,6 +56,50 @@ pub struct ServerArgs {
     /// On SIGINT/SIGTERM, serve open sessions for at most this long before closing them.
     #[arg(long, default_value_t = 10_000)]
     pub drain_ms: u64,
+}
+
+/// Flags of the example servers that serve TLS (echo, http, kv): both or neither.
+// The proxy includes this module too, and serves plain TCP only.
+#[allow(dead_code)]
+#[derive(Args, Debug, Clone)]
+pub struct TlsArgs {
+    /// Serve TLS with the certificate chain in this PEM file (server certificate first, then
+    /// its intermediates).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert`, in PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[allow(dead_code)]
+impl TlsArgs {
+    /// The server's TLS configuration, offering the application protocols `alpn`; `None`
+    /// without the flags. Fails on a file that cannot be read, a certificate or key that
+    /// cannot be used, or a key that is not the certificate's.
+    pub fn server_config(
+        &self,
+        alpn: &[&str],
+    ) -> Result<Option<Arc<rustls::ServerConfig>>, TlsConfigError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let config = ServerTls::from_pem_files(cert, key)?.alpn(alpn).build()?;
+        Ok(Some(config))
+    }
+}
+
+/// Serves TLS with `tls`, if given: the server's configuration from [`TlsArgs`].
+#[allow(dead_code)]
+pub fn with_tls<C, H>(server: Server<C, H>, tls: Option<Arc<rustls::ServerConfig>>) -> Server<C, H>
+where
+    C: Codec + Clone + Send,
+    H: Handler<C>,
+{
+    match tls {
+        Some(config) => server.tls(config),
+        None => server,
+    }
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {

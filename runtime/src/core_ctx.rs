@@ -80,6 +80,8 @@ pub(crate) struct PendingConnect {
     pub(crate) id: SessionId,
     pub(crate) fd: Option<OwnedFd>,
     pub(crate) proto: Box<dyn ErasedProto>,
+    /// The session speaks TLS (`connect_tls`).
+    pub(crate) tls: Option<Box<crate::tls::TlsSession>>,
 }
 
 impl CoreCtx {
@@ -239,8 +241,35 @@ impl CoreCtx {
             id,
             fd,
             proto: Box::new(Typed::new(codec, handler)),
+            tls: None,
         });
         Ok(SessionHandle::unplaced(self.server, id))
+    }
+
+    /// [`connect`](CoreCtx::connect), speaking TLS: the session's handshake runs once it is
+    /// connected, and `on_open` once the handshake is done (its `Session::tls` then says what
+    /// was settled). A failed handshake reaches `on_error` as `SessionError::Tls`, then
+    /// `on_close` with `CloseReason::TlsError`. Fails at once with `ConnectError::Io`
+    /// (`InvalidInput`) if rustls refuses the configuration.
+    pub fn connect_tls<C, H>(
+        &mut self,
+        addr: SocketAddr,
+        tls: &crate::tls::TlsConnect,
+        codec: C,
+        handler: H,
+    ) -> Result<SessionHandle, ConnectError>
+    where
+        C: Codec,
+        H: Handler<C>,
+    {
+        let session = crate::tls::TlsSession::client(tls).map_err(|e| {
+            ConnectError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+        })?;
+        let handle = self.connect(addr, codec, handler)?;
+        if let Some(pending) = self.outbound.pending.last_mut() {
+            pending.tls = Some(Box::new(session));
+        }
+        Ok(handle)
     }
 
     /// Worker 0 of the unit tests' server 0, with this thread marked as its core (for the

@@ -311,6 +311,17 @@ pub enum SessionError {
         /// The limit (`Config::max_output`).
         limit: usize,
     },
+    /// TLS failed: the peer sent something that is not TLS (garbage instead of a
+    /// ClientHello), the handshake failed (no shared version or cipher suite, a certificate
+    /// not trusted, a client certificate missing under mutual TLS), or a record did not
+    /// decrypt. The alert rustls queued is sent, then the session closes
+    /// (`CloseReason::TlsError`).
+    Tls {
+        /// The session.
+        session: SessionId,
+        /// What rustls said.
+        error: rustls::Error,
+    },
 }
 
 impl SessionError {
@@ -321,7 +332,8 @@ impl SessionError {
             | SessionError::Connect { session, .. }
             | SessionError::Io { session, .. }
             | SessionError::Panic { session, .. }
-            | SessionError::OutputLimit { session, .. } => *session,
+            | SessionError::OutputLimit { session, .. }
+            | SessionError::Tls { session, .. } => *session,
         }
     }
 }
@@ -349,6 +361,7 @@ impl fmt::Display for SessionError {
                 f,
                 "session {session}: {pending} bytes of output pending, over the limit of {limit}"
             ),
+            SessionError::Tls { session, error } => write!(f, "session {session}: TLS: {error}"),
         }
     }
 }
@@ -359,6 +372,7 @@ impl std::error::Error for SessionError {
             SessionError::Codec { error, .. } => Some(error),
             SessionError::Connect { error, .. } => Some(error),
             SessionError::Io { error, .. } => Some(error),
+            SessionError::Tls { error, .. } => Some(error),
             SessionError::Panic { .. } | SessionError::OutputLimit { .. } => None,
         }
     }
@@ -372,6 +386,7 @@ impl From<SessionError> for io::Error {
             SessionError::Connect { error, .. } => error.io_kind(),
             SessionError::Panic { .. } => io::ErrorKind::Other,
             SessionError::OutputLimit { .. } => io::ErrorKind::OutOfMemory,
+            SessionError::Tls { .. } => io::ErrorKind::InvalidData,
         };
         io::Error::new(kind, e)
     }

@@ -48,6 +48,7 @@ mod listener;
 mod mailbox;
 mod offload;
 mod op;
+mod output;
 mod ring;
 mod route;
 mod server;

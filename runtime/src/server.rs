@@ -357,6 +357,11 @@ where
             .connect_timeout
             .map(|d| (d.as_micros() as u64).max(1)),
         connect: config.connect,
+        tls: config.tls.clone(),
+        tls_connect: config.tls_connect.clone(),
+        handshake_timeout: config
+            .handshake_timeout
+            .map(|d| (d.as_micros() as u64).max(1)),
         latency: latency.clone(),
         linger: config.linger.map(|d| (d.as_micros() as u64).max(1)),
         core_tick: hooks.on_core_tick.as_ref().map(|(period, hook)| CoreTick {

@@ -5,7 +5,6 @@
 //! chunk behind it. So replies produced during one loop turn are gathered and written together,
 //! at most one write is in flight, and the order of bytes is the order they were produced.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -15,13 +14,12 @@ use std::time::Duration;
 use crate::codec::{Codec, CodecError};
 use crate::core_ctx::CoreCtx;
 use crate::pool::BufPool;
-use crate::reply::{Reply, ReplyError, ReplySlots, SessionHandle};
+use crate::reply::{Reply, ReplyError, SessionHandle};
 use crate::stats::CoreStats;
 use crate::sys;
 use crate::timer::{Micros, SessionTimers, TimerError, TimerId};
 
-/// Most chunks one send covers (one sendmsg with this many iovecs at most).
-pub(crate) const MAX_IOV: usize = 8;
+pub(crate) use crate::output::{Output, SendBuf};
 
 /// Identifies a session: the worker that owns it and a sequence number unique on that worker.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,11 +94,15 @@ pub enum CloseReason {
     /// A reply the handler reserved (`Session::reserve`) was dropped without being completed:
     /// the peer would wait for it forever.
     ReplyDropped,
+    /// TLS failed (`SessionError::Tls` says how): not TLS, a failed handshake or a bad record.
+    TlsError,
+    /// A TLS handshake was not done within the handshake timeout.
+    HandshakeTimeout,
 }
 
 impl CloseReason {
     /// Every reason, in the order stats report them.
-    pub const ALL: [CloseReason; 13] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::PeerClosed,
         CloseReason::Local,
         CloseReason::Reset,
@@ -114,317 +116,12 @@ impl CloseReason {
         CloseReason::OutputLimit,
         CloseReason::Drained,
         CloseReason::ReplyDropped,
+        CloseReason::TlsError,
+        CloseReason::HandshakeTimeout,
     ];
 
     pub(crate) fn index(self) -> usize {
         self as usize
-    }
-}
-
-/// The bytes of one send and what the kernel reads them through: the output chunks it covers
-/// (moved out of the session's output, so nothing can write or free them), and the iovecs and
-/// msghdr that point into them. Boxed, so moving the value moves no address the kernel holds.
-///
-/// It goes from the core to the driver with `Command::Send`, stays with the driver until the
-/// send's last completion, and comes back with `Core::sent`; a driver that is torn down while
-/// the kernel may still read it leaks it instead of freeing it. One per session, reused for
-/// every send: nothing is allocated per message.
-pub(crate) struct SendBuf {
-    chunks: Vec<Vec<u8>>,
-    /// Bytes of `chunks[0]` written by earlier sends.
-    head: usize,
-    /// Bytes this send covers.
-    len: usize,
-    iov: [libc::iovec; MAX_IOV],
-    msg: libc::msghdr,
-}
-
-impl fmt::Debug for SendBuf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SendBuf")
-            .field("chunks", &self.chunks.len())
-            .field("len", &self.len)
-            .finish()
-    }
-}
-
-impl SendBuf {
-    fn new() -> Box<SendBuf> {
-        Box::new(SendBuf {
-            chunks: Vec::with_capacity(MAX_IOV),
-            head: 0,
-            len: 0,
-            iov: [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; MAX_IOV],
-            // SAFETY: msghdr is plain data; all-zero (no name, no control data) is valid.
-            msg: unsafe { std::mem::zeroed() },
-        })
-    }
-
-    /// The iovecs describing the bytes to send, one per chunk.
-    pub(crate) fn iovecs(&self) -> &[libc::iovec] {
-        &self.iov[..self.chunks.len()]
-    }
-
-    /// The msghdr over [`iovecs`](SendBuf::iovecs), for sendmsg. Its pointers stay valid
-    /// while this value lives and is not handed back to the core.
-    pub(crate) fn msghdr(&mut self) -> &libc::msghdr {
-        self.msg.msg_iov = self.iov.as_mut_ptr();
-        self.msg.msg_iovlen = self.chunks.len() as _;
-        &self.msg
-    }
-
-    /// Bytes this send covers.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Appends a copy of the bytes this send covers to `dst` (the test kit's "peer").
-    pub(crate) fn copy_to(&self, dst: &mut Vec<u8>) {
-        for (i, chunk) in self.chunks.iter().enumerate() {
-            dst.extend_from_slice(&chunk[if i == 0 { self.head } else { 0 }..]);
-        }
-    }
-
-    /// The bytes this send covers, copied (for tests).
-    #[cfg(test)]
-    pub(crate) fn to_vec(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.len);
-        self.copy_to(&mut v);
-        v
-    }
-}
-
-#[cfg(test)]
-impl SendBuf {
-    /// A send buffer covering `bytes`, as a session's output hands one out (tests).
-    pub(crate) fn holding(bytes: &[u8]) -> Box<SendBuf> {
-        let mut out = Output::default();
-        out.tail_chunk(&mut BufPool::default(), 0)
-            .extend_from_slice(bytes);
-        out.appended(bytes.len());
-        out.take_send().expect("bytes to send")
-    }
-}
-
-/// Where a session's send stands: its one [`SendBuf`] is either here, or with the driver.
-#[derive(Debug)]
-enum Sending {
-    Idle(Box<SendBuf>),
-    InFlight,
-}
-
-/// Pending output of one session.
-#[derive(Debug)]
-pub(crate) struct Output {
-    /// Output not covered by the send in flight, oldest first.
-    chunks: VecDeque<Vec<u8>>,
-    /// Bytes of `chunks[0]` already written (a chunk a short send left behind).
-    head: usize,
-    /// Bytes not yet written, in flight or not (held behind reply slots included).
-    pending: usize,
-    sending: Sending,
-    /// Reply slots reserved and the output held behind them.
-    replies: ReplySlots,
-}
-
-impl Default for Output {
-    fn default() -> Self {
-        Output {
-            chunks: VecDeque::new(),
-            head: 0,
-            pending: 0,
-            sending: Sending::Idle(SendBuf::new()),
-            replies: ReplySlots::default(),
-        }
-    }
-}
-
-impl Output {
-    /// Bytes not yet written.
-    pub(crate) fn len(&self) -> usize {
-        self.pending
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.pending == 0
-    }
-
-    /// A send is in flight: the driver holds this session's [`SendBuf`].
-    pub(crate) fn in_flight(&self) -> bool {
-        matches!(self.sending, Sending::InFlight)
-    }
-
-    /// Some output is not covered by a send in flight.
-    pub(crate) fn has_unsent(&self) -> bool {
-        self.chunks.iter().any(|c| !c.is_empty())
-    }
-
-    /// The chunk new output is appended to (never one a send in flight covers: those have
-    /// left this queue).
-    pub(crate) fn tail_chunk(&mut self, pool: &mut BufPool, want: usize) -> &mut Vec<u8> {
-        if let Some(held) = self.replies.tail() {
-            // Behind a reply not yet completed.
-            return held;
-        }
-        if self.chunks.is_empty() {
-            self.chunks.push_back(pool.take(want));
-        }
-        self.chunks.back_mut().expect("a chunk was just ensured")
-    }
-
-    /// Accounts for `n` bytes appended to the tail chunk.
-    pub(crate) fn appended(&mut self, n: usize) {
-        self.pending += n;
-    }
-
-    /// Accounts for `n` unsent bytes removed from the tail chunk (by a misbehaving codec).
-    pub(crate) fn removed(&mut self, n: usize) {
-        self.pending = self.pending.saturating_sub(n);
-    }
-
-    /// Moves the unwritten output (up to [`MAX_IOV`] chunks) into this session's send buffer
-    /// for the driver. `None` if a send is in flight or nothing is unsent.
-    pub(crate) fn take_send(&mut self) -> Option<Box<SendBuf>> {
-        if !self.has_unsent() {
-            return None;
-        }
-        let Sending::Idle(mut send) = std::mem::replace(&mut self.sending, Sending::InFlight)
-        else {
-            return None;
-        };
-        debug_assert!(send.chunks.is_empty());
-        send.head = self.head;
-        send.len = 0;
-        while send.chunks.len() < MAX_IOV {
-            let Some(chunk) = self.chunks.pop_front() else {
-                break;
-            };
-            let start = if send.chunks.is_empty() { send.head } else { 0 };
-            if chunk.len() == start {
-                // Only the tail chunk can be empty (an encode error truncated it).
-                debug_assert!(self.chunks.is_empty(), "an empty chunk before the tail");
-                self.chunks.push_front(chunk);
-                break;
-            }
-            let i = send.chunks.len();
-            send.iov[i] = libc::iovec {
-                iov_base: chunk[start..].as_ptr() as *mut libc::c_void,
-                iov_len: chunk.len() - start,
-            };
-            send.len += chunk.len() - start;
-            // Moving the Vec moves its handle, not its heap bytes: the iovec stays valid.
-            send.chunks.push(chunk);
-        }
-        if send.chunks.is_empty() {
-            self.sending = Sending::Idle(send);
-            return None;
-        }
-        self.head = 0;
-        Some(send)
-    }
-
-    /// The send in flight wrote `written` bytes and `send` is back: release what was written
-    /// and put the rest back in front of the queue. Returns whether the send was short.
-    pub(crate) fn complete(
-        &mut self,
-        mut send: Box<SendBuf>,
-        written: usize,
-        pool: &mut BufPool,
-    ) -> bool {
-        debug_assert!(self.in_flight() && written <= send.len);
-        let written = written.min(send.len).min(self.pending);
-        let partial = written < send.len;
-        self.pending -= written;
-        let mut left = written;
-        let mut head = send.head;
-        let mut back = 0;
-        for chunk in send.chunks.drain(..) {
-            let unwritten = chunk.len() - head;
-            if left >= unwritten {
-                left -= unwritten;
-                pool.give(chunk);
-                head = 0;
-            } else {
-                // Unwritten bytes go back, in order, ahead of output produced meanwhile.
-                self.chunks.insert(back, chunk);
-                if back == 0 {
-                    self.head = head + left;
-                }
-                back += 1;
-                left = 0;
-                head = 0;
-            }
-        }
-        send.len = 0;
-        send.head = 0;
-        self.sending = Sending::Idle(send);
-        if self.pending == 0 {
-            // Drop an empty tail chunk left behind an exact write.
-            while let Some(chunk) = self.chunks.pop_front() {
-                pool.give(chunk);
-            }
-            self.head = 0;
-        }
-        partial
-    }
-
-    /// Gives every chunk not in flight back.
-    pub(crate) fn release(&mut self, pool: &mut BufPool) {
-        for chunk in self.chunks.drain(..) {
-            pool.give(chunk);
-        }
-        self.replies.clear();
-        self.head = 0;
-        self.pending = 0;
-    }
-
-    /// Bytes are being written: some are in flight or ready to send (output held behind an
-    /// unfilled reply is not: it is waiting for the reply, not for the peer).
-    pub(crate) fn writing(&self) -> bool {
-        self.in_flight() || self.has_unsent()
-    }
-
-    /// Reply slots outstanding (reserved, not yet released to the send queue).
-    pub(crate) fn outstanding(&self) -> usize {
-        self.replies.outstanding()
-    }
-
-    /// Reserves a reply slot; output produced from now on waits behind it.
-    pub(crate) fn reserve(&mut self) -> u64 {
-        self.replies.reserve()
-    }
-
-    /// Fills reply slot `id` and moves what is ready to the send queue, in order. `false` if
-    /// the slot is not outstanding.
-    pub(crate) fn fill(&mut self, id: u64, bytes: Vec<u8>) -> bool {
-        let len = bytes.len();
-        if !self.replies.fill(id, bytes) {
-            return false;
-        }
-        self.pending += len;
-        let chunks = &mut self.chunks;
-        // Into the tail chunk (never one in flight: those have left this queue), so that no
-        // empty chunk ends up in front of bytes and many small replies make few iovecs.
-        self.replies.release(|piece| match chunks.back_mut() {
-            Some(tail) => tail.extend_from_slice(&piece),
-            None => chunks.push_back(piece),
-        });
-        true
-    }
-
-    /// A reply was dropped uncompleted: drops its slot and everything after it; what comes
-    /// before it can still be written.
-    pub(crate) fn cut_at(&mut self, id: u64) {
-        let dropped = self.replies.cut_from(id);
-        self.pending = self.pending.saturating_sub(dropped);
-    }
-
-    /// Whether reply slot `id` is outstanding and not yet filled.
-    pub(crate) fn is_waiting(&self, id: u64) -> bool {
-        self.replies.is_waiting(id)
     }
 }
 
@@ -517,6 +214,13 @@ pub(crate) struct SessionState {
     pub(crate) slot: u32,
     /// Most reply slots outstanding ([`Session::reserve`]).
     pub(crate) max_replies: usize,
+    /// A TLS session's rustls connection (`None` on a plain session, and while the core has
+    /// it out to decrypt and hand plaintext to the codec: see `is_tls`).
+    pub(crate) tls: Option<Box<crate::tls::TlsSession>>,
+    /// A TLS session (its connection may be out with the core).
+    pub(crate) is_tls: bool,
+    /// What its handshake settled, once done.
+    pub(crate) tls_info: Option<Box<crate::tls::TlsInfo>>,
 }
 
 impl SessionState {
@@ -535,6 +239,9 @@ impl SessionState {
             timers: SessionTimers::new(usize::MAX),
             slot: 0,
             max_replies: usize::MAX,
+            tls: None,
+            is_tls: false,
+            tls_info: None,
         }
     }
 }
@@ -698,6 +405,13 @@ impl<'a, C: Codec> Session<'a, C> {
         self.state.out.outstanding()
     }
 
+    /// What this session's TLS handshake settled (version, cipher suite, ALPN protocol, SNI
+    /// name, resumption, the peer's certificates); `None` on a plain session. A TLS
+    /// session's callbacks run only after its handshake, so they always see it.
+    pub fn tls(&self) -> Option<&crate::tls::TlsInfo> {
+        self.state.tls_info.as_deref()
+    }
+
     /// This session's id.
     pub fn id(&self) -> SessionId {
         self.state.id
@@ -831,63 +545,5 @@ impl<'a, C: Codec> Session<'a, C> {
     pub fn set_write_timeout(&mut self, timeout: impl Into<Option<Duration>>) {
         self.state.timeouts.write = micros(timeout.into());
         self.state.timeouts_changed = true;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partial_writes_resume_where_they_stopped() {
-        let mut pool = BufPool::default();
-        let mut out = Output::default();
-        out.tail_chunk(&mut pool, 0).extend_from_slice(b"hello ");
-        out.appended(6);
-        let send = out.take_send().expect("output to send");
-        assert_eq!(send.to_vec(), b"hello ");
-        assert!(!out.has_unsent());
-        assert!(out.take_send().is_none(), "one send in flight at a time");
-        // Output produced while the send is in flight goes to a new chunk.
-        let frozen = send.iovecs()[0].iov_base;
-        out.tail_chunk(&mut pool, 0).extend_from_slice(b"world");
-        out.appended(5);
-        assert!(out.has_unsent());
-        assert!(
-            out.complete(send, 2, &mut pool),
-            "a short write is reported"
-        );
-        let send = out.take_send().unwrap();
-        assert_eq!(
-            send.iovecs().len(),
-            2,
-            "split output goes out as one sendmsg with two iovecs"
-        );
-        assert_eq!(send.iovecs()[0].iov_base as usize, frozen as usize + 2);
-        assert_eq!(send.to_vec(), b"llo world");
-        assert!(!out.complete(send, 9, &mut pool));
-        assert!(out.is_empty());
-        assert_eq!(out.chunks.len(), 0, "written chunks go back to the pool");
-        assert_eq!(pool.idle(), 2);
-    }
-
-    #[test]
-    fn a_short_write_over_several_chunks_keeps_the_order() {
-        let mut pool = BufPool::default();
-        let mut out = Output::default();
-        // Three chunks, as short sends over several chunks leave them.
-        for piece in [&b"ab"[..], b"cd", b"ef"] {
-            out.chunks.push_back(piece.to_vec());
-            out.appended(2);
-        }
-        let send = out.take_send().unwrap();
-        assert_eq!(send.to_vec(), b"abcdef");
-        out.tail_chunk(&mut pool, 0).extend_from_slice(b"gh");
-        out.appended(2);
-        out.complete(send, 3, &mut pool);
-        let send = out.take_send().unwrap();
-        assert_eq!(send.to_vec(), b"defgh");
-        out.complete(send, 5, &mut pool);
-        assert!(out.is_empty() && !out.has_unsent());
     }
 }

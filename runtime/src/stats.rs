@@ -132,6 +132,13 @@ counters! {
     mail_out,
     /// Writes and closes by handle that found their session gone on arrival.
     stale_messages,
+    /// TLS handshakes completed.
+    tls_handshakes,
+    /// TLS sessions that failed: not TLS, a failed handshake, a bad record, or a handshake
+    /// timeout.
+    tls_errors,
+    /// TLS sessions whose record layer was handed to the kernel (kTLS).
+    tls_kernel,
     /// Sleeping cores this core rang with an IORING_OP_MSG_RING from its own ring.
     doorbells,
     /// Sleeping cores this core rang through their eventfd (the epoll driver, MSG_RING off or

@@ -6,15 +6,19 @@
 //! the handler's output is encrypted into the session's send queue at the end of the turn, as
 //! one batch. The handshake runs on the owning core before `on_open`.
 //!
-//! Crypto provider: `ring`. It builds with a C compiler alone (aws-lc-rs needs cmake and a
-//! longer build on every fresh CI machine), and its AES-GCM and ChaCha20-Poly1305 are the same
-//! hand-written assembly class as aws-lc's for the record layer, which is what a busy
-//! connection spends its time in.
+//! Crypto provider: aws-lc-rs, rustls's default. It has the hybrid post-quantum key exchange
+//! (X25519MLKEM768, preferred) that rustls 0.23.48 deprecated the `ring` provider for lacking,
+//! and assembly AES-GCM and ChaCha20-Poly1305 for the record layer, where a busy connection
+//! spends its time. It costs about a minute of C build on a fresh machine (no cmake needed).
 
+use std::io::Write;
 use std::sync::Arc;
 
 pub use rustls;
 use rustls::pki_types::{CertificateDer, InvalidDnsNameError, ServerName};
+
+use crate::output::Output;
+use crate::pool::BufPool;
 
 /// How an outbound connection speaks TLS: the rustls client configuration and the name the
 /// server's certificate must carry (also sent as SNI).
@@ -60,4 +64,153 @@ pub struct TlsInfo {
     pub peer_certificates: Vec<CertificateDer<'static>>,
     /// The kernel does the record layer (kTLS) rather than rustls in user space.
     pub kernel: bool,
+}
+
+/// Bytes of room a chunk of sealed records is taken with: a whole record (16 KiB of
+/// plaintext) and its header, content type and tag.
+const SEALED_CHUNK: usize = 16 * 1024 + 64;
+
+/// A session's rustls connection, as its core drives it: ciphertext in with
+/// [`read_tls`](TlsSession::read_tls) and [`process`](TlsSession::process), plaintext out
+/// with [`plaintext`](TlsSession::plaintext) (borrowed from rustls's buffer, no copy), and
+/// the handler's output sealed into the session's send queue with [`seal`](TlsSession::seal).
+pub(crate) struct TlsSession {
+    conn: rustls::Connection,
+    /// The handshake is done (and `on_open` ran or is running).
+    pub(crate) opened: bool,
+    /// A close_notify was queued: nothing more is sealed.
+    closing: bool,
+    /// rustls failed (a bad record, a failed handshake): nothing more is sealed but the alert
+    /// it queued.
+    pub(crate) failed: bool,
+}
+
+impl std::fmt::Debug for TlsSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSession")
+            .field("handshaking", &self.conn.is_handshaking())
+            .field("closing", &self.closing)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl TlsSession {
+    /// The server side of an accepted connection.
+    pub(crate) fn server(config: &Arc<rustls::ServerConfig>) -> Result<Self, rustls::Error> {
+        let conn = rustls::ServerConnection::new(Arc::clone(config))?;
+        Ok(Self::new(conn.into()))
+    }
+
+    /// The client side of a connect; its ClientHello is queued at once.
+    pub(crate) fn client(connect: &TlsConnect) -> Result<Self, rustls::Error> {
+        let conn = rustls::ClientConnection::new(
+            Arc::clone(&connect.config),
+            connect.server_name.clone(),
+        )?;
+        Ok(Self::new(conn.into()))
+    }
+
+    fn new(conn: rustls::Connection) -> Self {
+        TlsSession {
+            conn,
+            opened: false,
+            closing: false,
+            failed: false,
+        }
+    }
+
+    /// The handshake is still going on.
+    pub(crate) fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// Moves ciphertext from `rest` into rustls (advancing `rest`); rustls takes what fits in
+    /// its record buffer.
+    pub(crate) fn read_tls(&mut self, rest: &mut &[u8]) -> std::io::Result<usize> {
+        self.conn.read_tls(rest)
+    }
+
+    /// Decrypts and processes the records rustls holds.
+    pub(crate) fn process(&mut self) -> Result<rustls::IoState, rustls::Error> {
+        self.conn.process_new_packets()
+    }
+
+    /// The next piece of decrypted plaintext, borrowed from rustls's buffer; `None` when
+    /// there is none. Hand back what was used with [`consume`](TlsSession::consume).
+    pub(crate) fn plaintext(&mut self) -> Option<&[u8]> {
+        match self.conn.reader().into_first_chunk() {
+            Ok(chunk) if !chunk.is_empty() => Some(chunk),
+            _ => None,
+        }
+    }
+
+    /// `n` bytes of the plaintext were handled.
+    pub(crate) fn consume(&mut self, n: usize) {
+        std::io::BufRead::consume(&mut self.conn.reader(), n);
+    }
+
+    /// What the handshake settled.
+    pub(crate) fn info(&self) -> TlsInfo {
+        let (server_name, resumed) = match &self.conn {
+            rustls::Connection::Server(s) => (s.server_name().map(str::to_owned), false),
+            rustls::Connection::Client(_) => (None, false),
+        };
+        let resumed = resumed || self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        TlsInfo {
+            version: self.conn.protocol_version(),
+            cipher_suite: self.conn.negotiated_cipher_suite().map(|s| s.suite()),
+            alpn: self.conn.alpn_protocol().map(<[u8]>::to_vec),
+            server_name,
+            resumed,
+            peer_certificates: self
+                .conn
+                .peer_certificates()
+                .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default(),
+            kernel: false,
+        }
+    }
+
+    /// Moves the records rustls has queued (handshake messages, alerts, tickets) into the
+    /// session's send queue.
+    pub(crate) fn flush_records(
+        &mut self,
+        out: &mut Output,
+        pool: &mut BufPool,
+    ) -> std::io::Result<()> {
+        while self.conn.wants_write() {
+            if out.push_sealed(pool, SEALED_CHUNK, |dst| self.conn.write_tls(dst))? == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the plaintext ready in `out` (once the handshake allows application data) and
+    /// moves every record into its send queue, oldest first. rustls takes plaintext up to
+    /// its buffer limit at a time; the records are moved out before it takes more.
+    pub(crate) fn seal(&mut self, out: &mut Output, pool: &mut BufPool) -> std::io::Result<()> {
+        loop {
+            let mut took = 0;
+            if !self.conn.is_handshaking() && !self.closing && !self.failed {
+                took = out.seal_plain(pool, |plain| self.conn.writer().write(plain))?;
+            }
+            self.flush_records(out, pool)?;
+            if took == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Queues a close_notify if the session is open and has not sent one (nor failed):
+    /// `true` if it did, and the caller flushes it before closing.
+    pub(crate) fn close_notify(&mut self) -> bool {
+        if !self.opened || self.closing || self.failed {
+            return false;
+        }
+        self.closing = true;
+        self.conn.send_close_notify();
+        true
+    }
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: servers that stop within a bound, clients with
 //! timeouts, waiting on counters, a seeded PRNG and process-level probes (descriptor count,
-//! descriptor limit).
+//! descriptor limit); a redis-server of a test's own (`redis`), and certificates for TLS
+//! tests (`tls`).
 //!
 //! Invariant: nothing here can block without a bound. Client sockets carry read and write
 //! timeouts, waits poll against a deadline, and a server is joined from a helper thread so a
@@ -10,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod redis;
+pub mod tls;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};

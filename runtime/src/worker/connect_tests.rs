@@ -172,6 +172,9 @@ fn worker_framed(
         connect: None,
         latency: None,
         linger: None,
+        tls: None,
+        tls_connect: None,
+        handshake_timeout: None,
     };
     let shared = Shared::default();
     let ctx = CoreCtx::for_test(Box::new(shared.clone()));

@@ -127,7 +127,13 @@ where
             .connect_timeout
             .filter(|_| conn.phase == Phase::Connecting)
             .map(|d| conn.last_rx + d);
-        [idle, read, write, tick, linger, timer, connect]
+        // While handshaking, `frame_started` is when the handshake started.
+        let handshake = self
+            .cfg
+            .handshake_timeout
+            .filter(|_| conn.phase == Phase::Handshaking)
+            .map(|d| conn.frame_started + d);
+        [idle, read, write, tick, linger, timer, connect, handshake]
             .into_iter()
             .flatten()
             .min()
@@ -194,6 +200,16 @@ where
                         format!("not connected within {after:?} (connect_timeout)"),
                     );
                     self.connect_failed(slot, ConnectError::TimedOut(error));
+                }
+                _ => self.reschedule(slot),
+            };
+        }
+        if conn.phase == Phase::Handshaking {
+            // Nothing else is due before the session opens.
+            return match self.cfg.handshake_timeout {
+                Some(d) if now >= conn.frame_started + d => {
+                    self.stats.tls_errors.add(1);
+                    self.begin_close(slot, CloseReason::HandshakeTimeout);
                 }
                 _ => self.reschedule(slot),
             };
@@ -275,7 +291,7 @@ where
                 conn.state.draining = true;
                 match conn.phase {
                     Phase::Open => open.push(slot as u32),
-                    Phase::Connecting => conn.drain_due = true,
+                    Phase::Connecting | Phase::Handshaking => conn.drain_due = true,
                     _ => {}
                 }
             }

@@ -50,11 +50,19 @@ where
             self.stats.rejected.add(1);
             return; // Dropping `fd` closes it.
         }
+        let tls = self.server_tls();
         let Some(slot) = self.insert(&fd, Phase::Open) else {
             return;
         };
         self.stats.accepted.add(1);
         self.cmds.push(Command::Open { slot, fd });
+        if let Some(tls) = tls {
+            // `on_open` waits for the handshake.
+            if !self.attach_tls(slot, tls) {
+                return self.begin_close(slot, CloseReason::TlsError);
+            }
+            return self.begin_handshake(slot);
+        }
         self.reschedule(slot);
         self.dispatch(slot, Event::Open);
     }
@@ -67,6 +75,11 @@ where
             return;
         }
         match result {
+            Ok(()) if conn.state.is_tls => {
+                self.stats.connected.add(1);
+                // `on_open` waits for the handshake.
+                self.begin_handshake(slot);
+            }
             Ok(()) => {
                 conn.phase = Phase::Open;
                 conn.last_rx = self.now;
@@ -92,19 +105,16 @@ where
         let Some(conn) = self.conns.get_mut(slot as usize) else {
             return;
         };
-        if conn.phase != Phase::Open {
+        if !matches!(conn.phase, Phase::Open | Phase::Handshaking) {
             return;
         }
         self.stats.bytes_in.add(data.len() as u64);
         self.stats.recvs.add(1);
         conn.last_rx = self.now;
-        if conn.state.read.is_paused() {
-            // Delivered before reading stopped: decoded when reading resumes.
-            conn.reader.hold(data, &mut self.pool);
-            return;
+        if conn.state.is_tls {
+            return self.received_tls(slot, data);
         }
-        self.decode(slot, Some(data));
-        self.drain_if_due(slot);
+        self.received_plain(slot, data);
     }
 
     fn read_closed(&mut self, slot: u32, error: Option<io::Error>) {
@@ -116,6 +126,15 @@ where
             conn.state.read = if held { Read::PausedAtEof } else { Read::Eof };
         }
         if let Phase::Lingering(reason) = conn.phase {
+            return self.begin_close(slot, reason);
+        }
+        if conn.phase == Phase::Handshaking {
+            // Gone before the handshake was done: nothing was said, nothing to flush.
+            let reason = match &error {
+                Some(e) if !is_reset(e) => CloseReason::IoError,
+                Some(_) => CloseReason::Reset,
+                None => CloseReason::PeerClosed,
+            };
             return self.begin_close(slot, reason);
         }
         match error {
@@ -213,6 +232,24 @@ where
     H: Handler<C>,
     F: Fn(&mut CoreCtx) -> H,
 {
+    /// Input for the codec (a plain session's bytes, a TLS session's plaintext): decoded now,
+    /// or held while reading is paused.
+    pub(super) fn received_plain(&mut self, slot: u32, data: &[u8]) {
+        let Some(conn) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
+        if conn.phase != Phase::Open {
+            return;
+        }
+        if conn.state.read.is_paused() {
+            // Delivered before reading stopped: decoded when reading resumes.
+            conn.reader.hold(data, &mut self.pool);
+            return;
+        }
+        self.decode(slot, Some(data));
+        self.drain_if_due(slot);
+    }
+
     /// An outbound session could not connect (the kernel said why, or the connect timeout
     /// passed): `on_error` with the classified error, then `on_close`.
     pub(super) fn connect_failed(&mut self, slot: u32, error: ConnectError) {

@@ -271,7 +271,7 @@ where
                 // connect) takes new output: one flushing after a dropped reply must not send
                 // it where the peer waits for that reply, and one lingering has shut its
                 // sending side.
-                let open = |p| matches!(p, Phase::Open | Phase::Connecting);
+                let open = |p| matches!(p, Phase::Open | Phase::Connecting | Phase::Handshaking);
                 let Some(slot) = self.resolve_in(session, open) else {
                     self.stats.stale_messages.add(1);
                     return;
@@ -285,12 +285,15 @@ where
                 self.after_callback(slot);
             }
             Msg::Close { session } => {
-                let open = |p| matches!(p, Phase::Open | Phase::Connecting);
+                let open = |p| matches!(p, Phase::Open | Phase::Connecting | Phase::Handshaking);
                 let Some(slot) = self.resolve_in(session, open) else {
                     self.stats.stale_messages.add(1);
                     return;
                 };
-                if self.conns[slot as usize].phase == Phase::Connecting {
+                if matches!(
+                    self.conns[slot as usize].phase,
+                    Phase::Connecting | Phase::Handshaking
+                ) {
                     // Nothing was said yet: the connect is abandoned.
                     return self.begin_close(slot, CloseReason::Local);
                 }
@@ -394,6 +397,10 @@ where
         {
             return;
         }
+        if self.tls_close_notify(slot) {
+            return; // Closes once the close_notify is written.
+        }
+        let conn = &self.conns[slot as usize];
         match self.cfg.linger {
             Some(linger)
                 if !matches!(conn.state.read, Read::Eof | Read::PausedAtEof)

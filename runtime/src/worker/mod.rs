@@ -41,6 +41,7 @@ mod events;
 mod lifecycle;
 mod open;
 mod proto;
+mod tls;
 
 pub(crate) use deadline::{Control, CoreTick};
 pub(crate) use proto::{ErasedProto, Typed};
@@ -61,6 +62,9 @@ pub(crate) enum Phase {
     Lingering(CloseReason),
     /// Handed to the driver to close; waiting for it to report the slot closed.
     Closing,
+    /// A TLS session doing its handshake; no callback has run yet. `on_open` runs when it is
+    /// done.
+    Handshaking,
     /// An outbound session whose connect is in flight; no callback has run yet.
     Connecting,
 }
@@ -131,6 +135,12 @@ pub(crate) struct WorkerConfig {
     pub(crate) linger: Option<Micros>,
     /// Where to publish handling-time and turn-time histograms, if recording.
     pub(crate) latency: Option<CoreLatency>,
+    /// Accepted sessions speak TLS with this configuration.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// The sessions a client opens at start speak TLS so.
+    pub(crate) tls_connect: Option<crate::tls::TlsConnect>,
+    /// How long a TLS handshake may take (`None`: no bound).
+    pub(crate) handshake_timeout: Option<Micros>,
 }
 
 /// Latency histograms of one core, readable from any thread.
@@ -443,6 +453,15 @@ where
             conn.dirty = false;
             if matches!(conn.phase, Phase::Closing | Phase::Connecting) {
                 continue;
+            }
+            if let Some(tls) = conn.state.tls.as_mut() {
+                // This turn's plaintext, sealed into records as one batch.
+                if let Err(e) = tls.seal(&mut conn.state.out, &mut self.pool) {
+                    log::debug!("ringwire: session {}: TLS: {e}", conn.state.id);
+                    self.stats.tls_errors.add(1);
+                    self.begin_close(slot, CloseReason::TlsError);
+                    continue;
+                }
             }
             let Some(send) = conn.state.out.take_send() else {
                 continue; // In flight already, or nothing unsent.

@@ -136,9 +136,21 @@ where
                 return;
             }
         };
+        let tls = match self.client_tls().transpose() {
+            Ok(tls) => tls,
+            Err(e) => {
+                self.stats.connect_errors.add(1);
+                self.stats.tls_errors.add(1);
+                log::warn!("ringwire: core {}: TLS to {addr}: {e}", self.cfg.core);
+                return;
+            }
+        };
         let Some(slot) = self.insert(&fd, Phase::Connecting) else {
             return; // Dropping `fd` closes it.
         };
+        if let Some(tls) = tls {
+            self.attach_tls(slot, Ok(tls));
+        }
         self.cmds.push(Command::Connect { slot, fd, addr });
         self.reschedule(slot);
     }
@@ -156,6 +168,7 @@ where
             id,
             fd,
             proto,
+            tls,
         } in pending.drain(..)
         {
             let Some(fd) = fd else {
@@ -165,6 +178,11 @@ where
             };
             let slot = self.place(Proto::Other(proto), fd.as_raw_fd(), id, Phase::Connecting);
             self.placed.insert(id.as_u64(), slot);
+            if let Some(tls) = tls {
+                // Made by `connect_tls`, which checked that rustls takes its configuration.
+                let attached = self.attach_tls(slot, Ok(*tls));
+                debug_assert!(attached);
+            }
             self.cmds.push(Command::Connect { slot, fd, addr });
             self.reschedule(slot);
             if self.closed_all {

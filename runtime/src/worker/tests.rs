@@ -259,6 +259,9 @@ fn worker_with(timeouts: Timeouts) -> (TestWorker, Log, Arc<CoreStats>, Arc<Cont
         connect: None,
         latency: None,
         linger: None,
+        tls: None,
+        tls_connect: None,
+        handshake_timeout: None,
     };
     let control = Arc::new(Control::new());
     let w = Worker::new(
