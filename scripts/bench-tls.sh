@@ -202,7 +202,7 @@ ringwire_counts() { # log
 # cipher an OpenSSL client gets, and whether the server resumes a session (a second
 # connection offering the first's ticket, openssl s_client -sess_in).
 probe_server() { # name
-    local port body proto resumed
+    local port body proto kex resumed
     port=$(port_of "$1")
     if ! body=$(curl -sS --max-time 5 --cacert "$CERT" "https://127.0.0.1:$port/" 2>&1) ||
         [ "$body" != "$BODY" ]; then
@@ -217,15 +217,16 @@ probe_server() { # name
     printf "$get" | timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername localhost \
         -CAfile "$CERT" -sess_in "$WORK/$1.session" -ign_eof >"$OUT/probe-$1-2.txt" 2>&1 || true
     proto=$(grep -m1 -E '^New, ' "$OUT/probe-$1-1.txt" | sed 's/^New, //; s/, Cipher is / /')
+    kex=$(grep -m1 '^Server Temp Key:' "$OUT/probe-$1-1.txt" | sed 's/^Server Temp Key: //')
     resumed=$(grep -q -E '^Reused, ' "$OUT/probe-$1-2.txt" && echo yes || echo no)
-    echo "check: $1 answers https with \"$BODY\"; an OpenSSL client negotiates ${proto:-?}; $1 resumes a session: $resumed"
+    echo "check: $1 answers https with \"$BODY\"; an OpenSSL client negotiates ${proto:-?}, key exchange ${kex:-?}; $1 resumes a session: $resumed"
 }
 
 {
     echo "date: $(date -u +%FT%TZ)"
     echo "kernel: $(uname -r); cpus: $(nproc); $(grep -m1 'model name' /proc/cpuinfo || true)"
     echo "kernel TLS (tls ULP): $(grep -qw tls /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null && echo available || echo 'not available: both servers do TLS in user space')"
-    echo "ringwire: $(git rev-parse --short HEAD 2>/dev/null || echo unknown) $(git status --porcelain 2>/dev/null | grep -q . && echo '(with uncommitted changes)'); rustls $(awk '/^name = "rustls"$/ { getline; gsub(/[^0-9.]/, ""); print }' Cargo.lock)"
+    echo "ringwire: $(git rev-parse --short HEAD 2>/dev/null || echo unknown) $(git status --porcelain 2>/dev/null | grep -q . && echo '(with uncommitted changes)'); rustls $(awk '/^name = "rustls"$/ { getline; gsub(/[^0-9.]/, ""); print }' Cargo.lock) ($(grep -m1 '^rustls = ' Cargo.toml | grep -o 'features = \[[^]]*\]' | tr -d '"'))"
     echo "nginx: $("$NGINX" -V 2>&1 | grep -E 'nginx version|built with' | paste -sd ';') (package $(dpkg-query -W -f '${Version}' nginx 2>/dev/null))"
     echo "wrk: $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2) (package $(dpkg-query -W -f '${Version}' wrk 2>/dev/null)); openssl: $(openssl version)"
     echo "ab: $(ab -V | head -1) (package $(dpkg-query -W -f '${Version}' apache2-utils 2>/dev/null)); python: $(python3 -c 'import ssl, sys; print(sys.version.split()[0], ssl.OPENSSL_VERSION)')"
