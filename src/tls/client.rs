@@ -17,7 +17,7 @@ use rustls::{ClientConfig, RootCertStore};
 
 /// Builds a client's rustls configuration.
 ///
-/// What it builds, unless told otherwise: TLS 1.3 and 1.2 on the `ring` provider; the
+/// What it builds, unless told otherwise: TLS 1.3 and 1.2 on the aws-lc-rs provider; the
 /// server's certificate must chain to a root given with [`ClientTls::root_pem`] or
 /// [`ClientTls::root_pem_file`] (at least one is required); no client certificate; no ALPN;
 /// resumption with rustls's in-memory session store (256 servers); traffic secrets

@@ -23,9 +23,9 @@
 //!
 //! What every configuration built here shares, and a reader must keep:
 //!
-//! - Crypto is rustls's `ring` provider, named explicitly (never the process-wide default, so
-//!   another crate installing aws-lc-rs does not change what ringwire does), with TLS 1.3 and
-//!   TLS 1.2.
+//! - Crypto is rustls's aws-lc-rs provider, named explicitly (never the process-wide default,
+//!   so another crate installing a different one does not change what ringwire does), with
+//!   TLS 1.3 and TLS 1.2, and the hybrid post-quantum key exchange X25519MLKEM768 preferred.
 //! - Session resumption is on: a returning client skips the certificate exchange and the
 //!   signature, most of a full handshake's cost.
 //! - Traffic secrets stay extractable (`enable_secret_extraction`), because the engine hands
@@ -59,15 +59,9 @@ use rustls::SupportedProtocolVersion;
 /// The protocol versions every configuration here offers, most preferred first.
 const VERSIONS: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 
-/// The crypto provider of every configuration here: `ring` (runtime/src/tls.rs says why).
-///
-/// rustls 0.23.48 deprecates this function because ring has no post-quantum key exchange
-/// (X25519MLKEM768 is aws-lc-rs's alone): handshakes here agree keys with X25519 or the NIST
-/// curves. That is the price of the ring choice, taken knowingly; the function is the only
-/// way to name ring's provider, so the warning is allowed here and nowhere else.
-#[allow(deprecated)]
+/// The crypto provider of every configuration here: aws-lc-rs (runtime/src/tls.rs says why).
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// ALPN protocol names as rustls takes them; a name must be 1 to 255 bytes (RFC 7301).

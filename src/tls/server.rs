@@ -227,7 +227,7 @@ impl ServerTls {
             n => ServerSessionMemoryCache::new(n),
         };
         if self.tickets {
-            config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+            config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
         }
         config.enable_secret_extraction = true;
         Ok(Arc::new(config))
