@@ -226,7 +226,7 @@ probe_server() { # name
     echo "date: $(date -u +%FT%TZ)"
     echo "kernel: $(uname -r); cpus: $(nproc); $(grep -m1 'model name' /proc/cpuinfo || true)"
     echo "kernel TLS (tls ULP): $(grep -qw tls /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null && echo available || echo 'not available: both servers do TLS in user space')"
-    echo "ringwire: $(git rev-parse --short HEAD 2>/dev/null || echo unknown) $(git status --porcelain 2>/dev/null | grep -q . && echo '(with uncommitted changes)'); rustls $(awk '/^name = "rustls"$/ { getline; gsub(/[^0-9.]/, ""); print }' Cargo.lock) ($(grep -m1 '^rustls = ' Cargo.toml | grep -o 'features = \[[^]]*\]' | tr -d '"'))"
+    echo "ringwire: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git status --porcelain 2>/dev/null | grep -q . && echo ' (with uncommitted changes)'); rustls $(awk '/^name = "rustls"$/ { getline; gsub(/[^0-9.]/, ""); print }' Cargo.lock) ($(grep -m1 '^rustls = ' Cargo.toml | grep -o 'features = \[[^]]*\]' | tr -d '"'))"
     echo "nginx: $("$NGINX" -V 2>&1 | grep -E 'nginx version|built with' | paste -sd ';') (package $(dpkg-query -W -f '${Version}' nginx 2>/dev/null))"
     echo "wrk: $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2) (package $(dpkg-query -W -f '${Version}' wrk 2>/dev/null)); openssl: $(openssl version)"
     echo "ab: $(ab -V | head -1) (package $(dpkg-query -W -f '${Version}' apache2-utils 2>/dev/null)); python: $(python3 -c 'import ssl, sys; print(sys.version.split()[0], ssl.OPENSSL_VERSION)')"
