@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Installs the real clients and servers the protocol tests drive (redis-cli and redis-benchmark
-# from redis-tools, curl, wrk; redis-server and nutcracker (twemproxy), which the backend pool's
-# and the proxy's tests start as backends and as the placement reference) when any is missing. Non-interactive and
-# idempotent: with every tool present it installs nothing and needs no network.
+# from redis-tools, curl, wrk, and openssl's s_client for the TLS tests; redis-server and
+# nutcracker (twemproxy), which the backend pool's and the proxy's tests start as backends and
+# as the placement reference) when any is missing. Non-interactive and idempotent: with every
+# tool present it installs nothing and needs no network.
 # Debian/Ubuntu (apt-get); run as root.
 # Usage: scripts/install-test-deps.sh
 set -euo pipefail
 
 # tool -> Debian package
 declare -A PKG=([redis-cli]=redis-tools [redis-benchmark]=redis-tools [curl]=curl [wrk]=wrk
-    [redis-server]=redis-server [nutcracker]=nutcracker)
+    [openssl]=openssl [redis-server]=redis-server [nutcracker]=nutcracker)
 
 # Debian puts nutcracker in /usr/sbin, which is not on every user's PATH.
 have() {

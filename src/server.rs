@@ -56,7 +56,8 @@ where
 
     /// Serves TLS with this rustls configuration (see [`crate::tls`] for building one from
     /// PEM files): every session does a handshake before `on_open`, and the handler sees
-    /// plaintext. Kernel TLS is used where the kernel offers it (see [`Server::kernel_tls`]).
+    /// plaintext. rustls does the record layer in user space (the start-up line says whether
+    /// the kernel offers kernel TLS, which is not used yet).
     pub fn tls(
         mut self,
         config: impl Into<std::sync::Arc<crate::tls::rustls::ServerConfig>>,
@@ -69,13 +70,6 @@ where
     /// (default 10 s).
     pub fn handshake_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.config.handshake_timeout = timeout.into();
-        self
-    }
-
-    /// Hands TLS sessions' traffic keys to the kernel (kTLS) where it offers the `tls` ULP
-    /// (default: yes); off, rustls always does the record layer in user space.
-    pub fn kernel_tls(mut self, on: bool) -> Self {
-        self.config.kernel_tls = on;
         self
     }
 

@@ -112,13 +112,10 @@ pub struct Config {
     /// Speak TLS on the connections a client opens (`listen: false`): the rustls client
     /// configuration and the name the server's certificate must carry.
     pub tls_connect: Option<TlsConnect>,
-    /// Close a TLS session whose handshake is not done this long after it opened
-    /// (`CloseReason::ReadTimeout`, counted in `tls_errors`). Default 10 s.
+    /// Close a TLS session whose handshake is not done this long after its connection was up
+    /// (`CloseReason::HandshakeTimeout`, counted in `tls_errors`). Default 10 s. The idle
+    /// timeout, if set, also applies while the handshake goes on.
     pub handshake_timeout: Option<Duration>,
-    /// Hand the traffic keys to the kernel (kTLS) after a handshake where the kernel offers the
-    /// `tls` socket ULP and the cipher suite is one it takes; rustls does the record layer in
-    /// user space otherwise. On by default; the start-up line says which is used.
-    pub kernel_tls: bool,
 }
 
 impl Default for Config {
@@ -161,7 +158,6 @@ impl Default for Config {
             tls: None,
             tls_connect: None,
             handshake_timeout: Some(Duration::from_secs(10)),
-            kernel_tls: true,
         }
     }
 }

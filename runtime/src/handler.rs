@@ -30,7 +30,12 @@ use crate::timer::TimerId;
 /// A panic in a callback is caught at the callback boundary; it closes that session only
 /// (with [`CloseReason::Panic`]) and the core keeps serving.
 pub trait Handler<C: Codec>: 'static {
-    /// The session was accepted. Replies sent here are written at the end of the loop turn.
+    /// The session was accepted (a TLS session: and its handshake is done). Replies sent here
+    /// are written at the end of the loop turn.
+    ///
+    /// A session that never opens still gets `on_close` (and `on_error` first if something
+    /// failed): an outbound one whose connect failed, a TLS one whose handshake failed or timed
+    /// out.
     fn on_open(&mut self, session: &mut Session<'_, C>) {
         let _ = session;
     }

@@ -30,6 +30,9 @@ pub struct ServerInfo {
     pub unix: Option<UnixAddr>,
     /// A server (listening) rather than a client.
     pub listening: bool,
+    /// How its sessions speak TLS, if they do: who does the record layer, and whether the
+    /// kernel offers kernel TLS.
+    pub tls: Option<String>,
 }
 
 impl fmt::Display for ServerInfo {
@@ -57,6 +60,10 @@ impl fmt::Display for ServerInfo {
                 Some(unix) => format!("unix:{unix}"),
                 None => self.addr.to_string(),
             }
-        )
+        )?;
+        if let Some(tls) = &self.tls {
+            write!(f, "; {tls}")?;
+        }
+        Ok(())
     }
 }

@@ -211,6 +211,16 @@ impl Output {
         Ok(taken)
     }
 
+    /// Drops the plaintext waiting to be sealed (a TLS session that can seal no more).
+    pub(crate) fn discard_plain(&mut self, pool: &mut BufPool) {
+        let mut dropped = 0;
+        for chunk in self.chunks.drain(..) {
+            dropped += chunk.len();
+            pool.give(chunk);
+        }
+        self.pending -= dropped - std::mem::take(&mut self.head);
+    }
+
     /// Appends the sealed bytes `write` produces (at least `want` expected) to the wire queue.
     /// Returns how many it wrote.
     pub(crate) fn push_sealed(

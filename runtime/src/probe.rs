@@ -127,6 +127,30 @@ impl fmt::Display for ProbeError {
 
 impl std::error::Error for ProbeError {}
 
+/// Whether the kernel offers kernel TLS (the `tls` TCP upper layer protocol), once per process:
+/// `Err` says why not. Probed by attaching the ULP to a connected loopback socket, which also
+/// loads the `tls` module where the kernel has it as one.
+///
+/// ringwire reports it (the start-up line of a TLS server) and does not use it yet: rustls does
+/// the record layer in user space (see the engine's `tls` module for what a handover needs).
+pub fn kernel_tls() -> &'static Result<(), String> {
+    static KTLS: OnceLock<Result<(), String>> = OnceLock::new();
+    KTLS.get_or_init(|| {
+        let attach = || -> io::Result<()> {
+            let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+            let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+            let _server = listener.accept()?;
+            crate::sys::set_tcp_ulp(std::os::fd::AsFd::as_fd(&client), "tls")
+        };
+        attach().map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => "the kernel has no tls ULP (CONFIG_TLS not set, or the tls \
+                module cannot be loaded)"
+                .to_owned(),
+            _ => format!("attaching the tls ULP failed: {e}"),
+        })
+    })
+}
+
 /// The outcome of probing the kernel, once per process.
 pub fn probe() -> &'static Result<UringFeatures, ProbeError> {
     static PROBE: OnceLock<Result<UringFeatures, ProbeError>> = OnceLock::new();
@@ -338,4 +362,23 @@ fn try_msg_ring(ring: &mut Ring) -> io::Result<(bool, bool)> {
         sent && arrived(&seen, core),
         blind_sent && arrived(&seen, blind),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The kernel TLS probe agrees with the kernel's list of available upper layer protocols
+    /// (which lists `tls` once its module is in, as the probe's attach loads it).
+    #[test]
+    fn kernel_tls_probe_agrees_with_the_kernel() {
+        let probed = super::kernel_tls();
+        let listed = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp")
+            .map(|ulps| ulps.split_whitespace().any(|u| u == "tls"));
+        eprintln!("kernel TLS: {probed:?}; tcp_available_ulp lists tls: {listed:?}");
+        if let Ok(listed) = listed {
+            assert_eq!(probed.is_ok(), listed);
+        }
+        if let Err(why) = probed {
+            assert!(why.contains("tls"), "{why}");
+        }
+    }
 }

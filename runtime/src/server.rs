@@ -613,6 +613,13 @@ where
         addr: local_addr,
         unix: config.unix.clone(),
         listening: config.listen,
+        tls: (config.tls.is_some() || config.tls_connect.is_some()).then(|| {
+            let kernel = match crate::probe::kernel_tls() {
+                Ok(()) => "offered by the kernel, not used yet".to_owned(),
+                Err(why) => format!("unavailable: {why}"),
+            };
+            format!("TLS by rustls (aws-lc-rs) in user space; kernel TLS {kernel}")
+        }),
     };
     let mut handle = ServerHandle {
         local_addr,

@@ -221,6 +221,9 @@ pub(crate) struct SessionState {
     pub(crate) is_tls: bool,
     /// What its handshake settled, once done.
     pub(crate) tls_info: Option<Box<crate::tls::TlsInfo>>,
+    /// A TLS session's peer has sent part of a record, which rustls holds until the rest
+    /// comes: a frame has begun, for the read timeout and the drain.
+    pub(crate) tls_partial: bool,
 }
 
 impl SessionState {
@@ -242,6 +245,7 @@ impl SessionState {
             tls: None,
             is_tls: false,
             tls_info: None,
+            tls_partial: false,
         }
     }
 }
@@ -406,8 +410,10 @@ impl<'a, C: Codec> Session<'a, C> {
     }
 
     /// What this session's TLS handshake settled (version, cipher suite, ALPN protocol, SNI
-    /// name, resumption, the peer's certificates); `None` on a plain session. A TLS
-    /// session's callbacks run only after its handshake, so they always see it.
+    /// name, resumption, the peer's certificates); `None` on a plain session. A TLS session's
+    /// `on_open` runs after its handshake, so it and every later callback see it; a session
+    /// whose handshake failed or timed out gets only `on_error` (for a failure) and
+    /// `on_close`, which see `None`.
     pub fn tls(&self) -> Option<&crate::tls::TlsInfo> {
         self.state.tls_info.as_deref()
     }

@@ -137,8 +137,7 @@ counters! {
     /// TLS sessions that failed: not TLS, a failed handshake, a bad record, or a handshake
     /// timeout.
     tls_errors,
-    /// TLS sessions whose record layer was handed to the kernel (kTLS).
-    tls_kernel,
+
     /// Sleeping cores this core rang with an IORING_OP_MSG_RING from its own ring.
     doorbells,
     /// Sleeping cores this core rang through their eventfd (the epoll driver, MSG_RING off or

@@ -346,3 +346,21 @@ pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: the kernel writes 8 bytes into `value`.
     cvt(unsafe { libc::read(fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) }).map(drop)
 }
+
+/// Attaches the upper layer protocol `name` (e.g. `tls`) to the TCP socket `fd` (TCP_ULP).
+pub(crate) fn set_tcp_ulp(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    /// TCP_ULP from linux/tcp.h (libc does not name it).
+    const TCP_ULP: libc::c_int = 31;
+    // SAFETY: `fd` is open for the borrow; the option value is `name`'s bytes, read by the
+    // kernel during the call only.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            TCP_ULP,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}

@@ -60,10 +60,8 @@ pub struct TlsInfo {
     /// The handshake resumed an earlier session (a ticket or the session cache).
     pub resumed: bool,
     /// The peer's certificate chain (a client's, under mutual TLS; the server's, on a
-    /// connect), end entity first.
+    /// connect), end entity first; empty if the peer sent none.
     pub peer_certificates: Vec<CertificateDer<'static>>,
-    /// The kernel does the record layer (kTLS) rather than rustls in user space.
-    pub kernel: bool,
 }
 
 /// Bytes of room a chunk of sealed records is taken with: a whole record (16 KiB of
@@ -83,6 +81,11 @@ pub(crate) struct TlsSession {
     /// rustls failed (a bad record, a failed handshake): nothing more is sealed but the alert
     /// it queued.
     pub(crate) failed: bool,
+    /// The peer's record stream: the current record's header bytes seen so far, and what is
+    /// left of its body. Says whether rustls holds part of a record (a frame has begun).
+    header: [u8; 5],
+    header_len: u8,
+    body_left: usize,
 }
 
 impl std::fmt::Debug for TlsSession {
@@ -117,7 +120,36 @@ impl TlsSession {
             opened: false,
             closing: false,
             failed: false,
+            header: [0; 5],
+            header_len: 0,
+            body_left: 0,
         }
+    }
+
+    /// Follows the record framing of ciphertext about to go into rustls.
+    pub(crate) fn track(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(data.len());
+                self.body_left -= n;
+                data = &data[n..];
+                continue;
+            }
+            let have = self.header_len as usize;
+            let n = (5 - have).min(data.len());
+            self.header[have..have + n].copy_from_slice(&data[..n]);
+            self.header_len += n as u8;
+            data = &data[n..];
+            if self.header_len == 5 {
+                self.body_left = u16::from_be_bytes([self.header[3], self.header[4]]) as usize;
+                self.header_len = 0;
+            }
+        }
+    }
+
+    /// The peer has sent part of a record and not the rest.
+    pub(crate) fn mid_record(&self) -> bool {
+        self.header_len > 0 || self.body_left > 0
     }
 
     /// The handshake is still going on.
@@ -168,7 +200,6 @@ impl TlsSession {
                 .peer_certificates()
                 .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
                 .unwrap_or_default(),
-            kernel: false,
         }
     }
 
@@ -190,7 +221,15 @@ impl TlsSession {
     /// Seals the plaintext ready in `out` (once the handshake allows application data) and
     /// moves every record into its send queue, oldest first. rustls takes plaintext up to
     /// its buffer limit at a time; the records are moved out before it takes more.
+    ///
+    /// Once closing (a close_notify sent) or failed, nothing more can be sealed: plaintext
+    /// produced after that (an `on_error` reply, a tick's output) is dropped, so the session
+    /// can finish closing.
     pub(crate) fn seal(&mut self, out: &mut Output, pool: &mut BufPool) -> std::io::Result<()> {
+        if self.closing || self.failed {
+            out.discard_plain(pool);
+            return self.flush_records(out, pool);
+        }
         loop {
             let mut took = 0;
             if !self.conn.is_handshaking() && !self.closing && !self.failed {

@@ -20,8 +20,7 @@ use rustls::{ClientConfig, RootCertStore};
 /// What it builds, unless told otherwise: TLS 1.3 and 1.2 on the aws-lc-rs provider; the
 /// server's certificate must chain to a root given with [`ClientTls::root_pem`] or
 /// [`ClientTls::root_pem_file`] (at least one is required); no client certificate; no ALPN;
-/// resumption with rustls's in-memory session store (256 servers); traffic secrets
-/// extractable for kernel TLS (the module documentation says what that costs).
+/// resumption with rustls's in-memory session store (256 servers).
 ///
 /// Methods that take input check it at once; a bad one is recorded and [`ClientTls::build`]
 /// returns the first such error.
@@ -134,7 +133,6 @@ impl ClientTls {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = self.alpn;
-        config.enable_secret_extraction = true;
         Ok(Arc::new(config))
     }
 

@@ -28,13 +28,9 @@
 //!   TLS 1.3 and TLS 1.2, and the hybrid post-quantum key exchange X25519MLKEM768 preferred.
 //! - Session resumption is on: a returning client skips the certificate exchange and the
 //!   signature, most of a full handshake's cost.
-//! - Traffic secrets stay extractable (`enable_secret_extraction`), because the engine hands
-//!   them to the kernel when it takes over the record layer (kTLS, see
-//!   [`Server::kernel_tls`](crate::Server::kernel_tls)). The cost: whoever holds a finished
-//!   rustls connection built from this configuration can take its keys out of it. Inside
-//!   ringwire only the engine holds it, and only to give the keys to the kernel. A program that
-//!   never wants that can clone the built configuration and clear the flag; the engine then
-//!   keeps the record layer in rustls.
+//! - Traffic secrets are not extractable (rustls's `enable_secret_extraction` stays off):
+//!   rustls does the record layer in user space (kernel TLS is detected and reported, not
+//!   used yet: see the engine's `tls` module).
 //! - Bad input is reported by [`TlsConfigError`], naming the file or the PEM it was found in.
 //!   Builder methods that take input record the first error they meet and `build` returns it,
 //!   so a chain of calls reads without a `?` on each.

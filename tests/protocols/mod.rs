@@ -24,7 +24,7 @@ pub fn require(tool: &str) -> PathBuf {
         Some(path) => path,
         None => panic!(
             "\n\n*** `{tool}` IS NOT INSTALLED: this test drives the server with real clients.\n\
-             *** Install them with scripts/install-test-deps.sh (redis-tools, curl, wrk, redis-server, nutcracker).\n\n"
+             *** Install them with scripts/install-test-deps.sh (redis-tools, curl, wrk, openssl, redis-server, nutcracker).\n\n"
         ),
     }
 }

@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests: servers that stop within a bound, clients with
 //! timeouts, waiting on counters, a seeded PRNG and process-level probes (descriptor count,
-//! descriptor limit); a redis-server of a test's own (`redis`), and certificates for TLS
-//! tests (`tls`).
+//! descriptor limit); a redis-server of a test's own (`redis`), certificates for TLS tests
+//! (`tls`), rustls clients over std sockets (`tls_client`) and a TLS echo server that records
+//! what its sessions saw (`tls_echo`).
 //!
 //! Invariant: nothing here can block without a bound. Client sockets carry read and write
 //! timeouts, waits poll against a deadline, and a server is joined from a helper thread so a
@@ -12,6 +13,8 @@
 
 pub mod redis;
 pub mod tls;
+pub mod tls_client;
+pub mod tls_echo;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};

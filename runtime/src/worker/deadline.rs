@@ -112,11 +112,13 @@ where
         let idle = t.idle.filter(|_| reading).map(|d| conn.last_rx + d);
         let read = t
             .read
-            .filter(|_| reading && conn.reader.buffered() > 0)
+            .filter(|_| reading && conn.has_tail())
             .map(|d| conn.frame_started + d);
+        // Only a session that has opened has output of its own to time; a connect's or a
+        // handshake's own deadline bounds it before.
         let write = t
             .write
-            .filter(|_| conn.state.out.writing())
+            .filter(|_| timers_fire(conn.phase) && conn.state.out.writing())
             .map(|d| conn.write_progress + d);
         let tick = Some(conn.next_tick).filter(|&at| at != Micros::MAX);
         let linger = matches!(conn.phase, Phase::Lingering(_)).then_some(conn.linger_until);
@@ -133,10 +135,26 @@ where
             .handshake_timeout
             .filter(|_| conn.phase == Phase::Handshaking)
             .map(|d| conn.frame_started + d);
-        [idle, read, write, tick, linger, timer, connect, handshake]
-            .into_iter()
-            .flatten()
-            .min()
+        // A handshake that goes quiet is idle too (and bounded so even with no handshake
+        // timeout).
+        let handshake_idle = t
+            .idle
+            .filter(|_| conn.phase == Phase::Handshaking)
+            .map(|d| conn.last_rx + d);
+        [
+            idle,
+            read,
+            write,
+            tick,
+            linger,
+            timer,
+            connect,
+            handshake,
+            handshake_idle,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Schedules the session's timer if its earliest deadline is before the current entry.
@@ -206,10 +224,14 @@ where
         }
         if conn.phase == Phase::Handshaking {
             // Nothing else is due before the session opens.
+            let idle = conn.state.timeouts.idle;
             return match self.cfg.handshake_timeout {
                 Some(d) if now >= conn.frame_started + d => {
                     self.stats.tls_errors.add(1);
                     self.begin_close(slot, CloseReason::HandshakeTimeout);
+                }
+                _ if idle.is_some_and(|d| now >= conn.last_rx + d) => {
+                    self.begin_close(slot, CloseReason::IdleTimeout);
                 }
                 _ => self.reschedule(slot),
             };
@@ -225,14 +247,26 @@ where
             (now >= conn.linger_until).then_some(reason)
         } else if reading && expired(t.idle, conn.last_rx) {
             Some(CloseReason::IdleTimeout)
-        } else if reading && conn.reader.buffered() > 0 && expired(t.read, conn.frame_started) {
+        } else if reading && conn.has_tail() && expired(t.read, conn.frame_started) {
             Some(CloseReason::ReadTimeout)
-        } else if conn.state.out.writing() && expired(t.write, conn.write_progress) {
+        } else if timers_fire(conn.phase)
+            && conn.state.out.writing()
+            && expired(t.write, conn.write_progress)
+        {
             Some(CloseReason::WriteTimeout)
         } else {
             None
         };
         if let Some(reason) = reason {
+            if reason == CloseReason::IdleTimeout && conn.state.is_tls && conn.phase == Phase::Open
+            {
+                // Nothing is pending either way: the peer gets a close_notify, not a cut-off
+                // stream.
+                conn.phase = Phase::Flushing(reason);
+                conn.reader.release(&mut self.pool);
+                self.maybe_finish_flush(slot);
+                return;
+            }
             self.begin_close(slot, reason);
             return;
         }
@@ -326,7 +360,13 @@ where
         self.ctx.outbound.closed = true;
         let slots: Vec<u32> = self.conns.iter().map(|(k, _)| k as u32).collect();
         for slot in slots {
-            self.begin_close(slot, CloseReason::Shutdown);
+            // A lingering session is done (its output written, its sending side shut down):
+            // the deadline only ends its wait for the peer's EOF.
+            let reason = match self.conns[slot as usize].phase {
+                Phase::Lingering(reason) => reason,
+                _ => CloseReason::Shutdown,
+            };
+            self.begin_close(slot, reason);
         }
     }
 }

@@ -50,7 +50,14 @@ where
         self.idle_watch = watch;
         let mut closing = std::mem::take(&mut self.closing);
         for slot in closing.drain(..) {
-            self.begin_close(slot, CloseReason::Drained);
+            let conn = &mut self.conns[slot as usize];
+            if conn.state.is_tls {
+                // Its peer gets a close_notify, not a cut-off stream.
+                conn.phase = Phase::Flushing(CloseReason::Drained);
+                self.maybe_finish_flush(slot);
+            } else {
+                self.begin_close(slot, CloseReason::Drained);
+            }
         }
         self.closing = closing;
     }
@@ -175,7 +182,7 @@ where
             self.cmds.push(Command::PauseRecv { slot });
         }
         // Only transitions can bring a deadline closer; per message this is two compares.
-        let has_tail = conn.reader.buffered() > 0;
+        let has_tail = conn.has_tail();
         let has_output = conn.state.out.writing();
         let mut reschedule = std::mem::take(&mut conn.state.timeouts_changed);
         if reschedule {

@@ -104,8 +104,14 @@ impl<C: Codec, H: Handler<C>> Conn<C, H> {
             && self.state.out.outstanding() == 0
             && catch_unwind(AssertUnwindSafe(|| self.proto.at_boundary())).unwrap_or(false)
             && self.state.out.is_empty()
-            && self.reader.buffered() == 0
+            && !self.has_tail()
             && self.reader.held() == 0
+    }
+
+    /// Part of a frame has arrived and waits for the rest: in the frame reader, or, on a TLS
+    /// session, as part of a record rustls holds undecrypted.
+    fn has_tail(&self) -> bool {
+        self.reader.buffered() > 0 || self.state.tls_partial
     }
 }
 
@@ -457,14 +463,20 @@ where
             if let Some(tls) = conn.state.tls.as_mut() {
                 // This turn's plaintext, sealed into records as one batch.
                 if let Err(e) = tls.seal(&mut conn.state.out, &mut self.pool) {
-                    log::debug!("ringwire: session {}: TLS: {e}", conn.state.id);
                     self.stats.tls_errors.add(1);
-                    self.begin_close(slot, CloseReason::TlsError);
+                    let error = SessionError::Tls {
+                        session: conn.state.id,
+                        error: rustls::Error::General(format!("sealing failed: {e}")),
+                    };
+                    self.fail(slot, error, CloseReason::TlsError);
                     continue;
                 }
             }
             let Some(send) = conn.state.out.take_send() else {
-                continue; // In flight already, or nothing unsent.
+                // In flight already, or nothing unsent. (A TLS session that dropped what it
+                // could not seal may have nothing left: it finishes closing.)
+                self.maybe_finish_flush(slot);
+                continue;
             };
             self.stats.writes.add(1);
             self.cmds.push(Command::Send { slot, send });
@@ -547,7 +559,7 @@ where
                     // Frames completed: an incomplete one left behind is a new frame, whose
                     // read timeout starts now.
                     let conn = &mut self.conns[slot as usize];
-                    if conn.reader.buffered() > 0 {
+                    if conn.has_tail() {
                         conn.frame_started = self.now;
                     }
                 }

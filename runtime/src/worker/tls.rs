@@ -47,6 +47,7 @@ where
         conn.phase = Phase::Handshaking;
         conn.frame_started = self.now;
         conn.last_rx = self.now;
+        conn.write_progress = self.now;
         let Some(tls) = conn.state.tls.as_mut() else {
             debug_assert!(false, "a handshake without TLS");
             return;
@@ -68,6 +69,7 @@ where
         let Some(mut tls) = self.conns[slot as usize].state.tls.take() else {
             return;
         };
+        tls.track(data);
         let mut rest = data;
         let mut peer_closed = false;
         // Bounded: every round moves ciphertext into rustls (it takes at least a byte while
@@ -102,7 +104,15 @@ where
         };
         let conn = &mut self.conns[slot as usize];
         let flushed = tls.flush_records(&mut conn.state.out, &mut self.pool);
+        let partial = tls.mid_record();
         conn.state.tls = Some(tls);
+        let began = partial && !conn.state.tls_partial && conn.reader.buffered() == 0;
+        conn.state.tls_partial = partial;
+        if began {
+            // A new frame has begun, in a record not yet whole: its read timeout starts now.
+            conn.frame_started = self.now;
+            self.reschedule(slot);
+        }
         self.mark_dirty(slot);
         match result {
             Err(error) => return self.tls_failed(slot, error),
@@ -113,10 +123,18 @@ where
         }
         if peer_closed {
             // The peer's close_notify: no more input, as at EOF.
-            if self.conns[slot as usize].phase == Phase::Handshaking {
+            let conn = &mut self.conns[slot as usize];
+            if conn.phase == Phase::Handshaking {
                 return self.begin_close(slot, CloseReason::PeerClosed);
             }
-            self.peer_finished(slot);
+            if conn.phase == Phase::Open && conn.reader.held() > 0 {
+                // Input held back by backpressure is decoded first; `resume_reading` then
+                // finishes.
+                conn.state.read = crate::session::Read::PausedAtEof;
+            } else {
+                conn.state.read = crate::session::Read::Eof;
+                self.peer_finished(slot);
+            }
         }
         // Skipped while the connection was out (see the module's invariant).
         self.maybe_finish_flush(slot);
@@ -132,8 +150,11 @@ where
         }
         conn.phase = Phase::Open;
         conn.last_rx = self.now;
+        let outbound = conn.state.outbound;
         self.reschedule(slot);
-        if self.dispatch(slot, Event::Open) {
+        // A session accepted during a drain gets `on_drain` after its first input, as a plain
+        // one does; an outbound one once open.
+        if self.dispatch(slot, Event::Open) && outbound {
             self.drain_if_due(slot);
         }
     }
@@ -186,11 +207,17 @@ where
 
     /// Lists the session for a send at the end of this turn, if it has output and is not
     /// listed.
+    ///
+    /// For records queued outside a callback (handshake messages, tickets, alerts): if no send
+    /// is in flight, the write timeout counts from now.
     pub(super) fn mark_dirty(&mut self, slot: u32) {
         let conn = &mut self.conns[slot as usize];
         if conn.state.out.has_unsent() && !conn.dirty {
             conn.dirty = true;
             self.dirty.push(slot);
+            if !conn.state.out.in_flight() {
+                conn.write_progress = self.now;
+            }
         }
     }
 
