@@ -33,7 +33,7 @@
 # Usage: scripts/bench-tls.sh [--rounds N] [--duration S] [--connections C]
 #            [--cases keepalive,handshake,full,idle,ab] [--idle-conns N]
 #            [--servers ringwire,nginx] [--no-build]
-# Defaults: 5 rounds of 10 s per run, 50 connections; about 9 min with every case.
+# Defaults: 5 rounds of 10 s per run, 50 connections; about 8 min with every case.
 # Environment: SERVER_CPU, CLIENT_CPU (0 and 1); ROUNDS, DURATION, CONNS, IDLE_CONNS (as the
 # options). Installs nginx, wrk, ab and openssl when missing (scripts/install-bench-deps.sh).
 # Needs an http example that takes --tls-cert and --tls-key and speaks TLS; without one it says
@@ -46,9 +46,9 @@ cd "$(dirname "$0")/.."
 . scripts/bench/lib.sh
 
 ALL_CASES=keepalive,handshake,full,idle,ab
-usage() {
+usage() { # exit-status
     sed -n '/^# Usage:/,/^# Defaults/p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
+    exit "$1"
 }
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
@@ -66,8 +66,8 @@ while [ $# -gt 0 ]; do
     --idle-conns) IDLE_CONNS=$2; shift 2 ;;
     --servers) SERVERS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h | --help) usage ;;
-    *) echo "bench-tls: unknown argument $1" >&2; usage ;;
+    -h | --help) usage 0 ;;
+    *) echo "bench-tls: unknown argument $1" >&2; usage 2 ;;
     esac
 done
 for v in ROUNDS DURATION CONNS IDLE_CONNS; do
