@@ -30,6 +30,8 @@
 # Output: a summary on stdout, raw client output and results.tsv under results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/bench/lib.sh
+. scripts/bench/lib.sh
 
 CASES=kv,http,sharing,proxy
 while [ $# -gt 0 ]; do
@@ -121,35 +123,7 @@ TCK=$(getconf CLK_TCK)
     echo "cases $CASES; server CPU $SERVER_CPU, client CPU $CLIENT_CPU, backend CPU $BACKEND_CPU, $ROUNDS rounds"
 } | tee "$OUT/versions.txt" >&2
 
-# ---- Helpers -------------------------------------------------------------------------------
-wait_port() {
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
-}
-
-# Clock ticks (utime+stime) of the given processes, all threads included.
-ticks() {
-    local total=0 pid t
-    for pid in "$@"; do
-        t=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
-        total=$((total + t))
-    done
-    echo "$total"
-}
-
-# Children's CPU seconds from the second line of `times`.
-child_cpu() {
-    sed -n 2p "$1" | awk '{
-        s = 0
-        for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); s += p[1] * 60 + p[2] }
-        printf "%.3f", s
-    }'
-}
-
+# ---- Helpers (wait_port, ticks, child_cpu, wrk_figures, median, spread: scripts/bench/lib.sh) --
 SERVER_PIDS=()
 start_server() { # name
     local conf
@@ -173,13 +147,9 @@ start_server() { # name
         sed -e "s|@PORT@|$NGINX_PORT|g" -e "s|@DIR@|$WORK|g" benches/configs/nginx.conf >"$conf"
         taskset -c "$SERVER_CPU" "$NGINX" -p "$WORK" -c "$conf" -e "$WORK/nginx-error.log" &
         local master=$!
-        PIDS+=($master); wait_port $NGINX_PORT
-        local workers=""
-        for _ in $(seq 100); do
-            workers=$(pgrep -P "$master" || true)
-            [ -n "$workers" ] && break
-            sleep 0.05
-        done
+        PIDS+=("$master"); wait_port $NGINX_PORT
+        local workers
+        workers=$(nginx_workers "$master")
         # shellcheck disable=SC2206
         SERVER_PIDS=($master $workers) ;;
     proxy)
@@ -264,19 +234,19 @@ run_redis_bench() {
         cmd=(mget)
         for _ in $(seq 10); do cmd+=(key:__rand_int__); done
     fi
-    local t0 t1 b0=0 b1=0 c0=0 c1=0 backends=0
-    case "$server" in proxy | nutcracker) backends=1 ;; esac
-    [ $backends = 1 ] && c0=$(backend_calls)
+    local t0 t1 b0=0 b1=0 c0=0 c1=0 via_proxy=0
+    case "$server" in proxy | nutcracker) via_proxy=1 ;; esac
+    [ $via_proxy = 1 ] && c0=$(backend_calls)
     t0=$(ticks "${SERVER_PIDS[@]}")
-    [ $backends = 1 ] && b0=$(ticks "${BACKEND_PIDS[@]}")
+    [ $via_proxy = 1 ] && b0=$(ticks "${BACKEND_PIDS[@]}")
     (
         taskset -c "$CLIENT_CPU" redis-benchmark -p "$(port_of "$server")" -c "$CLIENTS" -n "$n" \
             -P "$pipe" --csv "$@" "${cmd[@]}" >"$name.out" 2>&1
         times >"$name.times"
     )
     t1=$(ticks "${SERVER_PIDS[@]}")
-    [ $backends = 1 ] && b1=$(ticks "${BACKEND_PIDS[@]}")
-    [ $backends = 1 ] && c1=$(backend_calls)
+    [ $via_proxy = 1 ] && b1=$(ticks "${BACKEND_PIDS[@]}")
+    [ $via_proxy = 1 ] && c1=$(backend_calls)
     # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
     local line
     line=$(grep '^"' "$name.out" | grep -v '^"test"' | tail -1 | tr -d '"')
@@ -287,7 +257,7 @@ run_redis_bench() {
     fi
     IFS=, read -r _ rps _ _ p50 _ p99 _ <<<"$line"
     local bcpu=- bcmds=-
-    if [ $backends = 1 ]; then
+    if [ $via_proxy = 1 ]; then
         bcpu=$(awk "BEGIN{printf \"%.3f\", ($b1-$b0)/$TCK}")
         bcmds=$((c1 - c0))
     fi
@@ -312,13 +282,7 @@ run_wrk() {
         exit 1
     fi
     local requests rps p50 p99
-    requests=$(awk '/ requests in /{print $1}' "$name.out")
-    rps=$(awk '/^Requests\/sec:/{print $2}' "$name.out")
-    # Latency distribution lines: "50%  312.00us"; to milliseconds.
-    to_ms='{ v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
-             if (u == "us") v /= 1000; else if (u == "s") v *= 1000; printf "%.3f", v }'
-    p50=$(awk "/^ +50%/$to_ms" "$name.out")
-    p99=$(awk "/^ +99%/$to_ms" "$name.out")
+    read -r requests rps p50 p99 <<<"$(wrk_figures "$name.out")"
     echo -e "$round\thttp\t$server\t$requests\t$rps\t$p50\t$p99\t$(awk "BEGIN{printf \"%.3f\", ($t1-$t0)/$TCK}")\t$(child_cpu "$name.times")\t-\t-" >>"$RESULTS"
 }
 
@@ -433,7 +397,6 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # ---- Summary: medians over the rounds ------------------------------------------------------
-median() { sort -g | awk '{v[NR] = $1} END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 col() { # bench server column
     awk -F'\t' -v b="$1" -v s="$2" -v c="$3" 'NR > 1 && $2 == b && $3 == s { print $c }' "$RESULTS" | median
 }
@@ -476,11 +439,6 @@ round_ratio_values() { # bench a b column per_request(0|1) -> each round's ratio
         NR > 1 && $2 == b && ($3 == x || $3 == y) { v = pr ? $c / $4 : $c; val[$1, $3] = v; rounds[$1] = 1 }
         END { for (r in rounds) if ((r, x) in val && (r, y) in val && val[r, y] > 0) printf "%.4f\n", val[r, x] / val[r, y] }
     ' "$RESULTS"
-}
-spread() { # printf-format; values on stdin -> "median (min-max)"
-    sort -g | awk -v f="$1" '{ v[NR] = $1 } END {
-        m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-        printf f " (" f "-" f ")", m, v[1], v[NR] }'
 }
 proxy_summary() { # bench
     local s
