@@ -73,6 +73,14 @@ where
         self
     }
 
+    /// Hands TLS sessions' record layer to the kernel (kTLS) after their handshake where the
+    /// kernel offers it (default: yes; `Config::kernel_tls` says on what conditions); off,
+    /// rustls always does it in user space.
+    pub fn kernel_tls(mut self, on: bool) -> Self {
+        self.config.kernel_tls = on;
+        self
+    }
+
     /// The address to listen on. Port 0 lets the kernel pick (see
     /// [`ServerHandle::local_addr`]).
     pub fn bind(mut self, addr: SocketAddr) -> Self {

@@ -398,3 +398,40 @@ fn handler_relays_over_connect_tls_to_a_second_tls_server() {
     front.stop_cleanly();
     backend.stop_cleanly();
 }
+
+/// Kernel TLS where the kernel offers it, rustls where it does not: the start-up line says
+/// which, and a session echoes either way. On a kernel with the `tls` ULP (and the epoll
+/// driver, or io_uring with DEFER_TASKRUN) this runs the handover for real: the session must
+/// then be the kernel's; on one without (this project's CI machines), it checks the fallback.
+#[test]
+fn kernel_tls_where_the_kernel_offers_it_else_rustls() {
+    let pki = Pki::new("ktls");
+    let leaf = pki.server("server", &["localhost"]);
+    let (server, seen) = recording(Len32, tls_echo::server_tls(&leaf), false);
+    let server = util::start(server);
+    let line = server.info().to_string();
+    println!("start-up line: {line}");
+    let offered = ringwire::tls::kernel_tls();
+    println!("kernel TLS probe: {offered:?}");
+    if offered.is_err() {
+        assert!(line.contains("kernel TLS not used"), "{line}");
+    }
+    let config = Arc::new(tls_client::client_config(
+        &pki.ca_pem,
+        tls_client::ANY_VERSION,
+    ));
+    let mut stream = tls_client::connect(server.addr(), &config, "localhost");
+    for i in 0..50u32 {
+        let frame = util::len32(format!("frame {i} {}", "x".repeat(i as usize * 97)).as_bytes());
+        tls_client::echo(&mut stream, &frame);
+    }
+    seen.wait_opened(1);
+    let s = server.total();
+    println!(
+        "tls_kernel {}, tls_kernel_refused {}",
+        s.tls_kernel, s.tls_kernel_refused
+    );
+    let handed = !line.contains("kernel TLS not used");
+    assert_eq!(s.tls_kernel, u64::from(handed), "{s:?}");
+    assert_eq!(s.tls_errors, 0, "{s:?}");
+}

@@ -116,6 +116,12 @@ pub struct Config {
     /// (`CloseReason::HandshakeTimeout`, counted in `tls_errors`). Default 10 s. The idle
     /// timeout, if set, also applies while the handshake goes on.
     pub handshake_timeout: Option<Duration>,
+    /// Hand accepted TLS sessions' record layer to the kernel (kTLS) after their handshake,
+    /// where the kernel offers the `tls` ULP, the driver copies nothing between turns (epoll,
+    /// or io_uring with DEFER_TASKRUN), the rustls configuration lets its secrets be extracted
+    /// (`enable_secret_extraction`) and the kernel takes the cipher suite; rustls keeps it in
+    /// user space otherwise. On by default; the start-up line says which is used.
+    pub kernel_tls: bool,
 }
 
 impl Default for Config {
@@ -158,6 +164,7 @@ impl Default for Config {
             tls: None,
             tls_connect: None,
             handshake_timeout: Some(Duration::from_secs(10)),
+            kernel_tls: true,
         }
     }
 }

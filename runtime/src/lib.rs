@@ -40,6 +40,7 @@ mod cpus;
 mod doorbell;
 mod driver;
 mod errno;
+mod ktls;
 mod listener;
 // The transport between cores (bounded rings, the sleep announcement, the doorbell rule). The
 // worker loop drains its inbox and announces its sleep; so far only off-core threads send

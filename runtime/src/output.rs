@@ -211,6 +211,18 @@ impl Output {
         Ok(taken)
     }
 
+    /// Sealed records wait for the wire.
+    pub(crate) fn has_sealed(&self) -> bool {
+        self.sealed.as_ref().is_some_and(|s| !s.chunks.is_empty())
+    }
+
+    /// The kernel seals from now on (kernel TLS): sends carry the output as it is. Only with no
+    /// sealed record waiting.
+    pub(crate) fn unseal(&mut self) {
+        debug_assert!(!self.has_sealed() && !self.in_flight());
+        self.sealed = None;
+    }
+
     /// Drops the plaintext waiting to be sealed (a TLS session that can seal no more).
     pub(crate) fn discard_plain(&mut self, pool: &mut BufPool) {
         let mut dropped = 0;

@@ -312,6 +312,7 @@ where
         live,
         server,
         offload,
+        driver: kind,
         ..
     } = setup;
     // The per-core state is made on this thread, before the worker reports ready: a panic in
@@ -362,6 +363,7 @@ where
         handshake_timeout: config
             .handshake_timeout
             .map(|d| (d.as_micros() as u64).max(1)),
+        kernel_tls: kernel_tls(&config, kind).is_ok(),
         latency: latency.clone(),
         linger: config.linger.map(|d| (d.as_micros() as u64).max(1)),
         core_tick: hooks.on_core_tick.as_ref().map(|(period, hook)| CoreTick {
@@ -615,11 +617,14 @@ where
         unix: config.unix.clone(),
         listening: config.listen,
         tls: (config.tls.is_some() || config.tls_connect.is_some()).then(|| {
-            let kernel = match crate::probe::kernel_tls() {
-                Ok(()) => "offered by the kernel, not used yet".to_owned(),
-                Err(why) => format!("unavailable: {why}"),
-            };
-            format!("TLS by rustls (aws-lc-rs) in user space; kernel TLS {kernel}")
+            match kernel_tls(&config, driver) {
+                Ok(()) => "TLS handshakes by rustls (aws-lc-rs), then the record layer by the \
+                    kernel (kTLS) where the session's cipher suite allows"
+                    .to_owned(),
+                Err(why) => {
+                    format!("TLS by rustls (aws-lc-rs) in user space; kernel TLS not used: {why}")
+                }
+            }
         }),
     };
     let mut handle = ServerHandle {
@@ -643,6 +648,29 @@ where
     }
     log::info!("ringwire: {}", handle.info);
     Ok(handle)
+}
+
+/// Whether accepted TLS sessions go to the kernel after their handshake (see `crate::ktls`),
+/// or why not.
+fn kernel_tls(config: &Config, driver: DriverKind) -> Result<(), String> {
+    let Some(tls) = &config.tls else {
+        return Err("only a server's sessions are handed over".into());
+    };
+    if !config.kernel_tls {
+        return Err("turned off (kernel_tls)".into());
+    }
+    crate::probe::kernel_tls().clone()?;
+    if !tls.enable_secret_extraction {
+        return Err("the rustls configuration keeps its secrets (enable_secret_extraction)".into());
+    }
+    let deferred = probe::probe()
+        .as_ref()
+        .is_ok_and(|f| f.taskrun == "defer taskrun");
+    match driver {
+        DriverKind::Epoll => Ok(()),
+        DriverKind::IoUring if deferred => Ok(()),
+        _ => Err("the io_uring driver runs without DEFER_TASKRUN".into()),
+    }
 }
 
 /// What every worker of one server is started with.

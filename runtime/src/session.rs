@@ -224,6 +224,9 @@ pub(crate) struct SessionState {
     /// A TLS session's peer has sent part of a record, which rustls holds until the rest
     /// comes: a frame has begun, for the read timeout and the drain.
     pub(crate) tls_partial: bool,
+    /// A TLS session whose record layer the kernel does (kTLS): its input and output are
+    /// plaintext to the ring, and `tls` is `None`.
+    pub(crate) kernel_tls: bool,
 }
 
 impl SessionState {
@@ -246,6 +249,7 @@ impl SessionState {
             is_tls: false,
             tls_info: None,
             tls_partial: false,
+            kernel_tls: false,
         }
     }
 }

@@ -137,6 +137,11 @@ counters! {
     /// TLS sessions that failed: not TLS, a failed handshake, a bad record, or a handshake
     /// timeout.
     tls_errors,
+    /// TLS sessions whose record layer was handed to the kernel (kTLS) after the handshake.
+    tls_kernel,
+    /// TLS sessions kept in user space because the kernel refused the handover (the ULP could
+    /// not be attached).
+    tls_kernel_refused,
 
     /// Sleeping cores this core rang with an IORING_OP_MSG_RING from its own ring.
     doorbells,

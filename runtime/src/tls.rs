@@ -1,10 +1,14 @@
 //! TLS sessions: rustls between the socket and the codec.
 //!
 //! A TLS session is a session like any other (same codec, handler and `Session`), with a
-//! rustls connection in its state. Ciphertext the driver received goes into rustls; the
-//! plaintext it yields is decoded straight from rustls's record buffer (no copy on our side);
-//! the handler's output is encrypted into the session's send queue at the end of the turn, as
-//! one batch. The handshake runs on the owning core before `on_open`.
+//! rustls connection in its state. Ciphertext the driver received goes into rustls, which
+//! decrypts each record and keeps its plaintext in a buffer of its own; the codec decodes from
+//! there, with no copy on our side. The handler's output is encrypted into the session's send
+//! queue at the end of the turn, as one batch. rustls allocates one buffer per record each way
+//! (0.23.48: its encrypter returns an owned record, and a decrypted record's plaintext is moved
+//! to a buffer of its own): two allocations per request and reply of one record each, shared by
+//! every frame a record carries (tests/tls_alloc.rs measures it); the engine adds none. The handshake runs on the owning core before `on_open`. Where the kernel offers
+//! kernel TLS, an accepted session's record layer goes to it afterwards (`ktls.rs`).
 //!
 //! Crypto provider: aws-lc-rs, rustls's default. It has the hybrid post-quantum key exchange
 //! (X25519MLKEM768, preferred) that rustls 0.23.48 deprecated the `ring` provider for lacking,
@@ -62,6 +66,9 @@ pub struct TlsInfo {
     /// The peer's certificate chain (a client's, under mutual TLS; the server's, on a
     /// connect), end entity first; empty if the peer sent none.
     pub peer_certificates: Vec<CertificateDer<'static>>,
+    /// The kernel does the record layer (kTLS) rather than rustls in user space. Set once the
+    /// handover is done, which is after `on_open` (at the end of a later loop turn).
+    pub kernel: bool,
 }
 
 /// Bytes of room a chunk of sealed records is taken with: a whole record (16 KiB of
@@ -200,6 +207,7 @@ impl TlsSession {
                 .peer_certificates()
                 .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
                 .unwrap_or_default(),
+            kernel: false,
         }
     }
 
@@ -240,6 +248,50 @@ impl TlsSession {
                 return Ok(());
             }
         }
+    }
+
+    /// Whether the session can go to the kernel now (see [`crate::ktls`]): a server's, open,
+    /// not closing or failed, nothing rustls holds to send, no part of the peer's record
+    /// held, and a version and cipher suite the kernel takes.
+    pub(crate) fn may_hand_over(&self) -> bool {
+        let takes = match (
+            self.conn.protocol_version(),
+            self.conn.negotiated_cipher_suite(),
+        ) {
+            (Some(version), Some(suite)) => crate::ktls::supported(version, suite.suite()),
+            _ => false,
+        };
+        matches!(self.conn, rustls::Connection::Server(_))
+            && takes
+            && self.opened
+            && !self.closing
+            && !self.failed
+            && !self.conn.wants_write()
+            && !self.mid_record()
+    }
+
+    /// Whether the session can never go to the kernel (it is closing or failed).
+    pub(crate) fn is_ending(&self) -> bool {
+        self.closing || self.failed
+    }
+
+    /// Takes the traffic secrets out of rustls, in the kernel's form: transmit, then receive.
+    /// Consumes the connection: rustls can do nothing for the session afterwards.
+    pub(crate) fn into_kernel(
+        self,
+    ) -> Result<(crate::ktls::CryptoInfo, crate::ktls::CryptoInfo), String> {
+        let version = self.conn.protocol_version().ok_or("no protocol version")?;
+        let secrets = match self.conn {
+            rustls::Connection::Server(s) => s.dangerous_extract_secrets(),
+            rustls::Connection::Client(c) => c.dangerous_extract_secrets(),
+        }
+        .map_err(|e| e.to_string())?;
+        let (tx_seq, tx) = &secrets.tx;
+        let (rx_seq, rx) = &secrets.rx;
+        let tx = crate::ktls::CryptoInfo::new(version, *tx_seq, tx);
+        let rx = crate::ktls::CryptoInfo::new(version, *rx_seq, rx);
+        tx.zip(rx)
+            .ok_or_else(|| "a cipher the kernel does not take".to_owned())
     }
 
     /// Queues a close_notify if the session is open and has not sent one (nor failed):

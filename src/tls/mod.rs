@@ -28,9 +28,9 @@
 //!   TLS 1.3 and TLS 1.2, and the hybrid post-quantum key exchange X25519MLKEM768 preferred.
 //! - Session resumption is on: a returning client skips the certificate exchange and the
 //!   signature, most of a full handshake's cost.
-//! - Traffic secrets are not extractable (rustls's `enable_secret_extraction` stays off):
-//!   rustls does the record layer in user space (kernel TLS is detected and reported, not
-//!   used yet: see the engine's `tls` module).
+//! - A server's traffic secrets are extractable (`enable_secret_extraction`) only where the
+//!   kernel offers kernel TLS, so that the engine can hand them to it after the handshake
+//!   (see [`Server::kernel_tls`](crate::Server::kernel_tls)); a client's never are.
 //! - Bad input is reported by [`TlsConfigError`], naming the file or the PEM it was found in.
 //!   Builder methods that take input record the first error they meet and `build` returns it,
 //!   so a chain of calls reads without a `?` on each.
@@ -44,6 +44,8 @@ mod tests;
 
 pub use client::ClientTls;
 pub use error::TlsConfigError;
+/// Whether the kernel offers kernel TLS (probed once per process), or why not.
+pub use ringwire_runtime::probe::kernel_tls;
 pub use ringwire_runtime::tls::{rustls, TlsConnect, TlsInfo};
 pub use server::ServerTls;
 

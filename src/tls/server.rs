@@ -228,6 +228,9 @@ impl ServerTls {
         if self.tickets {
             config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
         }
+        // The engine hands sessions' keys to the kernel where it offers kernel TLS; elsewhere
+        // they stay in rustls, which need not let them out.
+        config.enable_secret_extraction = ringwire_runtime::probe::kernel_tls().is_ok();
         Ok(Arc::new(config))
     }
 }

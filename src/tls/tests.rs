@@ -399,10 +399,15 @@ fn resumption_off_makes_every_handshake_full() {
 }
 
 #[test]
-fn secrets_are_not_extractable() {
-    // Nothing takes keys out of a session (kernel TLS is not used yet): keep them in rustls.
+fn secrets_are_extractable_only_where_the_kernel_takes_them() {
+    // The engine hands a server's keys to the kernel where it offers kernel TLS; elsewhere, and
+    // for a client always, they stay in rustls.
     let s = setup("secrets");
-    assert!(!s.server_tls().build().unwrap().enable_secret_extraction);
+    let kernel = ringwire_runtime::probe::kernel_tls().is_ok();
+    assert_eq!(
+        s.server_tls().build().unwrap().enable_secret_extraction,
+        kernel
+    );
     assert!(!s.client_tls().build().unwrap().enable_secret_extraction);
 }
 

@@ -175,6 +175,7 @@ fn worker_framed(
         tls: None,
         tls_connect: None,
         handshake_timeout: None,
+        kernel_tls: false,
     };
     let shared = Shared::default();
     let ctx = CoreCtx::for_test(Box::new(shared.clone()));

@@ -111,16 +111,25 @@ where
         self.stats.bytes_in.add(data.len() as u64);
         self.stats.recvs.add(1);
         conn.last_rx = self.now;
-        if conn.state.is_tls {
+        if conn.state.is_tls && !conn.state.kernel_tls {
             return self.received_tls(slot, data);
         }
         self.received_plain(slot, data);
     }
 
-    fn read_closed(&mut self, slot: u32, error: Option<io::Error>) {
+    fn read_closed(&mut self, slot: u32, mut error: Option<io::Error>) {
         let Some(conn) = self.conns.get_mut(slot as usize) else {
             return;
         };
+        if conn.state.kernel_tls
+            && error
+                .as_ref()
+                .is_some_and(|e| e.raw_os_error() == Some(libc::EIO))
+        {
+            // A control record (close_notify, KeyUpdate, ...) the kernel does not hand to a
+            // plain receive: read as the peer's end (see `crate::ktls`).
+            error = None;
+        }
         if error.is_none() {
             let held = conn.phase == Phase::Open && conn.reader.held() > 0;
             conn.state.read = if held { Read::PausedAtEof } else { Read::Eof };

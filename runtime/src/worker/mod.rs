@@ -147,6 +147,9 @@ pub(crate) struct WorkerConfig {
     pub(crate) tls_connect: Option<crate::tls::TlsConnect>,
     /// How long a TLS handshake may take (`None`: no bound).
     pub(crate) handshake_timeout: Option<Micros>,
+    /// Hand accepted TLS sessions to the kernel after their handshake (`Config::kernel_tls`,
+    /// and the kernel, driver and configuration allow it).
+    pub(crate) kernel_tls: bool,
 }
 
 /// Latency histograms of one core, readable from any thread.
@@ -221,6 +224,8 @@ pub(crate) struct Worker<C, H, F> {
     parked: bool,
     /// Scratch list of the messages for other cores, moved into the outbox at turn end.
     mail_out: Vec<(usize, Msg)>,
+    /// TLS sessions to hand to the kernel once nothing is split between rustls and it.
+    kernel_wait: Vec<(u32, crate::session::SessionId)>,
 }
 
 /// A core's ends of its server's mesh.
@@ -293,6 +298,7 @@ where
             applying_here: false,
             parked: false,
             mail_out: Vec::new(),
+            kernel_wait: Vec::new(),
         }
     }
 
@@ -451,6 +457,7 @@ where
                 self.connects = connects; // Keep the capacity.
             }
         }
+        self.hand_over_to_kernel();
         let mut dirty = std::mem::take(&mut self.dirty);
         for &slot in &dirty {
             let Some(conn) = self.conns.get_mut(slot as usize) else {

@@ -270,6 +270,7 @@ fn worker_with(timeouts: Timeouts) -> (TestWorker, Log, Arc<CoreStats>, Arc<Cont
         tls: None,
         tls_connect: None,
         handshake_timeout: None,
+        kernel_tls: false,
     };
     let control = Arc::new(Control::new());
     let w = Worker::new(

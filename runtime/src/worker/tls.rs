@@ -151,6 +151,10 @@ where
         conn.phase = Phase::Open;
         conn.last_rx = self.now;
         let outbound = conn.state.outbound;
+        if self.cfg.kernel_tls && !outbound {
+            // Handed to the kernel at the end of a turn where nothing is split between the two.
+            self.kernel_wait.push((slot, conn.state.id));
+        }
         self.reschedule(slot);
         // A session accepted during a drain gets `on_drain` after its first input, as a plain
         // one does; an outbound one once open.
@@ -186,7 +190,8 @@ where
     /// connection is out: `received_tls` finishes the flush when it is back.
     pub(super) fn tls_close_notify(&mut self, slot: u32) -> bool {
         let conn = &mut self.conns[slot as usize];
-        if !conn.state.is_tls {
+        if !conn.state.is_tls || conn.state.kernel_tls {
+            // (A kernel TLS session sends no close_notify: see `crate::ktls`.)
             return false;
         }
         let Some(tls) = conn.state.tls.as_mut() else {
@@ -202,6 +207,71 @@ where
             return false;
         }
         self.mark_dirty(slot);
+        true
+    }
+
+    /// Hands the record layer of the sessions waiting for it to the kernel, each once nothing
+    /// is split between rustls and the kernel (see [`crate::ktls`]); keeps waiting the others.
+    /// At the end of a turn, before its sends.
+    pub(super) fn hand_over_to_kernel(&mut self) {
+        if self.kernel_wait.is_empty() {
+            return;
+        }
+        let mut wait = std::mem::take(&mut self.kernel_wait);
+        wait.retain(|&(slot, id)| !self.hand_over(slot, id));
+        self.kernel_wait = wait;
+    }
+
+    /// One session's handover; `true` once it is done with (handed over, refused or gone).
+    fn hand_over(&mut self, slot: u32, id: crate::session::SessionId) -> bool {
+        let Some(conn) = self.conns.get_mut(slot as usize) else {
+            return true;
+        };
+        if conn.state.id != id || conn.phase != Phase::Open {
+            return true;
+        }
+        let Some(tls) = conn.state.tls.as_ref() else {
+            return true;
+        };
+        if tls.is_ending() {
+            return true;
+        }
+        if !tls.may_hand_over() || conn.state.out.in_flight() || conn.state.out.has_sealed() {
+            return false;
+        }
+        // SAFETY: the descriptor of an open session stays open while the core holds it.
+        let fd = unsafe { crate::sys::borrow(conn.state.fd) };
+        if let Err(e) = crate::sys::set_tcp_ulp(fd, "tls") {
+            // Nothing changed: rustls keeps the record layer.
+            self.stats.tls_kernel_refused.add(1);
+            log::debug!("ringwire: session {id}: kernel TLS refused: {e}");
+            return true;
+        }
+        let tls = conn.state.tls.take().expect("checked above");
+        let keys = tls.into_kernel().and_then(|(tx, rx)| {
+            crate::ktls::set_keys(fd, false, &tx)
+                .and_then(|()| crate::ktls::set_keys(fd, true, &rx))
+                .map_err(|e| e.to_string())
+        });
+        match keys {
+            Ok(()) => {
+                conn.state.kernel_tls = true;
+                conn.state.out.unseal();
+                if let Some(info) = &mut conn.state.tls_info {
+                    info.kernel = true;
+                }
+                self.stats.tls_kernel.add(1);
+            }
+            Err(why) => {
+                // rustls gave its keys away: the session cannot go on in user space.
+                self.stats.tls_errors.add(1);
+                let error = SessionError::Tls {
+                    session: id,
+                    error: rustls::Error::General(format!("kernel TLS handover failed: {why}")),
+                };
+                self.fail(slot, error, CloseReason::TlsError);
+            }
+        }
         true
     }
 

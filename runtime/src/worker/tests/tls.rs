@@ -128,6 +128,7 @@ fn tls_worker_with(
         tls,
         tls_connect,
         handshake_timeout: None,
+        kernel_tls: false,
     };
     let control = Arc::new(Control::new());
     let w = Worker::new(
@@ -484,4 +485,36 @@ fn a_tls_connect_slower_than_the_write_timeout_does_not_spin() {
         "fire_timers returned; {} timer fires",
         stats.snapshot().timer_fires
     );
+}
+
+/// Where the kernel refuses kernel TLS (here: the session's descriptor is not even a socket;
+/// on a kernel without the `tls` ULP, attaching it fails the same way), the handover is tried
+/// once, after the handshake's last records are written, and the session goes on in rustls.
+#[test]
+fn a_refused_kernel_handover_leaves_the_session_to_rustls() {
+    let (mut w, _, stats, _) = tls_worker(Timeouts::default(), 1 << 20);
+    w.cfg.kernel_tls = true;
+    let mut ops = FakeOps::default();
+    let mut peer = Peer::new();
+    ops.accepted(&mut w, 10);
+    ops.take();
+    handshake(&mut w, &mut ops, &mut peer);
+    for round in 0..3 {
+        peer.tls.writer().write_all(b"[ping]").unwrap();
+        let wire = peer.wire();
+        ops.received(&mut w, 0, &wire);
+        run_turns(&mut w, &mut ops, Some(&mut peer));
+        assert_eq!(
+            peer.plain,
+            b"[ping]".repeat(round + 1),
+            "echoed through rustls"
+        );
+    }
+    let s = stats.snapshot();
+    assert_eq!(
+        (s.tls_kernel, s.tls_kernel_refused),
+        (0, 1),
+        "tried once: {s:?}"
+    );
+    assert!(w.conns[0].state.tls.is_some() && !w.conns[0].state.kernel_tls);
 }
