@@ -11,6 +11,13 @@
 //! happen in the driver's event handling) and io_uring with DEFER_TASKRUN (the kernel runs a
 //! receive's copy only inside our wait). A TLS 1.3 server's tickets go out first, by rustls.
 //!
+//! TLS 1.2 with AES-GCM is not handed over: rustls builds that suite's explicit nonces as the
+//! fixed part XOR the record sequence, the kernel as a counter from the first one, and the
+//! kernel's would repeat nonces rustls already used under the same key. TLS 1.3 (every suite)
+//! and ChaCha20-Poly1305 (both versions) derive nonces the same way on both sides. A cipher
+//! the kernel refuses (an older kernel, a missing crypto module) is found at start, by setting
+//! keys on a loopback socket, rather than by losing a session to it.
+//!
 //! What the kernel does not do for us, and what this means: a control record from the peer (an
 //! alert such as close_notify, a KeyUpdate, a ticket) makes a receive fail with EIO, read here
 //! as the peer's end; a close sends no close_notify. Only server sessions are handed over (a
@@ -96,7 +103,15 @@ impl CryptoInfo {
             _ => return None,
         };
         let rec_seq = seq.to_be_bytes();
-        // AES-GCM's 12-byte nonce base is the kernel's 4-byte salt and 8-byte iv.
+        let gcm = matches!(
+            secrets,
+            ConnectionTrafficSecrets::Aes128Gcm { .. } | ConnectionTrafficSecrets::Aes256Gcm { .. }
+        );
+        if gcm && version == TLS_1_2_VERSION {
+            // Nonces would repeat (see the module's docs).
+            return None;
+        }
+        // TLS 1.3 AES-GCM's 12-byte nonce base is the kernel's 4-byte salt and 8-byte iv.
         Some(match secrets {
             ConnectionTrafficSecrets::Aes128Gcm { key, iv } => {
                 let (salt, rest) = iv.as_ref().split_at(4);
@@ -155,22 +170,97 @@ impl CryptoInfo {
     }
 }
 
-/// Whether rustls's negotiated `version` and `suite` are ones the kernel takes.
+/// The (version, cipher) pairs handed over, in the kernel's numbers: TLS 1.3 with each of its
+/// suites, TLS 1.2 with ChaCha20-Poly1305 (not with AES-GCM: see the module's docs).
+const PAIRS: [(u16, u16); 4] = [
+    (TLS_1_3_VERSION, TLS_CIPHER_AES_GCM_128),
+    (TLS_1_3_VERSION, TLS_CIPHER_AES_GCM_256),
+    (TLS_1_3_VERSION, TLS_CIPHER_CHACHA20_POLY1305),
+    (TLS_1_2_VERSION, TLS_CIPHER_CHACHA20_POLY1305),
+];
+
+/// Whether rustls's negotiated `version` and `suite` are handed over: one of [`PAIRS`], and
+/// one this kernel took keys for when probed.
 pub(crate) fn supported(version: ProtocolVersion, suite: rustls::CipherSuite) -> bool {
     use rustls::CipherSuite as S;
-    matches!(version, ProtocolVersion::TLSv1_2 | ProtocolVersion::TLSv1_3)
-        && matches!(
-            suite,
-            S::TLS13_AES_128_GCM_SHA256
-                | S::TLS13_AES_256_GCM_SHA384
-                | S::TLS13_CHACHA20_POLY1305_SHA256
-                | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
-                | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
-                | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
-                | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
-                | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
-                | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
-        )
+    let version = match version {
+        ProtocolVersion::TLSv1_2 => TLS_1_2_VERSION,
+        ProtocolVersion::TLSv1_3 => TLS_1_3_VERSION,
+        _ => return false,
+    };
+    let cipher = match suite {
+        S::TLS13_AES_128_GCM_SHA256 => TLS_CIPHER_AES_GCM_128,
+        S::TLS13_AES_256_GCM_SHA384 => TLS_CIPHER_AES_GCM_256,
+        S::TLS13_CHACHA20_POLY1305_SHA256
+        | S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        | S::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => TLS_CIPHER_CHACHA20_POLY1305,
+        _ => return false,
+    };
+    let Some(i) = PAIRS.iter().position(|&p| p == (version, cipher)) else {
+        return false;
+    };
+    #[cfg(test)]
+    if ASSUME_TAKEN.get() {
+        return true;
+    }
+    kernel_takes()[i]
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests of a refused handover: every pair counts as taken, whatever the probe found.
+    pub(crate) static ASSUME_TAKEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Which of [`PAIRS`] the kernel takes keys for in both directions, probed once per process on
+/// loopback sockets (all `false` where it has no `tls` ULP).
+fn kernel_takes() -> &'static [bool; PAIRS.len()] {
+    static TAKES: std::sync::OnceLock<[bool; PAIRS.len()]> = std::sync::OnceLock::new();
+    TAKES.get_or_init(|| {
+        PAIRS.map(|(version, cipher)| {
+            let info = dummy(version, cipher);
+            let takes = || -> io::Result<()> {
+                let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+                let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+                let _server = listener.accept()?;
+                let fd = std::os::fd::AsFd::as_fd(&client);
+                crate::sys::set_tcp_ulp(fd, "tls")?;
+                set_keys(fd, false, &info)?;
+                set_keys(fd, true, &info)
+            };
+            takes().is_ok()
+        })
+    })
+}
+
+/// Keys of zeros for `version` and `cipher`, for the probe.
+fn dummy(version: u16, cipher: u16) -> CryptoInfo {
+    let info = Header {
+        version,
+        cipher_type: cipher,
+    };
+    match cipher {
+        TLS_CIPHER_AES_GCM_128 => CryptoInfo::AesGcm128(AesGcm128 {
+            info,
+            iv: [0; 8],
+            key: [0; 16],
+            salt: [0; 4],
+            rec_seq: [0; 8],
+        }),
+        TLS_CIPHER_AES_GCM_256 => CryptoInfo::AesGcm256(AesGcm256 {
+            info,
+            iv: [0; 8],
+            key: [0; 32],
+            salt: [0; 4],
+            rec_seq: [0; 8],
+        }),
+        _ => CryptoInfo::Chacha20Poly1305(Chacha20Poly1305 {
+            info,
+            iv: [0; 12],
+            key: [0; 32],
+            rec_seq: [0; 8],
+        }),
+    }
 }
 
 /// Gives the kernel one direction's keys (after `set_tcp_ulp(fd, "tls")`).
@@ -240,6 +330,31 @@ mod tests {
         assert_eq!(&bytes[4..16], &[3u8; 12]);
         assert_eq!(&bytes[48..56], &1u64.to_be_bytes());
         assert!(CryptoInfo::new(ProtocolVersion::TLSv1_1, 1, &secrets).is_none());
+    }
+
+    #[test]
+    fn tls12_aes_gcm_is_never_handed_over() {
+        // Its nonces would repeat under the kernel (see the module's docs).
+        let secrets = ConnectionTrafficSecrets::Aes256Gcm {
+            key: AeadKey::from([7u8; 32]),
+            iv: Iv::new([1u8; 12]),
+        };
+        assert!(CryptoInfo::new(ProtocolVersion::TLSv1_2, 5, &secrets).is_none());
+        assert!(!supported(
+            ProtocolVersion::TLSv1_2,
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        ));
+    }
+
+    #[test]
+    fn the_cipher_probe_agrees_with_the_ulp_probe() {
+        // No tls ULP: no cipher is taken. With one, a kernel that takes none is unusual enough
+        // to say so.
+        let takes = kernel_takes();
+        eprintln!("kernel TLS ciphers taken: {takes:?} of {PAIRS:?}");
+        if crate::probe::kernel_tls().is_err() {
+            assert_eq!(takes, &[false; PAIRS.len()]);
+        }
     }
 
     #[test]

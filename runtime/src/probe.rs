@@ -131,8 +131,8 @@ impl std::error::Error for ProbeError {}
 /// `Err` says why not. Probed by attaching the ULP to a connected loopback socket, which also
 /// loads the `tls` module where the kernel has it as one.
 ///
-/// ringwire reports it (the start-up line of a TLS server) and does not use it yet: rustls does
-/// the record layer in user space (see the engine's `tls` module for what a handover needs).
+/// A TLS server's start-up line reports it; where the kernel offers it, accepted sessions' record
+/// layer goes to the kernel after their handshake (see `Config::kernel_tls`).
 pub fn kernel_tls() -> &'static Result<(), String> {
     static KTLS: OnceLock<Result<(), String>> = OnceLock::new();
     KTLS.get_or_init(|| {

@@ -656,6 +656,9 @@ fn kernel_tls(config: &Config, driver: DriverKind) -> Result<(), String> {
     let Some(tls) = &config.tls else {
         return Err("only a server's sessions are handed over".into());
     };
+    if config.unix.is_some() {
+        return Err("a Unix socket has no TLS ULP".into());
+    }
     if !config.kernel_tls {
         return Err("turned off (kernel_tls)".into());
     }

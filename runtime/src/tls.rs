@@ -250,6 +250,14 @@ impl TlsSession {
         }
     }
 
+    /// Moves what rustls parked to send (a KeyUpdate answering the peer's, which it queues
+    /// apart from its other records) into its queue of records; `true` if it has records to
+    /// send, which must reach the wire before a handover.
+    pub(crate) fn settle_writes(&mut self) -> bool {
+        let _ = self.conn.writer().write(&[]);
+        self.conn.wants_write()
+    }
+
     /// Whether the session can go to the kernel now (see [`crate::ktls`]): a server's, open,
     /// not closing or failed, nothing rustls holds to send, no part of the peer's record
     /// held, and a version and cipher suite the kernel takes.

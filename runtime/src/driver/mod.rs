@@ -116,6 +116,13 @@ pub(crate) trait Driver {
         true
     }
 
+    /// The kernel may copy a socket's input into this driver's buffers between turns (io_uring
+    /// without DEFER_TASKRUN runs a receive's task work at any kernel transition), so input can
+    /// be out of the socket and not yet with the core. epoll reads only when the driver asks.
+    fn reads_between_turns(&self) -> bool {
+        false
+    }
+
     /// The core stopped abnormally: stop accepting and close every session, with no core to
     /// tell (see `server::abandon`, which then turns until quiescent).
     fn abort_all(&mut self);

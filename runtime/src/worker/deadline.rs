@@ -258,13 +258,21 @@ where
             None
         };
         if let Some(reason) = reason {
-            if reason == CloseReason::IdleTimeout && conn.state.is_tls && conn.phase == Phase::Open
+            let quiet = conn.state.out.is_empty()
+                && !conn.state.out.in_flight()
+                && conn.state.out.outstanding() == 0;
+            if reason == CloseReason::IdleTimeout
+                && conn.state.is_tls
+                && conn.phase == Phase::Open
+                && quiet
             {
-                // Nothing is pending either way: the peer gets a close_notify, not a cut-off
-                // stream.
+                // Nothing pending: the peer gets a close_notify, not a cut-off stream. (With
+                // output pending the peer is not reading: it is closed at once, as a plain
+                // session is.)
                 conn.phase = Phase::Flushing(reason);
                 conn.reader.release(&mut self.pool);
                 self.maybe_finish_flush(slot);
+                self.reschedule(slot);
                 return;
             }
             self.begin_close(slot, reason);

@@ -338,6 +338,11 @@ where
             self.fire_timers();
             if driver.settled() {
                 self.close_idle();
+                if !driver.reads_between_turns() {
+                    // No input is on its way from a socket to this core: none is ciphertext
+                    // that the kernel would not see.
+                    self.hand_over_to_kernel();
+                }
             }
             self.end_turn();
             driver.apply(&mut self.cmds);
@@ -457,7 +462,6 @@ where
                 self.connects = connects; // Keep the capacity.
             }
         }
-        self.hand_over_to_kernel();
         let mut dirty = std::mem::take(&mut self.dirty);
         for &slot in &dirty {
             let Some(conn) = self.conns.get_mut(slot as usize) else {

@@ -106,8 +106,10 @@ impl FakeOps {
     }
 
     /// The end of a turn, as `Worker::run` does it with a driver that reported everything.
+    /// As `Worker::run` ends a settled turn (the fake driver reads nothing between turns).
     fn end_turn(&mut self, w: &mut TestWorker) {
         w.close_idle();
+        w.hand_over_to_kernel();
         w.end_turn();
         self.collect(w);
     }

@@ -212,7 +212,8 @@ where
 
     /// Hands the record layer of the sessions waiting for it to the kernel, each once nothing
     /// is split between rustls and the kernel (see [`crate::ktls`]); keeps waiting the others.
-    /// At the end of a turn, before its sends.
+    /// After a turn whose completions the driver all reported, on a driver that copies nothing
+    /// from a socket between turns (`run` checks both), before the turn's sends.
     pub(super) fn hand_over_to_kernel(&mut self) {
         if self.kernel_wait.is_empty() {
             return;
@@ -230,11 +231,21 @@ where
         if conn.state.id != id || conn.phase != Phase::Open {
             return true;
         }
-        let Some(tls) = conn.state.tls.as_ref() else {
+        let Some(tls) = conn.state.tls.as_mut() else {
             return true;
         };
         if tls.is_ending() {
             return true;
+        }
+        if tls.settle_writes() {
+            // Records rustls sealed with its keys go first, by rustls; try again later.
+            if tls
+                .flush_records(&mut conn.state.out, &mut self.pool)
+                .is_ok()
+            {
+                self.mark_dirty(slot);
+            }
+            return false;
         }
         if !tls.may_hand_over() || conn.state.out.in_flight() || conn.state.out.has_sealed() {
             return false;

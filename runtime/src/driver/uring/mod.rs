@@ -323,6 +323,10 @@ impl Driver for UringDriver {
         !self.unsettled
     }
 
+    fn reads_between_turns(&self) -> bool {
+        self.ring.taskrun() != crate::ring::TaskRun::Deferred
+    }
+
     fn abort_all(&mut self) {
         self.stop_accepting(if self.shared_listener {
             AfterAccept::Leave

@@ -487,11 +487,9 @@ fn a_tls_connect_slower_than_the_write_timeout_does_not_spin() {
     );
 }
 
-/// Where the kernel refuses kernel TLS (here: the session's descriptor is not even a socket;
-/// on a kernel without the `tls` ULP, attaching it fails the same way), the handover is tried
-/// once, after the handshake's last records are written, and the session goes on in rustls.
-#[test]
-fn a_refused_kernel_handover_leaves_the_session_to_rustls() {
+/// A session handed over where the worker allows it: three echo rounds after its handshake;
+/// the counters after them. The session must still be in rustls.
+fn echo_with_kernel_tls_on() -> crate::stats::CoreSnapshot {
     let (mut w, _, stats, _) = tls_worker(Timeouts::default(), 1 << 20);
     w.cfg.kernel_tls = true;
     let mut ops = FakeOps::default();
@@ -510,11 +508,31 @@ fn a_refused_kernel_handover_leaves_the_session_to_rustls() {
             "echoed through rustls"
         );
     }
-    let s = stats.snapshot();
+    assert!(w.conns[0].state.tls.is_some() && !w.conns[0].state.kernel_tls);
+    stats.snapshot()
+}
+
+/// Where the kernel refuses kernel TLS although its probe passed (here: the session's
+/// descriptor is not even a socket, and the probe's answer is overridden), the handover is tried
+/// once, after the handshake's last records are written, and the session goes on in rustls.
+#[test]
+fn a_refused_kernel_handover_leaves_the_session_to_rustls() {
+    crate::ktls::ASSUME_TAKEN.set(true);
+    let s = echo_with_kernel_tls_on();
     assert_eq!(
         (s.tls_kernel, s.tls_kernel_refused),
         (0, 1),
         "tried once: {s:?}"
     );
-    assert!(w.conns[0].state.tls.is_some() && !w.conns[0].state.kernel_tls);
+}
+
+/// A cipher the kernel's probe refused is never tried: no attach, no refusal counted.
+#[test]
+fn a_cipher_the_kernel_refused_at_the_probe_is_never_tried() {
+    if crate::probe::kernel_tls().is_ok() {
+        eprintln!("skipped: this kernel has kernel TLS, which may take the negotiated cipher");
+        return;
+    }
+    let s = echo_with_kernel_tls_on();
+    assert_eq!((s.tls_kernel, s.tls_kernel_refused), (0, 0), "{s:?}");
 }
