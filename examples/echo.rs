@@ -104,18 +104,22 @@ where
         .record_latency(args.latency);
     let tls_on = tls.is_some();
     let handle = common::with_tls(args.server.apply(server), tls).start()?;
-    println!(
-        "ringwire echo ({:?}) listening on {} on {} core(s){}",
-        args.framing,
-        common::listening_on(&handle),
-        handle.core_stats().len(),
-        if tls_on { ", TLS" } else { "" }
-    );
     let latency = handle.latency().to_vec();
     let on_usr1 = latency.clone();
-    let total = serve_until_signalled(handle, args.server.drain(), move || {
-        print_latency(&on_usr1, None)
-    })?;
+    let total = serve_until_signalled(
+        handle,
+        args.server.drain(),
+        |h| {
+            println!(
+                "ringwire echo ({:?}) listening on {} on {} core(s){}",
+                args.framing,
+                common::listening_on(h),
+                h.core_stats().len(),
+                if tls_on { ", TLS" } else { "" }
+            );
+        },
+        move || print_latency(&on_usr1, None),
+    )?;
     eprintln!(
         "ringwire echo: stopped after {} sessions, {} bytes in, {} bytes out",
         total.accepted, total.bytes_in, total.bytes_out

@@ -69,13 +69,19 @@ fn serve(args: &Args, tls: Option<Arc<ServerConfig>>) -> Result<(), ringwire::Se
         .on_core_tick(Duration::from_millis(500), |_| http::refresh_date());
     let tls_on = tls.is_some();
     let handle = common::with_tls(args.server.apply(server), tls).start()?;
-    println!(
-        "ringwire http listening on {} on {} core(s){}",
-        common::listening_on(&handle),
-        handle.core_stats().len(),
-        if tls_on { ", TLS" } else { "" }
-    );
-    let total = serve_until_signalled(handle, args.server.drain(), || {})?;
+    let total = serve_until_signalled(
+        handle,
+        args.server.drain(),
+        |h| {
+            println!(
+                "ringwire http listening on {} on {} core(s){}",
+                common::listening_on(h),
+                h.core_stats().len(),
+                if tls_on { ", TLS" } else { "" }
+            );
+        },
+        || {},
+    )?;
     eprintln!(
         "ringwire http: stopped after {} sessions, {} responses in {} writes",
         total.accepted, total.frames_out, total.writes

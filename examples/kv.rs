@@ -92,14 +92,20 @@ fn serve(args: &Args, tls: Option<Arc<ServerConfig>>) -> Result<(), ringwire::Se
         // Expired keys that nobody touches are swept on their cores.
         cores::sweep_every(handle.remote(), SWEEP_PERIOD);
     }
-    println!(
-        "ringwire kv listening on {} on {} core(s), sharding by {:?}{}",
-        common::listening_on(&handle),
-        handle.core_stats().len(),
-        args.sharding,
-        if tls_on { ", TLS" } else { "" }
-    );
-    let total = serve_until_signalled(handle, args.server.drain(), || {})?;
+    let total = serve_until_signalled(
+        handle,
+        args.server.drain(),
+        |h| {
+            println!(
+                "ringwire kv listening on {} on {} core(s), sharding by {:?}{}",
+                common::listening_on(h),
+                h.core_stats().len(),
+                args.sharding,
+                if tls_on { ", TLS" } else { "" }
+            );
+        },
+        || {},
+    )?;
     eprintln!(
         "ringwire kv: stopped after {} sessions, {} commands, {} replies in {} writes, \
          {} messages between cores",

@@ -119,19 +119,25 @@ fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     .max_frame(args.max_frame)
     .outbound_max_frame(args.max_reply_bytes);
     let handle = args.server.apply(server).start()?;
-    println!(
-        "ringwire proxy listening on {} on {} core(s), backends {}",
-        common::listening_on(&handle),
-        handle.core_stats().len(),
-        backends
-            .iter()
-            .map(|b| b.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
     let (remote, cores) = (handle.remote(), handle.core_stats().len());
     let on_usr1 = move || print_backend_stats(&remote, cores);
-    let total = serve_until_signalled(handle, args.server.drain(), on_usr1)?;
+    let total = serve_until_signalled(
+        handle,
+        args.server.drain(),
+        |h| {
+            println!(
+                "ringwire proxy listening on {} on {} core(s), backends {}",
+                common::listening_on(h),
+                h.core_stats().len(),
+                backends
+                    .iter()
+                    .map(|b| b.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        },
+        on_usr1,
+    )?;
     eprintln!(
         "ringwire proxy: stopped after {} sessions, {} requests, {} replies",
         total.accepted, total.frames_in, total.frames_out

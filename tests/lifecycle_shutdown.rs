@@ -479,7 +479,9 @@ fn echo_example_drains_on_sigterm_and_exits_zero() {
     for (conn, c) in clients.iter_mut().enumerate() {
         let mut buf = vec![0u8; 64 * 1024];
         if let Err(e) = util::read_pattern(c, pattern(seed, conn), 0, BYTES, &mut buf) {
-            panic!("client {conn}, echo after SIGTERM: {e}");
+            let status = wait_exit(&mut child, signalled, DEADLINE + util::STOP_TIMEOUT);
+            let stderr = stderr_thread.join().unwrap_or_default();
+            panic!("client {conn}, echo after SIGTERM: {e}; the example exited with {status}, its stderr:\n{stderr}");
         }
     }
     drop(clients);

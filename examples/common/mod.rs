@@ -156,10 +156,13 @@ impl ServerArgs {
 
 /// Serves until the server stops: the first SIGINT or SIGTERM drains for at most `drain`, a
 /// second stops at once (the library's [`ringwire::signal::drain_on_signal`]); SIGUSR1 calls
-/// `on_usr1`. Returns the counters summed over the cores.
+/// `on_usr1`. `announce` runs once the signals are caught (it prints the "listening on" line
+/// that scripts and tests wait for: a signal sent after it drains, never kills). Returns the
+/// counters summed over the cores.
 pub fn serve_until_signalled(
     handle: ServerHandle,
     drain: Duration,
+    announce: impl FnOnce(&ServerHandle),
     on_usr1: impl Fn() + Send + 'static,
 ) -> Result<CoreSnapshot, ServerError> {
     let _watch =
@@ -167,6 +170,7 @@ pub fn serve_until_signalled(
     let mut usr1 = Signals::new([SIGUSR1]).map_err(ServerError::Spawn)?;
     // The thread waits for SIGUSR1 until the process exits.
     std::thread::spawn(move || usr1.forever().for_each(|_| on_usr1()));
+    announce(&handle);
     let counters = handle.core_stats().to_vec();
     handle.join()?;
     let mut total = CoreSnapshot::default();
