@@ -14,37 +14,13 @@ use std::io::{Read, Write};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ringwire::codec::Raw;
 use ringwire::{Server, ServerError, UnixAddr};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A fresh directory under the system's temp dir, removed with everything in it on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("rw-unix-{}-{n}-{test}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn sock(&self) -> PathBuf {
-        self.0.join("s.sock")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn echo_server(path: impl AsRef<Path>, cores: usize) -> util::Running {
     util::start(
@@ -70,7 +46,7 @@ fn echo_once(conn: &mut UnixStream, payload: &[u8]) {
 
 #[test]
 fn echo_is_byte_exact_over_a_unix_socket() {
-    let dir = TempDir::new("echo");
+    let dir = util::TempDir::new("echo");
     let server = echo_server(dir.sock(), 2);
     assert_eq!(server.unix_path(), Some(dir.sock().as_path()));
     let mut rng = util::Rng::new(util::base_seed());
@@ -99,7 +75,7 @@ fn echo_is_byte_exact_over_a_unix_socket() {
 
 #[test]
 fn a_live_servers_path_is_never_taken() {
-    let dir = TempDir::new("live");
+    let dir = util::TempDir::new("live");
     let first = echo_server(dir.sock(), 1);
     let err = Server::new(Raw, || ringwire::handlers::Echo)
         .bind_unix(dir.sock())
@@ -120,7 +96,7 @@ fn a_live_servers_path_is_never_taken() {
 
 #[test]
 fn a_stale_socket_file_is_replaced() {
-    let dir = TempDir::new("stale");
+    let dir = util::TempDir::new("stale");
     // A dead server's socket: the file stays, nobody accepts (connect says ECONNREFUSED).
     drop(UnixListener::bind(dir.sock()).unwrap());
     assert!(std::fs::metadata(dir.sock())
@@ -134,7 +110,7 @@ fn a_stale_socket_file_is_replaced() {
 
 #[test]
 fn a_file_that_is_not_a_socket_is_refused_and_kept() {
-    let dir = TempDir::new("notsock");
+    let dir = util::TempDir::new("notsock");
     std::fs::write(dir.sock(), b"precious").unwrap();
     let err = Server::new(Raw, || ringwire::handlers::Echo)
         .bind_unix(dir.sock())
@@ -150,7 +126,7 @@ fn a_file_that_is_not_a_socket_is_refused_and_kept() {
 
 #[test]
 fn the_socket_file_is_removed_on_stop_only_if_still_ours() {
-    let dir = TempDir::new("cleanup");
+    let dir = util::TempDir::new("cleanup");
     let server = util::start(
         Server::new(Raw, || ringwire::handlers::Echo)
             .bind_unix(dir.sock())
@@ -175,7 +151,7 @@ fn the_socket_file_is_removed_on_stop_only_if_still_ours() {
 
 #[test]
 fn a_drain_serves_open_unix_sessions() {
-    let dir = TempDir::new("drain");
+    let dir = util::TempDir::new("drain");
     let server = echo_server(dir.sock(), 2);
     let mut conn = connect(&dir.sock());
     echo_once(&mut conn, b"before");
@@ -201,7 +177,7 @@ fn a_drain_serves_open_unix_sessions() {
 /// while the other took its turns.
 #[test]
 fn connections_spread_over_two_cores() {
-    let dir = TempDir::new("spread");
+    let dir = util::TempDir::new("spread");
     let server = echo_server(dir.sock(), 2);
     let n = 100;
     let mut conns = Vec::with_capacity(n);
@@ -253,7 +229,7 @@ fn an_abstract_name_needs_no_file() {
 
 #[test]
 fn redis_cli_talks_to_kv_over_a_unix_socket() {
-    let dir = TempDir::new("kv");
+    let dir = util::TempDir::new("kv");
     let server = kv::server(
         ringwire::codec::resp::Resp::default(),
         kv::Sharding::Cores,
@@ -279,7 +255,7 @@ fn redis_cli_talks_to_kv_over_a_unix_socket() {
 /// (the others fail with `UnixAddrInUse`). Two starters race 20 times.
 #[test]
 fn servers_starting_together_never_take_each_others_path() {
-    let dir = TempDir::new("race");
+    let dir = util::TempDir::new("race");
     for round in 0..20 {
         let barrier = std::sync::Barrier::new(2);
         let path = dir.sock();

@@ -26,7 +26,9 @@ use crate::reply::SessionHandle;
 use crate::route::{self, Msg, Router};
 use crate::session::SessionId;
 use crate::sys;
+use crate::unix::UnixAddr;
 use crate::worker::{ErasedProto, Typed};
+use socket2::SockAddr;
 
 /// The context of one worker (one pinned core's loop): its index, the per-core state the
 /// server's `core_state` initialiser made for it on that core's thread (`()` without one), and
@@ -73,10 +75,10 @@ pub(crate) struct Outbound {
     pub(crate) sockets: bool,
 }
 
-/// One outbound session to open: its address, its id, its socket (none in the test kit) and
-/// its protocol.
+/// One outbound session to open: its address (TCP or Unix), its id, its socket (none in the
+/// test kit) and its protocol.
 pub(crate) struct PendingConnect {
-    pub(crate) addr: SocketAddr,
+    pub(crate) addr: SockAddr,
     pub(crate) id: SessionId,
     pub(crate) fd: Option<OwnedFd>,
     pub(crate) proto: Box<dyn ErasedProto>,
@@ -221,6 +223,55 @@ impl CoreCtx {
         C: Codec,
         H: Handler<C>,
     {
+        let nodelay = self.outbound.nodelay;
+        self.list(
+            addr.into(),
+            || sys::tcp_socket(addr, nodelay),
+            codec,
+            handler,
+        )
+    }
+
+    /// [`connect`](CoreCtx::connect) over a Unix domain stream socket: to a socket file's path,
+    /// or to an abstract name (`UnixAddr::new("@name")`). The same handlers, codecs, replies
+    /// and timeouts apply; `Session::peer_addr` fails on such a session (a Unix peer has no
+    /// `SocketAddr`).
+    ///
+    /// A Unix connect does not wait: a listener with a full backlog fails it at once with
+    /// [`ConnectError::Busy`], and a path with no socket file (or no listener) with
+    /// [`ConnectError::Refused`], both through `on_error` as for TCP.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](CoreCtx::connect); also [`ConnectError::Io`] (`InvalidInput`) at once
+    /// for a path too long for a socket address (108 bytes on Linux).
+    pub fn connect_unix<C, H>(
+        &mut self,
+        addr: &UnixAddr,
+        codec: C,
+        handler: H,
+    ) -> Result<SessionHandle, ConnectError>
+    where
+        C: Codec,
+        H: Handler<C>,
+    {
+        let sock_addr = addr.sock_addr().map_err(ConnectError::Io)?;
+        self.list(sock_addr, sys::unix_socket, codec, handler)
+    }
+
+    /// Lists an outbound session to `addr` (its socket from `socket`), to be opened by the
+    /// worker right after the current callback.
+    fn list<C, H>(
+        &mut self,
+        addr: SockAddr,
+        socket: impl FnOnce() -> std::io::Result<OwnedFd>,
+        codec: C,
+        handler: H,
+    ) -> Result<SessionHandle, ConnectError>
+    where
+        C: Codec,
+        H: Handler<C>,
+    {
         let out = &self.outbound;
         if out.closed {
             return Err(ConnectError::Closed);
@@ -231,7 +282,7 @@ impl CoreCtx {
             });
         }
         let fd = if out.sockets {
-            Some(sys::tcp_socket(addr, out.nodelay).map_err(ConnectError::Io)?)
+            Some(socket().map_err(ConnectError::Io)?)
         } else {
             None
         };
@@ -262,14 +313,43 @@ impl CoreCtx {
         C: Codec,
         H: Handler<C>,
     {
-        let session = crate::tls::TlsSession::client(tls).map_err(|e| {
-            ConnectError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-        })?;
+        let session = Self::tls_session(tls)?;
         let handle = self.connect(addr, codec, handler)?;
+        self.attach_last(session);
+        Ok(handle)
+    }
+
+    /// [`connect_unix`](CoreCtx::connect_unix), speaking TLS: as
+    /// [`connect_tls`](CoreCtx::connect_tls) (a service behind a local proxy or in a sidecar
+    /// that insists on TLS).
+    pub fn connect_unix_tls<C, H>(
+        &mut self,
+        addr: &UnixAddr,
+        tls: &crate::tls::TlsConnect,
+        codec: C,
+        handler: H,
+    ) -> Result<SessionHandle, ConnectError>
+    where
+        C: Codec,
+        H: Handler<C>,
+    {
+        let session = Self::tls_session(tls)?;
+        let handle = self.connect_unix(addr, codec, handler)?;
+        self.attach_last(session);
+        Ok(handle)
+    }
+
+    /// A client session of `tls`, or why rustls refuses its configuration.
+    fn tls_session(tls: &crate::tls::TlsConnect) -> Result<crate::tls::TlsSession, ConnectError> {
+        crate::tls::TlsSession::client(tls)
+            .map_err(|e| ConnectError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))
+    }
+
+    /// Makes the connect just listed speak TLS with `session`.
+    fn attach_last(&mut self, session: crate::tls::TlsSession) {
         if let Some(pending) = self.outbound.pending.last_mut() {
             pending.tls = Some(Box::new(session));
         }
-        Ok(handle)
     }
 
     /// Worker 0 of the unit tests' server 0, with this thread marked as its core (for the

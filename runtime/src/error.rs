@@ -183,13 +183,18 @@ pub enum IoOp {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// Nothing listens at the address (ECONNREFUSED).
+    /// Nothing listens at the address (ECONNREFUSED; for a Unix socket also ENOENT, no
+    /// socket file at the path).
     Refused(io::Error),
     /// No route to the host or its network (EHOSTUNREACH, ENETUNREACH).
     Unreachable(io::Error),
     /// The connection was not established within the connect timeout (the builder's
     /// `connect_timeout`), or the kernel gave up first (ETIMEDOUT).
     TimedOut(io::Error),
+    /// A Unix socket's listener has a full backlog (EAGAIN): it is not accepting fast enough.
+    /// Unix connects do not wait for room (a TCP connect's SYN would be retried): the caller
+    /// decides whether to retry later.
+    Busy(io::Error),
     /// Another failure of the connect or of making its socket.
     Io(io::Error),
     /// The core holds its maximum of sessions already (`max_sessions`; connects not yet
@@ -206,7 +211,8 @@ impl ConnectError {
     /// Classifies a failed connect by its errno.
     pub(crate) fn from_io(error: io::Error) -> Self {
         match error.raw_os_error() {
-            Some(libc::ECONNREFUSED) => ConnectError::Refused(error),
+            Some(libc::ECONNREFUSED | libc::ENOENT) => ConnectError::Refused(error),
+            Some(libc::EAGAIN) => ConnectError::Busy(error),
             Some(libc::EHOSTUNREACH | libc::ENETUNREACH) => ConnectError::Unreachable(error),
             Some(libc::ETIMEDOUT) => ConnectError::TimedOut(error),
             _ => ConnectError::Io(error),
@@ -219,6 +225,7 @@ impl ConnectError {
             ConnectError::Refused(_) => io::ErrorKind::ConnectionRefused,
             ConnectError::Unreachable(_) => io::ErrorKind::HostUnreachable,
             ConnectError::TimedOut(_) => io::ErrorKind::TimedOut,
+            ConnectError::Busy(_) => io::ErrorKind::WouldBlock,
             ConnectError::Io(e) => e.kind(),
             ConnectError::NoRoom { .. } => io::ErrorKind::OutOfMemory,
             ConnectError::Closed => io::ErrorKind::NotConnected,
@@ -231,6 +238,7 @@ impl ConnectError {
             ConnectError::Refused(e)
             | ConnectError::Unreachable(e)
             | ConnectError::TimedOut(e)
+            | ConnectError::Busy(e)
             | ConnectError::Io(e) => Some(e),
             ConnectError::NoRoom { .. } | ConnectError::Closed => None,
         }
@@ -243,6 +251,7 @@ impl fmt::Display for ConnectError {
             ConnectError::Refused(e) => write!(f, "connection refused: {}", errno_of(e)),
             ConnectError::Unreachable(e) => write!(f, "unreachable: {}", errno_of(e)),
             ConnectError::TimedOut(e) => write!(f, "timed out: {}", errno_of(e)),
+            ConnectError::Busy(e) => write!(f, "the listener's backlog is full: {}", errno_of(e)),
             ConnectError::Io(e) => write!(f, "{}", errno_of(e)),
             ConnectError::NoRoom { limit } => {
                 write!(f, "no room: the core holds its maximum of {limit} sessions")

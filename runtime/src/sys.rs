@@ -192,6 +192,17 @@ pub(crate) fn tcp_socket(addr: SocketAddr, nodelay: bool) -> io::Result<OwnedFd>
     Ok(OwnedFd::from(socket))
 }
 
+/// A new Unix domain stream socket for a connect, non-blocking: a listener with a full backlog
+/// fails the connect at once (EAGAIN) instead of parking it until there is room.
+pub(crate) fn unix_socket() -> io::Result<OwnedFd> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::UNIX,
+        socket2::Type::STREAM.cloexec().nonblocking(),
+        None,
+    )?;
+    Ok(OwnedFd::from(socket))
+}
+
 /// Borrows a descriptor the engine keeps open: a session's, which its driver closes only after
 /// the core has let go of the session (`Command::Close`), or a driver slot's own.
 ///
@@ -319,8 +330,8 @@ pub(crate) unsafe fn sendmsg(fd: BorrowedFd<'_>, iov: &[libc::iovec]) -> io::Res
 }
 
 /// Starts a non-blocking connect of `fd` to `addr`; `Ok(true)` if it completed at once.
-pub(crate) fn connect(fd: BorrowedFd<'_>, addr: SocketAddr) -> io::Result<bool> {
-    match socket2::SockRef::from(&fd).connect(&addr.into()) {
+pub(crate) fn connect(fd: BorrowedFd<'_>, addr: &socket2::SockAddr) -> io::Result<bool> {
+    match socket2::SockRef::from(&fd).connect(addr) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(false),
         Err(e) => Err(e),

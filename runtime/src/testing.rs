@@ -69,6 +69,7 @@ use crate::route::{self, Msg};
 use crate::session::{CloseAsk, CloseReason, Session, SessionState, Timeouts};
 use crate::stats::{CoreSnapshot, CoreStats};
 use crate::timer::{Micros, SessionTimers, TimerId};
+use crate::unix::UnixAddr;
 use crate::worker::ErasedProto;
 
 /// What a handler did, in the order it happened.
@@ -89,6 +90,8 @@ pub enum Event {
     /// [`CoreCtx::connect`]); the kit records it and connects nothing. A handler given to
     /// `CoreCtx::connect` is kept, never called, until the harness is dropped.
     Connect(SocketAddr),
+    /// As [`Event::Connect`], for [`CoreCtx::connect_unix`].
+    ConnectUnix(UnixAddr),
     /// The session closed for this reason; `on_close` ran.
     Closed(CloseReason),
 }
@@ -446,7 +449,12 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
             self.events.push(Event::Connect(addr));
         }
         for other in self.core.outbound.pending.drain(..) {
-            self.events.push(Event::Connect(other.addr));
+            // Connects name a TCP or a Unix address, nothing else.
+            if let Some(addr) = other.addr.as_socket() {
+                self.events.push(Event::Connect(addr));
+            } else if let Some(addr) = UnixAddr::from_sock_addr(&other.addr) {
+                self.events.push(Event::ConnectUnix(addr));
+            }
             self.others.push(other.proto);
         }
         // What the callback sent to its core: this session's replies fill their slots, and

@@ -60,6 +60,15 @@ impl UnixAddr {
         }
     }
 
+    /// The address a Unix `SockAddr` names (`None` for another family or an unnamed socket).
+    pub(crate) fn from_sock_addr(addr: &SockAddr) -> Option<UnixAddr> {
+        if let Some(path) = addr.as_pathname() {
+            return Some(UnixAddr::Path(path.to_path_buf()));
+        }
+        addr.as_abstract_namespace()
+            .map(|name| UnixAddr::Abstract(name.to_vec()))
+    }
+
     /// The kernel's form of the address.
     pub(crate) fn sock_addr(&self) -> io::Result<SockAddr> {
         match self {

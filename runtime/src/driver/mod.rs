@@ -22,7 +22,6 @@
 //! only then may the core reuse the slot.
 
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -39,12 +38,12 @@ pub(crate) use slots::{next_generation, DriverSlot, SlotTable};
 pub(crate) enum Command {
     /// Take an accepted descriptor as session `slot` and start receiving.
     Open { slot: u32, fd: OwnedFd },
-    /// Take a new, unconnected socket as session `slot` and connect it to `addr`; report
-    /// [`Core::connected`], and start receiving once connected.
+    /// Take a new, unconnected socket as session `slot` and connect it to `addr` (TCP or
+    /// Unix); report [`Core::connected`], and start receiving once connected.
     Connect {
         slot: u32,
         fd: OwnedFd,
-        addr: SocketAddr,
+        addr: socket2::SockAddr,
     },
     /// Write the bytes `send` holds; report [`Core::sent`] with it. At most one per slot is in
     /// flight: the core has no second `SendBuf` to give.

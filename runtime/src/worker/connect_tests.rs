@@ -116,6 +116,7 @@ impl Handler<Nl> for Back {
                 ConnectError::Refused(_) => "refused",
                 ConnectError::Unreachable(_) => "unreachable",
                 ConnectError::TimedOut(_) => "timed out",
+                ConnectError::Busy(_) => "busy",
                 _ => "other",
             },
             _ => "not a connect error",
@@ -206,7 +207,14 @@ fn turn(w: &mut FrontWorker) -> Vec<String> {
                 let n = send.len();
                 w.sent(slot, send, Ok(n));
             }
-            Command::Connect { slot, addr, .. } => out.push(format!("connect {slot} {addr}")),
+            Command::Connect { slot, addr, .. } => {
+                let addr = match addr.as_socket() {
+                    Some(tcp) => tcp.to_string(),
+                    None => crate::unix::UnixAddr::from_sock_addr(&addr)
+                        .map_or_else(|| "?".into(), |unix| format!("unix:{unix}")),
+                };
+                out.push(format!("connect {slot} {addr}"))
+            }
             Command::Open { slot, .. } => out.push(format!("open {slot}")),
             cmd => out.push(format!("{cmd:?}")),
         }
@@ -291,6 +299,9 @@ fn connect_failures_reach_the_handler_classified() {
         (libc::EHOSTUNREACH, "unreachable"),
         (libc::ENETUNREACH, "unreachable"),
         (libc::ETIMEDOUT, "timed out"),
+        // A Unix listener's full backlog, and a Unix path with no socket file.
+        (libc::EAGAIN, "busy"),
+        (libc::ENOENT, "refused"),
         (libc::EACCES, "other"),
     ] {
         let (mut w, seen) = worker(8, None);

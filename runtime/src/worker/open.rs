@@ -151,7 +151,11 @@ where
         if let Some(tls) = tls {
             self.attach_tls(slot, Ok(tls));
         }
-        self.cmds.push(Command::Connect { slot, fd, addr });
+        self.cmds.push(Command::Connect {
+            slot,
+            fd,
+            addr: addr.into(),
+        });
         self.reschedule(slot);
     }
 

@@ -47,7 +47,9 @@ impl FakeOps {
                 Command::Open { slot, fd } => {
                     Cmd::Open(slot, self.labels.remove(&fd.as_raw_fd()).unwrap_or(-1))
                 }
-                Command::Connect { slot, addr, .. } => Cmd::Connect(slot, addr),
+                Command::Connect { slot, addr, .. } => {
+                    Cmd::Connect(slot, addr.as_socket().expect("a TCP connect"))
+                }
                 Command::Send { slot, send } => {
                     let cmd = Cmd::Send(slot, send.to_vec(), send.iovecs().len());
                     assert!(

@@ -22,7 +22,6 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -514,7 +513,7 @@ impl EpollDriver {
                 self.slots.open(slot).open(fd);
                 self.update(slot);
             }
-            Command::Connect { slot, fd, addr } => self.connect(slot, fd, addr),
+            Command::Connect { slot, fd, addr } => self.connect(slot, fd, &addr),
             Command::Send { slot, send } => {
                 debug_assert!(self.slots[slot as usize].blocked.is_none(), "one at a time");
                 if self.slots[slot as usize].life == Life::Open {
@@ -565,7 +564,7 @@ impl EpollDriver {
         }
     }
 
-    fn connect(&mut self, slot: u32, fd: OwnedFd, addr: SocketAddr) {
+    fn connect(&mut self, slot: u32, fd: OwnedFd, addr: &socket2::SockAddr) {
         let s = self.slots.open(slot);
         s.open(fd);
         let generation = s.generation;

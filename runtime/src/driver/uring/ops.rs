@@ -1,6 +1,5 @@
 //! The io_uring driver's command side: what each core command submits.
 
-use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
 use super::io_slot::{CloseStep, Life, Recv};
@@ -14,7 +13,7 @@ impl UringDriver {
     pub(super) fn apply_one(&mut self, cmd: Command) {
         match cmd {
             Command::Open { slot, fd } => self.open(slot, fd),
-            Command::Connect { slot, fd, addr } => self.connect(slot, fd, addr),
+            Command::Connect { slot, fd, addr } => self.connect(slot, fd, &addr),
             Command::Send { slot, send } => self.send(slot, send),
             Command::ShutdownWrite { slot } => {
                 let io = &self.slots[slot as usize];
@@ -42,12 +41,11 @@ impl UringDriver {
         unsafe { self.push(&entry) };
     }
 
-    fn connect(&mut self, slot: u32, fd: OwnedFd, addr: SocketAddr) {
+    fn connect(&mut self, slot: u32, fd: OwnedFd, sockaddr: &socket2::SockAddr) {
         let io = self.slots.open(slot);
         io.open(fd);
         io.recv = Recv::Idle;
         io.connecting = true;
-        let sockaddr = socket2::SockAddr::from(addr);
         let len = sockaddr.len();
         // SAFETY: `len` bytes of a SockAddr fit a sockaddr_storage, and both are plain data.
         unsafe {
