@@ -8,19 +8,20 @@ use std::time::Duration;
 use crate::settings::engine_settings;
 use ringwire_runtime::{
     Codec, Config, CoreLatency, CoreStats, Handler, Hooks, ServerError, ServerHandle, ServerStats,
-    Stopper,
+    Stopper, Target, UnixAddr,
 };
 
 /// A running client: its target, its counters, and the means to stop and join it. Dropping
 /// the handle stops the client and waits for its workers.
 pub struct ClientHandle {
     inner: ServerHandle,
+    target: Target,
 }
 
 impl ClientHandle {
-    /// The address the client connects to.
-    pub fn target(&self) -> SocketAddr {
-        self.inner.local_addr()
+    /// Where the client connects.
+    pub fn target(&self) -> &Target {
+        &self.target
     }
 
     /// A snapshot of every worker's counters.
@@ -103,6 +104,7 @@ pub struct Client<C, H> {
     factory: Factory<H>,
     hooks: Hooks,
     connections: usize,
+    target: Target,
 }
 
 impl<C, H> Client<C, H>
@@ -126,6 +128,7 @@ where
             factory: crate::factory::boxed(factory),
             hooks: Hooks::default(),
             connections: 1,
+            target: Target::Tcp(SocketAddr::from(([127, 0, 0, 1], 7000))),
         }
     }
 
@@ -134,6 +137,15 @@ where
     /// The address to connect to.
     pub fn connect(mut self, addr: SocketAddr) -> Self {
         self.config.addr = addr;
+        self.target = Target::Tcp(addr);
+        self
+    }
+
+    /// Connects to a Unix domain stream socket instead: a socket file's path, or an abstract
+    /// name written `@name`. A listener whose backlog is full fails a connect at once
+    /// ([`ConnectError::Busy`](crate::ConnectError::Busy), through `on_error`).
+    pub fn connect_unix(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.target = Target::Unix(UnixAddr::new(path));
         self
     }
 
@@ -152,9 +164,12 @@ where
 
     /// Starts the workers; each opens its connections right away.
     pub fn start(mut self) -> Result<ClientHandle, ServerError> {
-        self.config.connect = Some((self.config.addr, self.connections));
+        self.config.connect = Some((self.target.clone(), self.connections));
         self.config.max_sessions = self.config.max_sessions.max(self.connections);
         let inner = ringwire_runtime::start(self.config, self.codec, self.factory, self.hooks)?;
-        Ok(ClientHandle { inner })
+        Ok(ClientHandle {
+            inner,
+            target: self.target,
+        })
     }
 }

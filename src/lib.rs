@@ -51,7 +51,7 @@ pub use ringwire_runtime::{
     CloseReason, ConnectError, CoreCtx, CoreLatency, CoreSnapshot, CoreStats, Counter, DriverKind,
     Handler, IoOp, ProbeError, RemoteError, RemoteHandle, Reply, ReplyError, ServerError,
     ServerHandle, ServerInfo, ServerStats, Session, SessionError, SessionHandle, SessionId,
-    Stopper, TimerError, TimerId, UnixAddr, UringFeatures, DEFAULT_OUTBOUND_MAX_FRAME,
+    Stopper, Target, TimerError, TimerId, UnixAddr, UringFeatures, DEFAULT_OUTBOUND_MAX_FRAME,
 };
 pub use server::Server;
 

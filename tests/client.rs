@@ -65,7 +65,7 @@ fn client_connections_exchange_frames_with_a_server() {
     .unwrap();
     assert_eq!(
         client.target(),
-        server.local_addr(),
+        &ringwire::Target::Tcp(server.local_addr()),
         "a client names its target"
     );
     wait_for(

@@ -308,3 +308,138 @@ fn connect_unix_tls_relays_to_a_tls_backend_on_a_socket_file() {
     front.stop_cleanly();
     backend.stop_cleanly();
 }
+
+/// Sends numbered frames one after another over each connection, checking each echo, and
+/// counts the connections that got all `ROUNDS` back.
+struct PingPong {
+    next: u32,
+    done: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+const ROUNDS: u32 = 200;
+
+impl Handler<Len32> for PingPong {
+    fn on_open(&mut self, s: &mut Session<'_, Len32>) {
+        assert!(s.is_outbound());
+        assert!(s.peer_addr().is_err(), "a Unix peer has no SocketAddr");
+        s.send(&self.next.to_be_bytes()).unwrap();
+    }
+
+    fn on_message(&mut self, s: &mut Session<'_, Len32>, frame: &[u8]) {
+        assert_eq!(
+            frame,
+            self.next.to_be_bytes(),
+            "echo of frame {}",
+            self.next
+        );
+        self.next += 1;
+        if self.next == ROUNDS {
+            self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            s.close();
+        } else {
+            s.send(&self.next.to_be_bytes()).unwrap();
+        }
+    }
+}
+
+fn wait_done(done: &std::sync::atomic::AtomicUsize, n: usize) {
+    let deadline = std::time::Instant::now() + util::SETTLE_TIMEOUT;
+    while done.load(std::sync::atomic::Ordering::Relaxed) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} connections finished",
+            done.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_client_connects_over_a_unix_socket() {
+    const CONNECTIONS: usize = 8;
+    let dir = util::TempDir::new("client");
+    let server = len32_echo_on(dir.sock());
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let d = done.clone();
+    let client = ringwire::Client::new(Len32, move || PingPong {
+        next: 0,
+        done: d.clone(),
+    })
+    .connect_unix(dir.sock())
+    .connections(CONNECTIONS)
+    .start()
+    .unwrap();
+    assert_eq!(
+        client.target(),
+        &ringwire::Target::Unix(UnixAddr::new(dir.sock()))
+    );
+    wait_done(&done, CONNECTIONS);
+    let c = client.stats().total();
+    assert_eq!(
+        (c.connected, c.connect_errors),
+        (CONNECTIONS as u64, 0),
+        "{c:#?}"
+    );
+    client.shutdown(std::time::Duration::from_secs(1)).unwrap();
+    let s = server.total();
+    assert_eq!(s.frames_in, CONNECTIONS as u64 * ROUNDS as u64);
+    server.stop_cleanly();
+}
+
+/// An accepted session opens one connection of its own protocol to `backend` on its first
+/// frame (`Session::connect_unix`); that connection, made by the same factory, ping-pongs with
+/// the backend.
+struct Spawner {
+    backend: UnixAddr,
+    done: Arc<std::sync::atomic::AtomicUsize>,
+    inner: Option<PingPong>,
+}
+
+impl Handler<Len32> for Spawner {
+    fn on_open(&mut self, s: &mut Session<'_, Len32>) {
+        if s.is_outbound() {
+            let mut p = PingPong {
+                next: 0,
+                done: self.done.clone(),
+            };
+            p.on_open(s);
+            self.inner = Some(p);
+        }
+    }
+
+    fn on_message(&mut self, s: &mut Session<'_, Len32>, frame: &[u8]) {
+        match &mut self.inner {
+            Some(p) => p.on_message(s, frame),
+            None => {
+                s.connect_unix(&self.backend);
+                s.send(b"dialled").unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_session_connects_over_a_unix_socket_with_its_own_protocol() {
+    let dir = util::TempDir::new("session");
+    let backend = len32_echo_on(dir.sock());
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (d, target) = (done.clone(), UnixAddr::new(dir.sock()));
+    // Accepted sessions spawn; outbound ones (made by the same factory) ping-pong.
+    let front = util::start(
+        Server::new(Len32, move || Spawner {
+            backend: target.clone(),
+            done: d.clone(),
+            inner: None,
+        })
+        .bind(util::any_port()),
+    );
+    let answers = ask(&front, &[b"go".to_vec()]);
+    assert_eq!(answers, [b"dialled".to_vec()]);
+    wait_done(&done, 1);
+    let b = backend.total();
+    assert_eq!((b.accepted, b.frames_in), (1, ROUNDS as u64));
+    let f = front.wait_total("the connect", |t| t.connected == 1);
+    assert_eq!(f.connect_errors, 0, "{f:#?}");
+    front.stop_cleanly();
+    backend.stop_cleanly();
+}

@@ -26,7 +26,7 @@ pub struct Config {
     /// Listen on `addr` (a server). A client (`listen: false`) only connects out.
     pub listen: bool,
     /// Outbound connections each core opens when it starts: target and count per core.
-    pub connect: Option<(SocketAddr, usize)>,
+    pub connect: Option<(crate::target::Target, usize)>,
     /// One worker per entry, pinned to that CPU (each must be one the process may run on).
     /// Empty: `cores` workers on the first CPUs the process may run on.
     pub cpus: Vec<usize>,

@@ -25,7 +25,7 @@ use crate::remote::RemoteError;
 use crate::reply::SessionHandle;
 use crate::route::{self, Msg, Router};
 use crate::session::SessionId;
-use crate::sys;
+use crate::target::Target;
 use crate::unix::UnixAddr;
 use crate::worker::{ErasedProto, Typed};
 use socket2::SockAddr;
@@ -75,12 +75,12 @@ pub(crate) struct Outbound {
     pub(crate) sockets: bool,
 }
 
-/// One outbound session to open: its address (TCP or Unix), its id, its socket (none in the
-/// test kit) and its protocol.
+/// One outbound session to open: its target, its id, its socket and the kernel's form of the
+/// target (none in the test kit) and its protocol.
 pub(crate) struct PendingConnect {
-    pub(crate) addr: SockAddr,
+    pub(crate) target: Target,
     pub(crate) id: SessionId,
-    pub(crate) fd: Option<OwnedFd>,
+    pub(crate) socket: Option<(OwnedFd, SockAddr)>,
     pub(crate) proto: Box<dyn ErasedProto>,
     /// The session speaks TLS (`connect_tls`).
     pub(crate) tls: Option<Box<crate::tls::TlsSession>>,
@@ -223,13 +223,7 @@ impl CoreCtx {
         C: Codec,
         H: Handler<C>,
     {
-        let nodelay = self.outbound.nodelay;
-        self.list(
-            addr.into(),
-            || sys::tcp_socket(addr, nodelay),
-            codec,
-            handler,
-        )
+        self.list(Target::Tcp(addr), codec, handler)
     }
 
     /// [`connect`](CoreCtx::connect) over a Unix domain stream socket: to a socket file's path,
@@ -255,16 +249,14 @@ impl CoreCtx {
         C: Codec,
         H: Handler<C>,
     {
-        let sock_addr = addr.sock_addr().map_err(ConnectError::Io)?;
-        self.list(sock_addr, sys::unix_socket, codec, handler)
+        self.list(Target::Unix(addr.clone()), codec, handler)
     }
 
-    /// Lists an outbound session to `addr` (its socket from `socket`), to be opened by the
-    /// worker right after the current callback.
+    /// Lists an outbound session to `target`, to be opened by the worker right after the
+    /// current callback.
     fn list<C, H>(
         &mut self,
-        addr: SockAddr,
-        socket: impl FnOnce() -> std::io::Result<OwnedFd>,
+        target: Target,
         codec: C,
         handler: H,
     ) -> Result<SessionHandle, ConnectError>
@@ -281,16 +273,16 @@ impl CoreCtx {
                 limit: out.max_sessions,
             });
         }
-        let fd = if out.sockets {
-            Some(socket().map_err(ConnectError::Io)?)
+        let socket = if out.sockets {
+            Some(target.socket(out.nodelay).map_err(ConnectError::Io)?)
         } else {
             None
         };
         let id = self.next_id();
         self.outbound.pending.push(PendingConnect {
-            addr,
+            target,
             id,
-            fd,
+            socket,
             proto: Box::new(Typed::new(codec, handler)),
             tls: None,
         });

@@ -191,9 +191,9 @@ pub enum ConnectError {
     /// The connection was not established within the connect timeout (the builder's
     /// `connect_timeout`), or the kernel gave up first (ETIMEDOUT).
     TimedOut(io::Error),
-    /// A Unix socket's listener has a full backlog (EAGAIN): it is not accepting fast enough.
-    /// Unix connects do not wait for room (a TCP connect's SYN would be retried): the caller
-    /// decides whether to retry later.
+    /// The connect would have to wait (EAGAIN): for a Unix socket, its listener's backlog is
+    /// full (it is not accepting fast enough). Unix connects do not wait for room, as a TCP
+    /// connect's retried SYN would: the caller decides whether to retry later.
     Busy(io::Error),
     /// Another failure of the connect or of making its socket.
     Io(io::Error),
@@ -251,7 +251,11 @@ impl fmt::Display for ConnectError {
             ConnectError::Refused(e) => write!(f, "connection refused: {}", errno_of(e)),
             ConnectError::Unreachable(e) => write!(f, "unreachable: {}", errno_of(e)),
             ConnectError::TimedOut(e) => write!(f, "timed out: {}", errno_of(e)),
-            ConnectError::Busy(e) => write!(f, "the listener's backlog is full: {}", errno_of(e)),
+            ConnectError::Busy(e) => write!(
+                f,
+                "busy (a Unix listener's backlog is full): {}",
+                errno_of(e)
+            ),
             ConnectError::Io(e) => write!(f, "{}", errno_of(e)),
             ConnectError::NoRoom { limit } => {
                 write!(f, "no room: the core holds its maximum of {limit} sessions")

@@ -213,10 +213,14 @@ thread_local! {
 }
 
 /// Which of [`PAIRS`] the kernel takes keys for in both directions, probed once per process on
-/// loopback sockets (all `false` where it has no `tls` ULP).
-fn kernel_takes() -> &'static [bool; PAIRS.len()] {
+/// loopback sockets (all `false` where it has no `tls` ULP). A server with kernel TLS on probes
+/// at its start, off its cores' loops.
+pub(crate) fn kernel_takes() -> &'static [bool; PAIRS.len()] {
     static TAKES: std::sync::OnceLock<[bool; PAIRS.len()]> = std::sync::OnceLock::new();
     TAKES.get_or_init(|| {
+        if crate::probe::kernel_tls().is_err() {
+            return [false; PAIRS.len()];
+        }
         PAIRS.map(|(version, cipher)| {
             let info = dummy(version, cipher);
             let takes = || -> io::Result<()> {

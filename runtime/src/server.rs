@@ -357,7 +357,7 @@ where
         connect_timeout: config
             .connect_timeout
             .map(|d| (d.as_micros() as u64).max(1)),
-        connect: config.connect,
+        connect: config.connect.clone(),
         tls: config.tls.clone(),
         tls_connect: config.tls_connect.clone(),
         handshake_timeout: config
@@ -561,7 +561,11 @@ where
         let (fds, addr) = listener::bind_all(&config)?;
         (fds.into_iter().map(Some).collect(), addr)
     } else {
-        let target = config.connect.map_or(config.addr, |(addr, _)| addr);
+        let target = match &config.connect {
+            Some((crate::target::Target::Tcp(addr), _)) => *addr,
+            Some((crate::target::Target::Unix(_), _)) => SocketAddr::from(([0, 0, 0, 0], 0)),
+            None => config.addr,
+        };
         (config.cpus.iter().map(|_| None).collect::<Vec<_>>(), target)
     };
     let config = Arc::new(config);
@@ -663,6 +667,10 @@ fn kernel_tls(config: &Config, driver: DriverKind) -> Result<(), String> {
         return Err("turned off (kernel_tls)".into());
     }
     crate::probe::kernel_tls().clone()?;
+    // Probed here, once, rather than by the first handover on a core's loop.
+    if !crate::ktls::kernel_takes().contains(&true) {
+        return Err("the kernel takes keys for none of the ciphers handed over".into());
+    }
     if !tls.enable_secret_extraction {
         return Err("the rustls configuration keeps its secrets (enable_secret_extraction)".into());
     }

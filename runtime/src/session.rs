@@ -261,7 +261,7 @@ pub(crate) struct Parts<'a> {
     pub(crate) state: &'a mut SessionState,
     pub(crate) pool: &'a mut BufPool,
     pub(crate) stats: &'a CoreStats,
-    pub(crate) connects: &'a mut Vec<SocketAddr>,
+    pub(crate) connects: &'a mut Vec<crate::target::Target>,
     pub(crate) core: &'a mut CoreCtx,
     pub(crate) now: Micros,
 }
@@ -291,7 +291,7 @@ pub struct Session<'a, C: Codec> {
     pub(crate) pool: &'a mut BufPool,
     pub(crate) stats: &'a CoreStats,
     /// Outbound connections requested during the callback, opened by the core right after.
-    pub(crate) connects: &'a mut Vec<SocketAddr>,
+    pub(crate) connects: &'a mut Vec<crate::target::Target>,
     /// The worker's context: its index and the per-core state.
     pub(crate) core: &'a mut CoreCtx,
     /// The current loop turn's time, which timers count from.
@@ -460,7 +460,14 @@ impl<'a, C: Codec> Session<'a, C> {
     ///
     /// [`SessionError::Connect`]: crate::SessionError::Connect
     pub fn connect(&mut self, addr: SocketAddr) {
-        self.connects.push(addr);
+        self.connects.push(addr.into());
+    }
+
+    /// [`connect`](Session::connect) over a Unix domain stream socket (a socket file, or an
+    /// abstract name). A listener with a full backlog fails the connect at once
+    /// ([`ConnectError::Busy`](crate::ConnectError::Busy)); see [`CoreCtx::connect_unix`].
+    pub fn connect_unix(&mut self, addr: &crate::unix::UnixAddr) {
+        self.connects.push(addr.clone().into());
     }
 
     /// Whether this session was opened by [`connect`](Session::connect),

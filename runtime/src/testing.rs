@@ -68,6 +68,7 @@ use crate::pool::BufPool;
 use crate::route::{self, Msg};
 use crate::session::{CloseAsk, CloseReason, Session, SessionState, Timeouts};
 use crate::stats::{CoreSnapshot, CoreStats};
+use crate::target::Target;
 use crate::timer::{Micros, SessionTimers, TimerId};
 use crate::unix::UnixAddr;
 use crate::worker::ErasedProto;
@@ -90,10 +91,20 @@ pub enum Event {
     /// [`CoreCtx::connect`]); the kit records it and connects nothing. A handler given to
     /// `CoreCtx::connect` is kept, never called, until the harness is dropped.
     Connect(SocketAddr),
-    /// As [`Event::Connect`], for [`CoreCtx::connect_unix`].
+    /// As [`Event::Connect`], for [`Session::connect_unix`] or [`CoreCtx::connect_unix`].
     ConnectUnix(UnixAddr),
     /// The session closed for this reason; `on_close` ran.
     Closed(CloseReason),
+}
+
+impl Event {
+    /// The event recording a connect to `target`.
+    fn connect(target: Target) -> Event {
+        match target {
+            Target::Tcp(addr) => Event::Connect(addr),
+            Target::Unix(addr) => Event::ConnectUnix(addr),
+        }
+    }
 }
 
 /// One session's codec and handler under test. See the [module docs](self).
@@ -108,7 +119,7 @@ pub struct Harness<C: Codec, H: Handler<C>> {
     reader: FrameReader,
     pool: BufPool,
     stats: CoreStats,
-    connects: Vec<SocketAddr>,
+    connects: Vec<Target>,
     core: CoreCtx,
     /// The kit's own server id: replies completed on this thread come back to this session.
     server: u32,
@@ -445,16 +456,11 @@ impl<C: Codec, H: Handler<C>> Harness<C, H> {
         if self.closed.is_some() {
             return;
         }
-        for addr in self.connects.drain(..) {
-            self.events.push(Event::Connect(addr));
+        for target in self.connects.drain(..) {
+            self.events.push(Event::connect(target));
         }
         for other in self.core.outbound.pending.drain(..) {
-            // Connects name a TCP or a Unix address, nothing else.
-            if let Some(addr) = other.addr.as_socket() {
-                self.events.push(Event::Connect(addr));
-            } else if let Some(addr) = UnixAddr::from_sock_addr(&other.addr) {
-                self.events.push(Event::ConnectUnix(addr));
-            }
+            self.events.push(Event::connect(other.target));
             self.others.push(other.proto);
         }
         // What the callback sent to its core: this session's replies fill their slots, and

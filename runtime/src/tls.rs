@@ -262,6 +262,17 @@ impl TlsSession {
     /// not closing or failed, nothing rustls holds to send, no part of the peer's record
     /// held, and a version and cipher suite the kernel takes.
     pub(crate) fn may_hand_over(&self) -> bool {
+        self.kernel_can_take()
+            && self.opened
+            && !self.closing
+            && !self.failed
+            && !self.conn.wants_write()
+            && !self.mid_record()
+    }
+
+    /// Whether the kernel could ever take the session: a server's, with a version and cipher
+    /// suite it took keys for at the probe (settled once the handshake is done).
+    pub(crate) fn kernel_can_take(&self) -> bool {
         let takes = match (
             self.conn.protocol_version(),
             self.conn.negotiated_cipher_suite(),
@@ -269,13 +280,7 @@ impl TlsSession {
             (Some(version), Some(suite)) => crate::ktls::supported(version, suite.suite()),
             _ => false,
         };
-        matches!(self.conn, rustls::Connection::Server(_))
-            && takes
-            && self.opened
-            && !self.closing
-            && !self.failed
-            && !self.conn.wants_write()
-            && !self.mid_record()
+        matches!(self.conn, rustls::Connection::Server(_)) && takes
     }
 
     /// Whether the session can never go to the kernel (it is closing or failed).

@@ -61,6 +61,7 @@ impl UnixAddr {
     }
 
     /// The address a Unix `SockAddr` names (`None` for another family or an unnamed socket).
+    #[cfg(test)]
     pub(crate) fn from_sock_addr(addr: &SockAddr) -> Option<UnixAddr> {
         if let Some(path) = addr.as_pathname() {
             return Some(UnixAddr::Path(path.to_path_buf()));

@@ -19,6 +19,10 @@ use crate::handler::Handler;
 use crate::session::{CloseReason, Read};
 use crate::timer::Micros;
 
+/// How long a TLS session closed for idleness waits for its close_notify to be written: a peer
+/// that reads nothing (its receive window shut) gets its connection closed without it.
+pub(super) const CLOSE_NOTIFY_GRACE: Micros = 1_000_000;
+
 /// A per-core housekeeping callback and its period.
 pub(crate) struct CoreTick {
     pub(crate) period: Micros,
@@ -121,7 +125,12 @@ where
             .filter(|_| timers_fire(conn.phase) && conn.state.out.writing())
             .map(|d| conn.write_progress + d);
         let tick = Some(conn.next_tick).filter(|&at| at != Micros::MAX);
-        let linger = matches!(conn.phase, Phase::Lingering(_)).then_some(conn.linger_until);
+        let linger = matches!(
+            conn.phase,
+            Phase::Lingering(_) | Phase::Flushing(CloseReason::IdleTimeout)
+        )
+        .then_some(conn.linger_until)
+        .filter(|&at| at != Micros::MAX);
         let timer = conn.state.timers.next().filter(|_| timers_fire(conn.phase));
         // While connecting, `last_rx` is when the connect started.
         let connect = self
@@ -245,6 +254,9 @@ where
             |timeout: Option<Micros>, since: Micros| timeout.is_some_and(|d| now >= since + d);
         let reason = if let Phase::Lingering(reason) = conn.phase {
             (now >= conn.linger_until).then_some(reason)
+        } else if conn.phase == Phase::Flushing(CloseReason::IdleTimeout) {
+            // Its close_notify had its grace (a peer that reads nothing takes none).
+            (now >= conn.linger_until).then_some(CloseReason::IdleTimeout)
         } else if reading && expired(t.idle, conn.last_rx) {
             Some(CloseReason::IdleTimeout)
         } else if reading && conn.has_tail() && expired(t.read, conn.frame_started) {
@@ -266,10 +278,11 @@ where
                 && conn.phase == Phase::Open
                 && quiet
             {
-                // Nothing pending: the peer gets a close_notify, not a cut-off stream. (With
-                // output pending the peer is not reading: it is closed at once, as a plain
-                // session is.)
+                // Nothing pending: the peer gets a close_notify, not a cut-off stream, within
+                // a grace. (With output pending the peer is not reading: it is closed at once,
+                // as a plain session is.)
                 conn.phase = Phase::Flushing(reason);
+                conn.linger_until = now + CLOSE_NOTIFY_GRACE;
                 conn.reader.release(&mut self.pool);
                 self.maybe_finish_flush(slot);
                 self.reschedule(slot);

@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -135,7 +134,7 @@ pub(crate) struct WorkerConfig {
     /// How long an outbound session may take to connect (`None`: as long as the kernel tries).
     pub(crate) connect_timeout: Option<Micros>,
     /// Outbound connections to open when the worker starts: target and count.
-    pub(crate) connect: Option<(SocketAddr, usize)>,
+    pub(crate) connect: Option<(crate::target::Target, usize)>,
     /// How long a session closed from our side lingers for the peer's EOF (`None`: closes at
     /// once).
     pub(crate) linger: Option<Micros>,
@@ -199,7 +198,7 @@ pub(crate) struct Worker<C, H, F> {
     /// Every session was closed at the drain deadline; new ones are refused.
     closed_all: bool,
     /// Outbound connections requested by handlers (or the client's start), opened at turn end.
-    connects: Vec<SocketAddr>,
+    connects: Vec<crate::target::Target>,
     recorders: Option<Recorders>,
     /// Commands for the driver, queued by the current event; reused, never shrunk.
     cmds: Vec<Command>,
@@ -304,8 +303,9 @@ where
 
     /// Runs turns until the server stops and every session is closed.
     pub(crate) fn run<D: Driver>(&mut self, driver: &mut D) -> io::Result<()> {
-        if let Some((addr, n)) = self.cfg.connect {
-            self.connects.extend(std::iter::repeat_n(addr, n));
+        if let Some((target, n)) = &self.cfg.connect {
+            self.connects
+                .extend(std::iter::repeat_n(target.clone(), *n));
         }
         self.end_turn();
         driver.apply(&mut self.cmds);
@@ -455,8 +455,8 @@ where
         self.open_pending();
         if !self.connects.is_empty() {
             let mut connects = std::mem::take(&mut self.connects);
-            for addr in connects.drain(..) {
-                self.connect(addr);
+            for target in connects.drain(..) {
+                self.connect(target);
             }
             if self.connects.is_empty() {
                 self.connects = connects; // Keep the capacity.

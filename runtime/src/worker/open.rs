@@ -116,7 +116,7 @@ where
 
     /// Opens an outbound session to `addr` with the server's codec and a handler from the
     /// factory (`Session::connect`, a client's start); its `on_open` runs once connected.
-    pub(super) fn connect(&mut self, addr: SocketAddr) {
+    pub(super) fn connect(&mut self, addr: crate::target::Target) {
         if self.closed_all || self.is_full() {
             self.stats.connect_errors.add(1);
             log::warn!(
@@ -125,8 +125,8 @@ where
             );
             return;
         }
-        let fd = match sys::tcp_socket(addr, self.cfg.nodelay) {
-            Ok(fd) => fd,
+        let (fd, sock_addr) = match addr.socket(self.cfg.nodelay) {
+            Ok(made) => made,
             Err(e) => {
                 self.stats.connect_errors.add(1);
                 log::warn!(
@@ -154,7 +154,7 @@ where
         self.cmds.push(Command::Connect {
             slot,
             fd,
-            addr: addr.into(),
+            addr: sock_addr,
         });
         self.reschedule(slot);
     }
@@ -168,14 +168,14 @@ where
         }
         let mut pending = std::mem::take(&mut self.ctx.outbound.pending);
         for PendingConnect {
-            addr,
+            target: _,
             id,
-            fd,
+            socket,
             proto,
             tls,
         } in pending.drain(..)
         {
-            let Some(fd) = fd else {
+            let Some((fd, addr)) = socket else {
                 // Only the test kit lists connects without a socket.
                 debug_assert!(false, "a connect without a socket");
                 continue;

@@ -151,8 +151,10 @@ where
         conn.phase = Phase::Open;
         conn.last_rx = self.now;
         let outbound = conn.state.outbound;
-        if self.cfg.kernel_tls && !outbound {
-            // Handed to the kernel at the end of a turn where nothing is split between the two.
+        if self.cfg.kernel_tls && !outbound && tls.kernel_can_take() {
+            // Handed to the kernel at the end of a turn where nothing is split between the two
+            // (a session whose cipher the kernel does not take never waits: the list is walked
+            // every settled turn).
             self.kernel_wait.push((slot, conn.state.id));
         }
         self.reschedule(slot);
@@ -234,7 +236,7 @@ where
         let Some(tls) = conn.state.tls.as_mut() else {
             return true;
         };
-        if tls.is_ending() {
+        if tls.is_ending() || !tls.kernel_can_take() {
             return true;
         }
         if tls.settle_writes() {

@@ -536,3 +536,56 @@ fn a_cipher_the_kernel_refused_at_the_probe_is_never_tried() {
     let s = echo_with_kernel_tls_on();
     assert_eq!((s.tls_kernel, s.tls_kernel_refused), (0, 0), "{s:?}");
 }
+
+/// An idle TLS session whose close_notify is never written (the peer stopped reading once the
+/// kernel's send buffer filled, so the send never completes) still closes, after the grace.
+#[test]
+fn an_idle_close_notify_the_peer_never_takes_does_not_keep_the_session() {
+    let t = Timeouts::new(Some(std::time::Duration::from_micros(100)), None, None);
+    let (mut w, _, _, _) = tls_worker(t, 1 << 20);
+    let mut ops = FakeOps::default();
+    let mut peer = Peer::new();
+    ops.accepted(&mut w, 10);
+    ops.take();
+    handshake(&mut w, &mut ops, &mut peer);
+    let start = w.now;
+    // The idle timeout passes: the close_notify goes out, and its send never completes.
+    w.now = start + 1_000;
+    ops.fire_timers(&mut w);
+    ops.end_turn(&mut w);
+    let cmds = ops.take();
+    assert!(
+        cmds.iter().any(|c| matches!(c, Cmd::Send(0, ..))),
+        "the close_notify is sent: {cmds:?}"
+    );
+    assert!(
+        !cmds.contains(&Cmd::Close(0)),
+        "not closed before its grace"
+    );
+    w.now = start + 1_000 + super::super::deadline::CLOSE_NOTIFY_GRACE;
+    ops.fire_timers(&mut w);
+    ops.end_turn(&mut w);
+    let cmds = ops.take();
+    assert!(
+        cmds.contains(&Cmd::Close(0)),
+        "closed after the grace: {cmds:?}"
+    );
+}
+
+/// A session whose cipher the kernel does not take (here: no kernel TLS at all) never waits
+/// for a handover: the wait list is walked every settled turn.
+#[test]
+fn a_session_the_kernel_cannot_take_never_waits_for_it() {
+    if crate::probe::kernel_tls().is_ok() {
+        eprintln!("skipped: this kernel has kernel TLS");
+        return;
+    }
+    let (mut w, _, _, _) = tls_worker(Timeouts::default(), 1 << 20);
+    w.cfg.kernel_tls = true;
+    let mut ops = FakeOps::default();
+    let mut peer = Peer::new();
+    ops.accepted(&mut w, 10);
+    ops.take();
+    handshake(&mut w, &mut ops, &mut peer);
+    assert!(w.kernel_wait.is_empty(), "{} waiting", w.kernel_wait.len());
+}
