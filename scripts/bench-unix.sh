@@ -4,8 +4,8 @@
 #
 # The echo example (io_uring driver unless RINGWIRE_DRIVER says otherwise) runs pinned to
 # --server-cpu (default 0) and `loadgen plain` to --client-cpu (default 1): one thread, plain
-# sockets and epoll, the same loop for both transports but for the connect (ringwire's own
-# client connects over TCP only). Rounds alternate TCP and Unix (TCP first in odd rounds, Unix
+# sockets and epoll, the same loop for both transports but for the connect (`loadgen run`
+# takes a TCP address only). Rounds alternate TCP and Unix (TCP first in odd rounds, Unix
 # first in even ones), each with a fresh server, so drift hits both alike. Before each run the
 # two CPUs must be nearly idle (`loadgen quiet`, unless --no-quiet).
 #

@@ -44,7 +44,7 @@ enum Command {
     /// Wait until the given CPUs are nearly idle (other work would disturb a run).
     Quiet(QuietArgs),
     /// Closed-loop raw echo load from one thread with plain sockets and epoll, over TCP or a
-    /// Unix socket (ringwire's client connects over TCP only): a transport comparison.
+    /// Unix socket (`run` takes a TCP address only): a transport comparison.
     Plain(plain::PlainArgs),
 }
 

@@ -1,8 +1,8 @@
 //! `loadgen plain`: closed-loop raw echo load from one thread with plain non-blocking sockets
 //! and epoll, over loopback TCP (`--addr`) or a Unix domain socket (`--unix PATH`).
 //!
-//! It exists to compare transports with one client: ringwire's client (the default `run`)
-//! connects over TCP only, so a TCP-against-Unix comparison runs both legs through this one
+//! It exists to compare transports with one client: the default `run` (ringwire's client)
+//! takes a TCP address only, so a TCP-against-Unix comparison runs both legs through this one
 //! loop, whose code is the same for both but for the `connect`. Per turn: one `epoll_wait`,
 //! then for each ready connection one read of up to 64 KiB and one write of the messages that
 //! read completed (level-triggered, like the epoll driver). Every echoed byte is checked
