@@ -44,16 +44,19 @@ enum Command {
     /// Wait until the given CPUs are nearly idle (other work would disturb a run).
     Quiet(QuietArgs),
     /// Closed-loop raw echo load from one thread with plain sockets and epoll, over TCP or a
-    /// Unix socket (`run` takes a TCP address only): a transport comparison.
+    /// Unix socket: a transport comparison with one loop for both, and a cross-check of `run`.
     Plain(plain::PlainArgs),
 }
 
 /// A load run.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// The echo server's address.
-    #[arg(long, default_value = "127.0.0.1:7000")]
+    /// The echo server's TCP address (unless `--unix`).
+    #[arg(long, conflicts_with = "unix", default_value = "127.0.0.1:7000")]
     pub addr: SocketAddr,
+    /// The echo server's Unix socket (a path, or `@name`), instead of `--addr`.
+    #[arg(long)]
+    pub unix: Option<std::path::PathBuf>,
     /// Connections in all, split evenly over the client's CPUs.
     #[arg(long, default_value_t = 50)]
     pub connections: usize,

@@ -28,9 +28,13 @@ where
 {
     let factory_shared = shared.clone();
     let core_shared = shared.clone();
-    Client::new(codec, move || Load::new(&factory_shared))
-        .core_state(move |_| Core::new(&core_shared))
-        .connect(args.addr)
+    let client = Client::new(codec, move || Load::new(&factory_shared))
+        .core_state(move |_| Core::new(&core_shared));
+    let client = match &args.unix {
+        Some(path) => client.connect_unix(path),
+        None => client.connect(args.addr),
+    };
+    client
         .connections(per_core)
         .cpus(args.cpus.iter().copied())
         .max_frame(args.size + HEADER_ROOM)
